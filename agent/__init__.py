@@ -1,0 +1,3 @@
+"""ChargeBridge engine."""
+
+__version__ = "0.1.0"

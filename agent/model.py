@@ -1,0 +1,478 @@
+"""Canonical model and standardization: the one shape every parser produces.
+
+Parsers fill these dataclasses with what the source said (raw strings are fine);
+:func:`standardize` then rewrites names, dates, addresses, phones and codes into one
+form, so validation, dedupe, sync and reconciliation compare like with like.
+Nothing here touches the store or any connector: it is the bottom of the import graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Address:
+    line1: str = ""
+    line2: str = ""
+    city: str = ""
+    state: str = ""
+    zip: str = ""
+    country: str = ""
+
+
+@dataclass
+class Patient:
+    mrn: str = ""
+    family: str = ""
+    given: str = ""
+    middle: str = ""
+    suffix: str = ""
+    dob: str = ""  # ISO yyyy-mm-dd after standardize()
+    sex: str = ""  # M | F | O | U after standardize()
+    address: Address = field(default_factory=Address)
+    phone: str = ""
+
+
+@dataclass
+class Coverage:
+    payer_name: str = ""
+    payer_id: str = ""
+    member_id: str = ""
+    group: str = ""
+    relationship: str = ""  # self | spouse | child | other
+
+
+@dataclass
+class Provider:
+    npi: str = ""
+    family: str = ""
+    given: str = ""
+    organization: str = ""
+    taxonomy: str = ""
+
+
+@dataclass
+class Diagnosis:
+    code: str
+    system: str = "ICD-10-CM"  # ICD-10-CM | ICD-9-CM | SNOMED | other text
+
+
+@dataclass
+class ChargeLine:
+    code: str
+    code_system: str = "CPT"  # CPT | HCPCS | SNOMED | ... (only CPT/HCPCS are billable)
+    modifiers: list[str] = field(default_factory=list)
+    dx_pointers: list[int] = field(default_factory=list)  # 1-based into Encounter.diagnoses
+    units: str = "1"  # decimal text, e.g. "1", "0.5"
+    unit_charge: str = ""  # decimal money text, "" when the source has no price
+    line_id: str = ""
+    service_date: str = ""  # ISO; "" means the encounter's date of service
+
+
+ENCOUNTER_KINDS = ("charge", "expected")
+
+
+@dataclass
+class Encounter:
+    """One visit. ``kind == "expected"`` is a scheduled visit (SIU) with no charges yet."""
+
+    source: str  # parser name: hl7v2 | csv | fhir | ccda
+    source_id: str  # the encounter / visit id in the source system
+    source_system: str = ""  # sending facility / application, part of the business key
+    kind: str = "charge"
+    patient: Patient = field(default_factory=Patient)
+    coverages: list[Coverage] = field(default_factory=list)
+    rendering: Provider = field(default_factory=Provider)
+    billing: Provider = field(default_factory=Provider)
+    dos_start: str = ""
+    dos_end: str = ""
+    place_of_service: str = ""  # CMS 2-digit POS code when known
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    lines: list[ChargeLine] = field(default_factory=list)
+
+    @property
+    def business_key(self) -> str:
+        """Same encounter re-exported => same key (dedupe/revision), whatever the file."""
+        system = self.source_system or self.source
+        return f"{self.kind}|{system}|{self.source_id}"
+
+    def content_hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Encounter:
+        d = dict(d)
+        pat = dict(d.get("patient") or {})
+        pat["address"] = Address(**(pat.get("address") or {}))
+        d["patient"] = Patient(**pat)
+        d["coverages"] = [Coverage(**c) for c in d.get("coverages") or []]
+        d["rendering"] = Provider(**(d.get("rendering") or {}))
+        d["billing"] = Provider(**(d.get("billing") or {}))
+        d["diagnoses"] = [Diagnosis(**x) for x in d.get("diagnoses") or []]
+        d["lines"] = [ChargeLine(**x) for x in d.get("lines") or []]
+        return cls(**d)
+
+
+@dataclass
+class PatientUpdate:
+    """Demographics from ADT^A04/A08: updates the patient on encounters not yet sent."""
+
+    source: str
+    source_system: str
+    patient: Patient
+    event: str = ""  # e.g. A04, A08
+
+    @property
+    def business_key(self) -> str:
+        return f"patient|{self.source_system or self.source}|{self.patient.mrn}"
+
+
+@dataclass
+class Rejected:
+    """One part of a document (a message, a row group, a resource) that cannot be used.
+
+    ``reason`` is shown to people: say what is wrong and what to do, never PHI.
+    """
+
+    part: str  # e.g. "message 3", "row 17", "Bundle.entry[4]"
+    reason: str
+
+
+Parsed = Encounter | PatientUpdate | Rejected
+
+
+@dataclass
+class Finding:
+    code: str  # machine code, e.g. "npi.check_digit"
+    field: str  # e.g. "rendering.npi", "lines[0].modifiers"
+    message: str  # for people; no PHI
+    severity: str = "error"  # error | warning
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Standardization
+# ---------------------------------------------------------------------------
+
+_SUFFIXES = {
+    "JR": "Jr", "JR.": "Jr", "SR": "Sr", "SR.": "Sr", "II": "II", "III": "III", "IV": "IV",
+    "V": "V", "MD": "MD", "DO": "DO", "PHD": "PhD", "ESQ": "Esq",
+}
+_SPACE = re.compile(r"\s+")
+_NAME_PARTICLES = {"van", "von", "de", "del", "della", "da", "di", "la", "le", "du", "der", "den"}
+
+
+def std_name_part(value: str) -> str:
+    """'  o'NEIL-smith ' -> "O'Neil-Smith"; keeps particles lower case inside a name."""
+    value = _SPACE.sub(" ", (value or "").strip()).strip(" ,.")
+    if not value:
+        return ""
+    # Synthea appends digits to names (Temika453); real names never carry digits.
+    value = re.sub(r"(?<=[^\W\d])\d+\b", "", value).strip()
+    words = []
+    for i, word in enumerate(value.split(" ")):
+        lw = word.lower()
+        if i > 0 and lw in _NAME_PARTICLES:
+            words.append(lw)
+            continue
+        words.append(_cap_word(lw))
+    return " ".join(words)
+
+
+def _cap_word(word: str) -> str:
+    out = []
+    cap_next = True
+    for ch in word:
+        out.append(ch.upper() if cap_next else ch)
+        cap_next = ch in "-'’"
+    s = "".join(out)
+    if s.startswith("Mc") and len(s) > 2:
+        s = "Mc" + s[2].upper() + s[3:]
+    return s
+
+
+def std_suffix(value: str) -> str:
+    v = _SPACE.sub("", (value or "")).upper()
+    return _SUFFIXES.get(v, _SUFFIXES.get(v.rstrip("."), value.strip()))
+
+
+_DATE_FORMATS = (
+    "%Y-%m-%d", "%Y%m%d", "%m/%d/%Y", "%m-%d-%Y", "%m/%d/%y", "%d.%m.%Y", "%Y/%m/%d",
+    "%d-%b-%Y", "%d %b %Y", "%b %d, %Y", "%B %d, %Y", "%d-%b-%y",
+)
+_DATE_PREFIX = re.compile(r"^(\d{4})(\d{2})(\d{2})")  # HL7 TS: YYYYMMDD[HHMM[SS[.S]]][+ZZZZ]
+_ISO_PREFIX = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ]|$)")
+
+
+class BadValue(ValueError):
+    """A value that cannot be standardized; the message names the field, not the value."""
+
+
+def std_date(value: str) -> str:
+    """Any of the usual export formats -> ISO ``yyyy-mm-dd``; "" stays "".
+
+    Accepts ISO dates and datetimes (with zone), HL7 TS (``20240131``, ``202401311230+0100``),
+    US ``01/31/2024`` and ``1/31/24``, ``31.01.2024`` and month names. Raises :class:`BadValue`.
+    """
+    v = (value or "").strip()
+    if not v:
+        return ""
+    m = _ISO_PREFIX.match(v) or (_DATE_PREFIX.match(v) if v[:8].isdigit() else None)
+    if m:
+        try:
+            return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+        except ValueError as exc:
+            raise BadValue("not a calendar date") from exc
+    for fmt in _DATE_FORMATS:
+        try:
+            d = datetime.strptime(v, fmt).date()
+        except ValueError:
+            continue
+        if fmt.endswith("%y") and d.year > date.today().year:
+            d = d.replace(year=d.year - 100)
+        return d.isoformat()
+    raise BadValue("unrecognised date format")
+
+
+def std_sex(value: str) -> str:
+    v = (value or "").strip().upper()
+    if not v:
+        return ""
+    if v in ("M", "MALE"):
+        return "M"
+    if v in ("F", "FEMALE"):
+        return "F"
+    if v in ("U", "UNK", "UNKNOWN"):
+        return "U"
+    return "O"
+
+
+_US_STATES = {
+    "ALABAMA": "AL", "ALASKA": "AK", "ARIZONA": "AZ", "ARKANSAS": "AR", "CALIFORNIA": "CA",
+    "COLORADO": "CO", "CONNECTICUT": "CT", "DELAWARE": "DE", "DISTRICT OF COLUMBIA": "DC",
+    "FLORIDA": "FL", "GEORGIA": "GA", "HAWAII": "HI", "IDAHO": "ID", "ILLINOIS": "IL",
+    "INDIANA": "IN", "IOWA": "IA", "KANSAS": "KS", "KENTUCKY": "KY", "LOUISIANA": "LA",
+    "MAINE": "ME", "MARYLAND": "MD", "MASSACHUSETTS": "MA", "MICHIGAN": "MI", "MINNESOTA": "MN",
+    "MISSISSIPPI": "MS", "MISSOURI": "MO", "MONTANA": "MT", "NEBRASKA": "NE", "NEVADA": "NV",
+    "NEW HAMPSHIRE": "NH", "NEW JERSEY": "NJ", "NEW MEXICO": "NM", "NEW YORK": "NY",
+    "NORTH CAROLINA": "NC", "NORTH DAKOTA": "ND", "OHIO": "OH", "OKLAHOMA": "OK", "OREGON": "OR",
+    "PENNSYLVANIA": "PA", "RHODE ISLAND": "RI", "SOUTH CAROLINA": "SC", "SOUTH DAKOTA": "SD",
+    "TENNESSEE": "TN", "TEXAS": "TX", "UTAH": "UT", "VERMONT": "VT", "VIRGINIA": "VA",
+    "WASHINGTON": "WA", "WEST VIRGINIA": "WV", "WISCONSIN": "WI", "WYOMING": "WY",
+    "PUERTO RICO": "PR", "GUAM": "GU", "VIRGIN ISLANDS": "VI",
+}
+_US_ABBR = set(_US_STATES.values())
+
+
+def std_state(value: str) -> str:
+    v = _SPACE.sub(" ", (value or "").strip()).upper().rstrip(".")
+    if v in _US_ABBR:
+        return v
+    return _US_STATES.get(v, v.title() if v else "")
+
+
+def std_zip(value: str) -> str:
+    """'02081' / '2081' (Excel ate the zero) / '020811234' / '02081-1234' -> 5 or 5+4."""
+    digits = re.sub(r"\D", "", value or "")
+    if len(digits) in (3, 4):  # leading zeros lost by a spreadsheet
+        digits = digits.zfill(5)
+    if len(digits) == 5:
+        return digits
+    if len(digits) == 9:
+        return f"{digits[:5]}-{digits[5:]}"
+    if len(digits) in (7, 8):
+        digits = digits.zfill(9)
+        return f"{digits[:5]}-{digits[5:]}"
+    return (value or "").strip()
+
+
+def std_phone(value: str) -> str:
+    """US numbers -> (555) 555-1234; extensions kept as ' x123'; others left as digits."""
+    v = (value or "").strip()
+    if not v:
+        return ""
+    ext = ""
+    m = re.search(r"(?:x|ext\.?|#)\s*(\d+)\s*$", v, re.I)
+    if m:
+        ext = f" x{m.group(1)}"
+        v = v[: m.start()]
+    digits = re.sub(r"\D", "", v)
+    if len(digits) == 11 and digits.startswith("1"):
+        digits = digits[1:]
+    if len(digits) == 10:
+        return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}{ext}"
+    return digits + ext
+
+
+def std_address(a: Address) -> Address:
+    return Address(
+        line1=_SPACE.sub(" ", a.line1.strip()).title() if a.line1.isupper() or a.line1.islower()
+        else _SPACE.sub(" ", a.line1.strip()),
+        line2=_SPACE.sub(" ", a.line2.strip()),
+        city=std_name_part(a.city) if a.city else "",
+        state=std_state(a.state),
+        zip=std_zip(a.zip),
+        country=(a.country or "").strip().upper()[:3],
+    )
+
+
+_ICD_SYSTEM_ALIASES = {
+    "I10": "ICD-10-CM", "ICD10": "ICD-10-CM", "ICD-10": "ICD-10-CM", "ICD-10-CM": "ICD-10-CM",
+    "I10C": "ICD-10-CM", "ICD10CM": "ICD-10-CM", "2.16.840.1.113883.6.90": "ICD-10-CM",
+    "HTTP://HL7.ORG/FHIR/SID/ICD-10-CM": "ICD-10-CM", "HTTP://HL7.ORG/FHIR/SID/ICD-10": "ICD-10-CM",
+    "I9": "ICD-9-CM", "I9C": "ICD-9-CM", "ICD9": "ICD-9-CM", "ICD-9": "ICD-9-CM",
+    "ICD-9-CM": "ICD-9-CM", "2.16.840.1.113883.6.103": "ICD-9-CM",
+    "SCT": "SNOMED", "SNOMED": "SNOMED", "SNOMEDCT": "SNOMED", "SNOMED-CT": "SNOMED",
+    "HTTP://SNOMED.INFO/SCT": "SNOMED", "2.16.840.1.113883.6.96": "SNOMED",
+}
+_PROC_SYSTEM_ALIASES = {
+    "C4": "CPT", "CPT": "CPT", "CPT4": "CPT", "CPT-4": "CPT", "HTTP://WWW.AMA-ASSN.ORG/GO/CPT": "CPT",
+    "2.16.840.1.113883.6.12": "CPT", "HC": "HCPCS", "HCPCS": "HCPCS", "HCPC": "HCPCS",
+    "2.16.840.1.113883.6.285": "HCPCS", "2.16.840.1.113883.6.14": "HCPCS",
+    "HTTPS://WWW.CMS.GOV/MEDICARE/CODING/HCPCSRELEASECODESETS": "HCPCS",
+    "SCT": "SNOMED", "SNOMED": "SNOMED", "SNOMEDCT": "SNOMED", "HTTP://SNOMED.INFO/SCT": "SNOMED",
+    "2.16.840.1.113883.6.96": "SNOMED",
+}
+_CPT_RE = re.compile(r"^\d{4}[0-9FTU]$")
+_HCPCS_RE = re.compile(r"^[A-V]\d{4}$")
+
+
+def std_dx_system(system: str, code: str = "") -> str:
+    s = (system or "").strip().upper()
+    if s in _ICD_SYSTEM_ALIASES:
+        return _ICD_SYSTEM_ALIASES[s]
+    if not s:
+        return "ICD-10-CM" if re.match(r"^[A-Z]\d", (code or "").strip().upper()) else "unknown"
+    return system.strip()
+
+
+def std_icd10(code: str) -> str:
+    """'e119' / 'E11.9' / ' E11 .9 ' -> 'E11.9' (dot after the 3rd character)."""
+    c = re.sub(r"[\s.]", "", code or "").upper()
+    if len(c) > 3:
+        return f"{c[:3]}.{c[3:]}"
+    return c
+
+
+def std_proc_system(system: str, code: str) -> str:
+    s = (system or "").strip().upper()
+    if s in _PROC_SYSTEM_ALIASES:
+        named = _PROC_SYSTEM_ALIASES[s]
+        if named in ("CPT", "HCPCS"):
+            return "HCPCS" if _HCPCS_RE.match(code) else "CPT"
+        return named
+    if not s:
+        if _HCPCS_RE.match(code):
+            return "HCPCS"
+        if _CPT_RE.match(code):
+            return "CPT"
+        return "unknown"
+    return system.strip()
+
+
+def std_modifier(m: str) -> str:
+    return re.sub(r"[\s\-]", "", m or "").upper()
+
+
+def std_decimal(value: str, *, places: int | None = None) -> str:
+    """'$1,234.5' -> '1234.50' (places=2). Raises :class:`BadValue` on junk."""
+    v = (value or "").strip().replace(",", "").replace("$", "")
+    if not v:
+        return ""
+    try:
+        d = Decimal(v)
+    except InvalidOperation as exc:
+        raise BadValue("not a number") from exc
+    if not d.is_finite():
+        raise BadValue("not a number")
+    if places is not None:
+        d = d.quantize(Decimal(1).scaleb(-places))
+    else:
+        d = d.normalize()
+        if d == d.to_integral():
+            d = d.quantize(Decimal(1))
+    return format(d, "f")
+
+
+def standardize(enc: Encounter) -> list[Finding]:
+    """Rewrite ``enc`` in place into the canonical forms; return what could not be read.
+
+    Unreadable values are left as they came and reported, so validation and people see them.
+    """
+    findings: list[Finding] = []
+
+    def _date(path: str, value: str) -> str:
+        try:
+            return std_date(value)
+        except BadValue as exc:
+            findings.append(Finding("date.format", path, f"{path}: {exc}; use YYYY-MM-DD"))
+            return value
+
+    standardize_patient(enc.patient, findings)
+    enc.dos_start = _date("dos_start", enc.dos_start)
+    enc.dos_end = _date("dos_end", enc.dos_end) if enc.dos_end else enc.dos_start
+    for prov in (enc.rendering, enc.billing):
+        prov.npi = re.sub(r"\s", "", prov.npi or "")
+        prov.family = std_name_part(prov.family)
+        prov.given = std_name_part(prov.given)
+        prov.organization = _SPACE.sub(" ", prov.organization.strip())
+    for cov in enc.coverages:
+        cov.member_id = cov.member_id.strip()
+        cov.group = cov.group.strip()
+        cov.payer_name = _SPACE.sub(" ", cov.payer_name.strip())
+    enc.place_of_service = (enc.place_of_service or "").strip()
+    if enc.place_of_service.isdigit() and len(enc.place_of_service) == 1:
+        enc.place_of_service = enc.place_of_service.zfill(2)
+    for dx in enc.diagnoses:
+        dx.system = std_dx_system(dx.system, dx.code)
+        dx.code = std_icd10(dx.code) if dx.system in ("ICD-10-CM",) else (dx.code or "").strip()
+    for i, line in enumerate(enc.lines):
+        line.code = re.sub(r"\s", "", line.code or "").upper()
+        line.code_system = std_proc_system(line.code_system, line.code)
+        line.modifiers = [m for m in (std_modifier(x) for x in line.modifiers) if m]
+        try:
+            line.units = std_decimal(str(line.units)) or "1"
+        except BadValue:
+            findings.append(Finding("units.format", f"lines[{i}].units", "units is not a number"))
+        try:
+            line.unit_charge = std_decimal(str(line.unit_charge), places=2)
+        except BadValue:
+            findings.append(
+                Finding("charge.format", f"lines[{i}].unit_charge", "unit charge is not an amount")
+            )
+        if line.service_date:
+            line.service_date = _date(f"lines[{i}].service_date", line.service_date)
+    return findings
+
+
+def standardize_patient(p: Patient, findings: list[Finding] | None = None) -> None:
+    p.mrn = (p.mrn or "").strip()
+    p.family = std_name_part(p.family)
+    p.given = std_name_part(p.given)
+    p.middle = std_name_part(p.middle)
+    p.suffix = std_suffix(p.suffix)
+    try:
+        p.dob = std_date(p.dob)
+    except BadValue as exc:
+        if findings is not None:
+            findings.append(Finding("date.format", "patient.dob", f"patient.dob: {exc}"))
+    p.sex = std_sex(p.sex)
+    p.address = std_address(p.address)
+    p.phone = std_phone(p.phone)

@@ -1,0 +1,1 @@
+"""Plug-in seams: EHR sources/parsers under ``connectors.ehr``, RCM targets under ``connectors.rcm``."""

@@ -1,0 +1,1 @@
+"""RCM targets (FHIR, X12): push charges, fetch the RCM's view for reconciliation."""

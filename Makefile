@@ -1,0 +1,17 @@
+# Quick start: `make demo` runs ChargeBridge on its built-in demo data; `make test` runs every test.
+.PHONY: setup demo test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/with-keyring.sh .venv/bin/chargebridge demo
+
+test: setup
+	@bash scripts/with-keyring.sh .venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@bash scripts/with-keyring.sh .venv/bin/python -m pytest tests/bench -s -p no:timeout -o 'python_files=bench_*.py' $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache build dist

@@ -1,0 +1,355 @@
+"""``chargebridge`` command line. Exit codes: 0 ok, 1 something quarantined or failed, 2 usage/config.
+
+The CLI keeps no engine logic of its own: every verb is a thin call into the pipeline, the
+store or the watch service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent import config as configmod
+from agent.errors import ChargeBridgeError, ConfigError
+from agent.paths import Paths
+
+log = logging.getLogger("chargebridge")
+
+SYNTHEA_MARKERS = ("patients.csv", "encounters.csv", "claims.csv")
+
+
+def _setup_logging(paths: Paths, verbose: bool) -> None:
+    paths.ensure()
+    root = logging.getLogger("chargebridge")
+    if root.handlers:
+        return
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    fh = logging.handlers.RotatingFileHandler(paths.logs / "chargebridge.log", maxBytes=5_000_000,
+                                              backupCount=5, encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
+    root.addHandler(fh)
+    eh = logging.StreamHandler(sys.stderr)
+    eh.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    eh.setFormatter(logging.Formatter("chargebridge: %(message)s"))
+    root.addHandler(eh)
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.paths = Paths.resolve(args.home)
+        self.config = configmod.load(self.paths.config)
+        _setup_logging(self.paths, getattr(args, "verbose", False))
+
+    def open_store(self, *, create: bool = True):  # type: ignore[no-untyped-def]
+        from agent.store import Store
+
+        return Store.open(self.paths, self.config.key_source, create=create)
+
+    def lock(self, purpose: str):  # type: ignore[no-untyped-def]
+        from agent.lock import HomeLock
+
+        return HomeLock(self.paths.lock, purpose)
+
+    def pipeline(self, store, chargemaster: str | None = None):  # type: ignore[no-untyped-def]
+        from agent.pipeline import Pipeline
+
+        cm = self.config.chargemaster if chargemaster is None else chargemaster
+        return Pipeline(store, max_file_bytes=self.config.max_file_bytes, chargemaster=cm)
+
+
+def _expand(paths: list[str]) -> Iterator[tuple[Path, bool]]:
+    """Files to ingest; (path, is_synthea_folder)."""
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise ConfigError(f"{p} does not exist", "check the path")
+        if path.is_dir():
+            if all((path / m).exists() for m in SYNTHEA_MARKERS):
+                yield path, True
+                continue
+            for f in sorted(x for x in path.rglob("*") if x.is_file()):
+                if not any(part.startswith(".") for part in f.relative_to(path).parts):
+                    yield f, False
+        else:
+            yield path, False
+
+
+# -- verbs ---------------------------------------------------------------------------------
+def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
+    from agent.pipeline import Totals
+
+    totals = Totals()
+    problems: list[tuple[str, list[str]]] = []
+    with ctx.lock("chargebridge ingest"):
+        store = ctx.open_store()
+        try:
+            pipe = ctx.pipeline(store, args.chargemaster)
+            pipe.recover()
+            for path, synthea in _expand(args.paths):
+                if synthea:
+                    from connectors.ehr.csvfmt import pack_directory
+
+                    cm = args.chargemaster if args.chargemaster is not None else (
+                        ctx.config.chargemaster or "synthea-demo")
+                    pipe_s = ctx.pipeline(store, cm)
+                    out = pipe_s.ingest_bytes(pack_directory(path), origin=str(path), fmt="csv",
+                                              profile=args.profile or "synthea")
+                else:
+                    out = pipe.ingest_path(path, fmt=args.format or "auto", profile=args.profile or "")
+                totals.add(out)
+                if out.quarantined:
+                    problems.append((str(path), out.reasons))
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(totals.to_dict()))
+    else:
+        d = totals.to_dict()
+        print(f"{d['files']} file(s): {d['accepted']} accepted, {d['duplicates']} duplicate(s), "
+              f"{d['quarantined']} quarantined")
+        for name, reasons in problems:
+            for r in reasons:
+                print(f"  quarantined  {name}: {r}")
+        if problems:
+            print("  see them with: chargebridge quarantine")
+    return 1 if totals.quarantined else 0
+
+
+def cmd_encounters(ctx: Context, args: argparse.Namespace) -> int:
+    store = ctx.open_store(create=False)
+    try:
+        rows = store.encounters(state=args.state, limit=args.limit, offset=args.offset)
+    finally:
+        store.close()
+    if args.json:
+        out = []
+        for r in rows:
+            d = r["data"]
+            out.append({
+                "id": r["id"], "state": r["state"], "kind": r["kind"], "source": r["source"],
+                "source_id": r["source_id"], "dos": r["dos"], "mrn": r["mrn"], "version": r["version"],
+                "lines": [{"code": ln["code"], "code_system": ln["code_system"], "modifiers": ln["modifiers"],
+                           "units": ln["units"], "unit_charge": ln["unit_charge"],
+                           "dx_pointers": ln["dx_pointers"]} for ln in d["lines"]],
+                "diagnoses": [dx["code"] for dx in d["diagnoses"]],
+                "rendering_npi": d["rendering"]["npi"],
+                "findings": r["findings"],
+            })
+        print(json.dumps(out, indent=1))
+        return 0
+    if not rows:
+        print("no encounters" + (f" in state {args.state}" if args.state else "") +
+              " — drop EHR exports into a watched folder or run chargebridge ingest PATH")
+        return 0
+    print(f"{'id':>6}  {'state':<12} {'source':<6} {'date':<10}  lines  findings")
+    for r in rows:
+        errs = [f for f in r["findings"] if f["severity"] == "error"]
+        first = f"  {errs[0]['message']}" if errs else ""
+        print(f"{r['id']:>6}  {r['state']:<12} {r['source']:<6} {r['dos']:<10}  {len(r['data']['lines']):>5}"
+              f"  {len(errs):>8}{first}")
+    return 0
+
+
+def cmd_quarantine(ctx: Context, args: argparse.Namespace) -> int:
+    store = ctx.open_store(create=False)
+    try:
+        rows = store.quarantine_list(include_resolved=args.all)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{"id": r["id"], "file": r["file"], "part": r["part"], "reason": r["reason"],
+                           "created_at": r["created_at"], "resolved_at": r["resolved_at"]} for r in rows],
+                         indent=1))
+        return 0
+    if not rows:
+        print("quarantine is empty")
+        return 0
+    for r in rows:
+        part = f" ({r['part']})" if r["part"] else ""
+        print(f"{r['id']:>5}  {Path(r['file']).name}{part}\n       {r['reason']}")
+    print("fix the cause, then: chargebridge reprocess ID [--format F] [--profile P]")
+    return 0
+
+
+def cmd_reprocess(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.lock("chargebridge reprocess"):
+        store = ctx.open_store(create=False)
+        try:
+            try:
+                out = ctx.pipeline(store).reprocess(args.id, fmt=args.format, profile=args.profile)
+            except KeyError:
+                print(f"chargebridge: no quarantine entry {args.id}; list them with chargebridge quarantine",
+                      file=sys.stderr)
+                return 2
+            except ValueError as exc:
+                print(f"chargebridge: {exc}", file=sys.stderr)
+                return 1
+        finally:
+            store.close()
+    print(f"document {out.document_id}: {out.status} (accepted {out.accepted}, duplicates {out.duplicates}, "
+          f"quarantined {out.quarantined})")
+    for r in out.reasons:
+        print(f"  {r}")
+    return 1 if out.quarantined else 0
+
+
+def cmd_watch(ctx: Context, args: argparse.Namespace) -> int:
+    from agent.watch import WatchService
+    from connectors.ehr.folder import WatchError
+
+    if not ctx.config.folders:
+        raise ConfigError("no folders are configured to watch",
+                          f"add a [[folders]] table with path = \"...\" to {ctx.paths.config}")
+    with ctx.lock("chargebridge watch"):
+        store = ctx.open_store()
+        svc = WatchService(ctx.pipeline(store), ctx.config)
+
+        def _stop(signum: int, frame: Any) -> None:
+            svc.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        print(f"watching {len(ctx.config.folders)} folder(s); Ctrl-C to stop", flush=True)
+        try:
+            svc.run()
+        except WatchError as exc:
+            print(f"chargebridge: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
+    print(f"stopped; {svc.handled} file(s) handled")
+    return 0
+
+
+def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
+    from agent import keys
+
+    fixes: list[str] = []
+
+    def check(ok: bool, what: str, fix: str = "") -> None:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}")
+        if not ok and fix:
+            fixes.append(fix)
+
+    print(f"ChargeBridge {__version__}, home {ctx.paths.home}")
+    check(True, f"config {ctx.paths.config.name} " + ("is valid" if ctx.paths.config.exists() else "not present (defaults)"))
+    if ctx.config.key_source == "keyring":
+        ok, desc = keys.keyring_status()
+        check(ok, desc, keys.KEYRING_FIX)
+    else:
+        ok = keys.PASSPHRASE_ENV in os.environ or sys.stdin.isatty()
+        check(ok, "passphrase mode: " + ("passphrase available" if ok else f"{keys.PASSPHRASE_ENV} not set"),
+              f"set {keys.PASSPHRASE_ENV} for the service")
+    if ok:
+        if ctx.paths.store.exists():
+            try:
+                store = ctx.open_store(create=False)
+                check(True, f"store opens with its key (schema version {store.schema_version}; "
+                      f"{sum(v for k, v in store.counts().items() if k != 'quarantined')} encounters)")
+                store.close()
+            except ChargeBridgeError as exc:
+                check(False, exc.title, exc.fix)
+        else:
+            check(True, "store not created yet (it is created on first ingest)")
+    for fc in ctx.config.folders:
+        exists = fc.path.is_dir()
+        writable = exists and os.access(fc.path, os.W_OK | os.X_OK)
+        check(exists and writable, f"folder {fc.path} ({fc.format}, after: {fc.after})",
+              f"create {fc.path} and let the ChargeBridge user write to it (files are removed after intake)")
+    if sys.platform.startswith("linux") and ctx.config.folders:
+        try:
+            limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+            check(limit >= 8192, f"inotify max_user_watches = {limit}",
+                  "sysctl fs.inotify.max_user_watches=524288")
+        except OSError:
+            pass
+    if fixes:
+        print("\nTo fix:")
+        for f in fixes:
+            print(f"  - {f}")
+        return 1
+    print("everything looks right")
+    return 0
+
+
+def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(ctx, args)
+
+
+# -- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chargebridge", description="Makes the EHR and the billing system agree.")
+    p.add_argument("--version", action="version", version=f"chargebridge {__version__}")
+    p.add_argument("--home", help="directory for config, store, logs and lock (or CHARGEBRIDGE_HOME)")
+    p.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    s = sub.add_parser("ingest", help="read export files into the store (one shot)")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--format", choices=["auto", "hl7v2", "csv", "fhir", "ccda"])
+    s.add_argument("--profile", help="CSV mapping profile: built-in name or path to a .toml")
+    s.add_argument("--chargemaster", help="crosswalk to CPT/ICD-10-CM: built-in name or path ('' for none)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("encounters", help="list encounters")
+    s.add_argument("--state", choices=["ready", "needs_review", "expected"])
+    s.add_argument("--limit", type=int, default=1000)
+    s.add_argument("--offset", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_encounters)
+
+    s = sub.add_parser("quarantine", help="list quarantined files with their reasons")
+    s.add_argument("--all", action="store_true", help="include resolved entries")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_quarantine)
+
+    s = sub.add_parser("reprocess", help="run a quarantined file through the pipeline again")
+    s.add_argument("id", type=int)
+    s.add_argument("--format", choices=["auto", "hl7v2", "csv", "fhir", "ccda"])
+    s.add_argument("--profile")
+    s.set_defaults(func=cmd_reprocess)
+
+    s = sub.add_parser("watch", help="watch the configured folders until Ctrl-C")
+    s.set_defaults(func=cmd_watch)
+
+    s = sub.add_parser("doctor", help="check keyring, store, config and folders")
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("demo", help="run the main job on built-in demo data")
+    s.add_argument("--keep", action="store_true", help="keep the demo home afterwards")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 2
+    try:
+        ctx = Context(args)
+        return int(args.func(ctx, args))
+    except ChargeBridgeError as exc:
+        print(f"chargebridge: {exc.title}", file=sys.stderr)
+        if exc.fix:
+            print(f"  Fix: {exc.fix}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""``chargebridge.toml``: read, validated, every bad value reported with its key and what is allowed.
+
+Validation is hand-written rather than schema-library driven so each message can say exactly
+what a practice's IT person should type instead.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+
+FORMATS = ("auto", "hl7v2", "csv", "fhir", "ccda")
+AFTER_ACTIONS = ("archive", "move")
+OBSERVERS = ("native", "polling")
+KEY_SOURCES = ("keyring", "passphrase")
+
+DEFAULT_CONFIG = """\
+# ChargeBridge configuration. Paths may use ~. See README.md for every key.
+
+[store]
+# Where the store's encryption key comes from: "keyring" (the OS keyring; recommended) or
+# "passphrase" (scrypt-derived from CHARGEBRIDGE_PASSPHRASE or a prompt; for machines
+# without a usable keyring).
+key_source = "keyring"
+
+[ingest]
+# Files larger than this are refused and quarantined with a reason.
+max_file_mb = 50
+# A scan hands at most this many files to the pipeline at a time.
+batch_files = 200
+# Crosswalk from source codes (e.g. SNOMED CT) to CPT/HCPCS and ICD-10-CM; "" for none.
+chargemaster = ""
+
+# One [[folders]] table per EHR export folder:
+# [[folders]]
+# path = "/srv/ehr-export/hl7"
+# format = "hl7v2"        # auto | hl7v2 | csv | fhir | ccda
+# profile = ""            # CSV mapping profile: a built-in name or a path to a .toml
+# after = "archive"       # archive: keep inside the encrypted store and delete the file
+#                         # move:    move the file to processed/
+# observer = "native"     # native | polling (use polling for network shares)
+"""
+
+
+@dataclass
+class FolderConfig:
+    path: Path
+    format: str = "auto"
+    profile: str = ""
+    after: str = "archive"
+    processed_dir: Path | None = None
+    quarantine_dir: Path | None = None
+    observer: str = "native"
+    poll_seconds: float = 2.0
+    settle_seconds: float = 0.5
+
+    @property
+    def processed(self) -> Path:
+        return self.processed_dir or self.path / "processed"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.quarantine_dir or self.path / "quarantine"
+
+
+@dataclass
+class Config:
+    key_source: str = "keyring"
+    max_file_mb: float = 50.0
+    batch_files: int = 200
+    chargemaster: str = ""
+    folders: list[FolderConfig] = field(default_factory=list)
+    source: Path | None = None
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+def load(path: Path) -> Config:
+    """Read and validate ``path``; a missing file means all defaults."""
+    if not path.exists():
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}", "correct the syntax at that line")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name} cannot be read: {exc}", "check the file's permissions")
+    cfg = parse(raw, origin=path.name)
+    cfg.source = path
+    return cfg
+
+
+def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
+    v = _Validator(origin)
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "users"}
+    for key in raw:
+        if key not in known:
+            v.fail(key, "is not a known section", ", ".join(sorted(known)))
+    store = v.table(raw, "store")
+    ingest = v.table(raw, "ingest")
+    cfg = Config(
+        key_source=v.choice(store, "store.key_source", "keyring", KEY_SOURCES),
+        max_file_mb=v.number(ingest, "ingest.max_file_mb", 50.0, lo=0.001, hi=4096),
+        batch_files=int(v.number(ingest, "ingest.batch_files", 200, lo=1, hi=100_000, integer=True)),
+        chargemaster=v.string(ingest, "ingest.chargemaster", ""),
+    )
+    folders = raw.get("folders", [])
+    if not isinstance(folders, list):
+        v.fail("folders", "must be an array of tables ([[folders]])", "[[folders]] path = \"...\"")
+    seen: set[Path] = set()
+    for i, f in enumerate(folders):
+        key = f"folders[{i}]"
+        if not isinstance(f, dict):
+            v.fail(key, "must be a table", "[[folders]] path = \"...\"")
+        allowed = {"path", "format", "profile", "after", "processed_dir", "quarantine_dir",
+                   "observer", "poll_seconds", "settle_seconds"}
+        for k in f:
+            if k not in allowed:
+                v.fail(f"{key}.{k}", "is not a known key", ", ".join(sorted(allowed)))
+        path_s = v.string(f, f"{key}.path", "")
+        if not path_s:
+            v.fail(f"{key}.path", "is required", "the folder the EHR exports into")
+        fc = FolderConfig(
+            path=Path(path_s).expanduser(),
+            format=v.choice(f, f"{key}.format", "auto", FORMATS),
+            profile=v.string(f, f"{key}.profile", ""),
+            after=v.choice(f, f"{key}.after", "archive", AFTER_ACTIONS),
+            processed_dir=_opt_path(v.string(f, f"{key}.processed_dir", "")),
+            quarantine_dir=_opt_path(v.string(f, f"{key}.quarantine_dir", "")),
+            observer=v.choice(f, f"{key}.observer", "native", OBSERVERS),
+            poll_seconds=v.number(f, f"{key}.poll_seconds", 2.0, lo=0.1, hi=3600),
+            settle_seconds=v.number(f, f"{key}.settle_seconds", 0.5, lo=0.05, hi=600),
+        )
+        if fc.path in seen:
+            v.fail(f"{key}.path", "is listed twice", "one [[folders]] table per folder")
+        seen.add(fc.path)
+        cfg.folders.append(fc)
+    return cfg
+
+
+def _opt_path(s: str) -> Path | None:
+    return Path(s).expanduser() if s else None
+
+
+class _Validator:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, key: str, problem: str, allowed: str) -> None:
+        raise ConfigError(f"{self.origin}: '{key}' {problem}", f"allowed: {allowed}")
+
+    def table(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
+        t = raw.get(key, {})
+        if not isinstance(t, dict):
+            self.fail(key, "must be a table", f"[{key}]")
+        return t
+
+    def _get(self, t: dict[str, Any], key: str) -> Any:
+        return t.get(key.rsplit(".", 1)[-1])
+
+    def string(self, t: dict[str, Any], key: str, default: str) -> str:
+        val = self._get(t, key)
+        if val is None:
+            return default
+        if not isinstance(val, str):
+            self.fail(key, f"must be text, not {type(val).__name__}", "a quoted string")
+        return val
+
+    def choice(self, t: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
+        val = self.string(t, key, default)
+        if val not in allowed:
+            self.fail(key, f"= {val!r} is not allowed", ", ".join(allowed))
+        return val
+
+    def number(self, t: dict[str, Any], key: str, default: float, *, lo: float, hi: float,
+               integer: bool = False) -> float:
+        val = self._get(t, key)
+        if val is None:
+            return default
+        kind = "a whole number" if integer else "a number"
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or (
+            integer and not isinstance(val, int)
+        ):
+            self.fail(key, f"= {val!r} is not {kind}", f"{kind} from {lo:g} to {hi:g}")
+        if not lo <= val <= hi:
+            self.fail(key, f"= {val!r} is out of range", f"{kind} from {lo:g} to {hi:g}")
+        return float(val)

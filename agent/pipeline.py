@@ -1,0 +1,311 @@
+"""The ingest pipeline: raw document -> parse -> standardize -> validate -> encounter state.
+
+Crash safety comes from two commits per file. First the raw bytes are committed to the store
+(``documents.status = 'pending'``); only then may a caller touch the source file. Then the
+parse results, quarantine entries and the document's final status commit together. A crash
+between the two leaves a pending document that :meth:`Pipeline.recover` finishes on restart;
+a crash before the first leaves the source file where it was. Dedupe by sha256 makes a
+re-read of the same file a no-op; dedupe by business key makes a re-export of the same
+encounter a no-op (or a revision when its content changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
+from agent.store import Store, now
+from agent.validate import has_errors, validate
+
+log = logging.getLogger("chargebridge.pipeline")
+
+CHUNK = 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    """What happened to one file (or one stored document)."""
+
+    document_id: int | None = None
+    status: str = ""  # accepted | duplicate | partial | quarantined | vanished
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def file_quarantined(self) -> bool:
+        """Nothing usable came out of the file: it belongs in the quarantine folder."""
+        return self.status == "quarantined"
+
+
+@dataclass
+class Totals:
+    files: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def add(self, o: Outcome) -> None:
+        if o.status == "vanished":
+            return
+        self.files += 1
+        self.accepted += o.accepted
+        self.duplicates += o.duplicates
+        self.quarantined += o.quarantined
+
+    def to_dict(self) -> dict[str, int]:
+        return {"files": self.files, "accepted": self.accepted, "duplicates": self.duplicates,
+                "quarantined": self.quarantined}
+
+
+class Pipeline:
+    def __init__(self, store: Store, *, max_file_bytes: int = 50 * 1024 * 1024,
+                 chargemaster: str = "") -> None:
+        self.store = store
+        self.max_file_bytes = max_file_bytes
+        self._chargemaster_name = chargemaster
+        self._chargemasters: dict[str, Any] = {}
+
+    # -- entry points --------------------------------------------------------------------
+    def ingest_path(self, path: Path, *, source: str = "cli", fmt: str = "auto",
+                    profile: str = "") -> Outcome:
+        """Store, then process, one file. Safe to call again for the same file at any time."""
+        try:
+            size = path.stat().st_size
+            if size > self.max_file_bytes:
+                return self._refuse_oversize(path, size, source, fmt, profile)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            log.info("a file vanished before it could be read; nothing to do")
+            return Outcome(status="vanished")
+        return self.ingest_bytes(data, origin=str(path), source=source, fmt=fmt, profile=profile)
+
+    def ingest_bytes(self, data: bytes, *, origin: str, source: str = "cli", fmt: str = "auto",
+                     profile: str = "") -> Outcome:
+        doc_id, status = self.admit(data, origin=origin, source=source, fmt=fmt, profile=profile)
+        if status != "pending":
+            log.debug("document %d already %s (same sha256)", doc_id, status)
+            return Outcome(document_id=doc_id, status="duplicate", duplicates=1)
+        return self.process(doc_id)
+
+    def admit(self, data: bytes, *, origin: str, source: str, fmt: str, profile: str) -> tuple[int, str]:
+        """Commit the raw bytes. Returns (document id, its status); status != 'pending' = seen before."""
+        sha = hashlib.sha256(data).hexdigest()
+        conn = self.store.conn
+        row = conn.execute("SELECT id, status FROM documents WHERE sha256 = ?", (sha,)).fetchone()
+        if row:
+            return int(row[0]), str(row[1])
+        with self.store.tx():
+            cur = conn.execute(
+                "INSERT INTO documents (sha256, origin, source, format, profile, size, content, status, received_at)"
+                " VALUES (?,?,?,?,?,?,?, 'pending', ?)",
+                (sha, origin, source, fmt, profile, len(data), data, now()),
+            )
+            doc_id = int(cur.lastrowid)
+            self.store.event("document.received", document_id=doc_id, detail={"size": len(data)})
+        return doc_id, "pending"
+
+    def recover(self) -> list[Outcome]:
+        """Finish documents committed by a run that crashed before processing them."""
+        ids = [r[0] for r in self.store.conn.execute("SELECT id FROM documents WHERE status = 'pending' ORDER BY id")]
+        if ids:
+            log.info("recovering %d document(s) left pending by an earlier run", len(ids))
+        return [self.process(i) for i in ids]
+
+    def reprocess(self, quarantine_id: int, *, fmt: str | None = None, profile: str | None = None) -> Outcome:
+        """Run a quarantined document through the pipeline again (e.g. after fixing a profile)."""
+        conn = self.store.conn
+        row = conn.execute("SELECT document_id, resolved_at FROM quarantine WHERE id = ?", (quarantine_id,)).fetchone()
+        if row is None:
+            raise KeyError(quarantine_id)
+        doc_id = int(row[0])
+        content = conn.execute("SELECT content IS NULL FROM documents WHERE id = ?", (doc_id,)).fetchone()[0]
+        if content:
+            raise ValueError("this file was refused before it was stored (too large); drop it again after "
+                             "raising ingest.max_file_mb")
+        with self.store.tx():
+            if fmt:
+                conn.execute("UPDATE documents SET format = ? WHERE id = ?", (fmt, doc_id))
+            if profile is not None:
+                conn.execute("UPDATE documents SET profile = ? WHERE id = ?", (profile, doc_id))
+            conn.execute(
+                "UPDATE quarantine SET resolved_at = ?, resolution = 'reprocessed' "
+                "WHERE document_id = ? AND resolved_at IS NULL", (now(), doc_id))
+            conn.execute("UPDATE documents SET status = 'pending' WHERE id = ?", (doc_id,))
+            self.store.event("document.reprocess", document_id=doc_id, detail={"quarantine_id": quarantine_id})
+        return self.process(doc_id)
+
+    # -- processing ----------------------------------------------------------------------
+    def process(self, doc_id: int) -> Outcome:
+        from connectors.ehr import detect_format, get_parser
+        from connectors.ehr.base import ParseError
+
+        conn = self.store.conn
+        origin, fmt, profile, content = conn.execute(
+            "SELECT origin, format, profile, content FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        name = Path(origin).name
+        out = Outcome(document_id=doc_id)
+        items: list[Any] = []
+        file_reason = ""
+        if not content:
+            file_reason = "file is empty; the EHR export may have failed — export the visit again"
+        else:
+            if fmt in ("", "auto"):
+                fmt = detect_format(name, bytes(content[:512]))
+            if not fmt:
+                file_reason = ("could not tell the file's format from its name or first bytes (HL7 v2, CSV, "
+                               "FHIR JSON or C-CDA XML expected); set the folder's format in chargebridge.toml")
+            else:
+                try:
+                    parser = get_parser(fmt)
+                    items = list(parser.parse(bytes(content), name=name, options={"profile": profile}))
+                except ParseError as exc:
+                    file_reason = str(exc)
+                except Exception as exc:  # a reader bug must not stop the engine or lose the file
+                    log.error("document %d: %s reader failed with %s", doc_id, fmt, type(exc).__name__)
+                    file_reason = (f"the {fmt} reader failed unexpectedly ({type(exc).__name__}); the file is kept "
+                                   "in the store — report this to ChargeBridge support, then reprocess it")
+                if not file_reason and not items:
+                    file_reason = f"no encounters, charges or patient updates found in this {fmt} file"
+
+        with self.store.tx():
+            if file_reason:
+                self._quarantine(doc_id, "", file_reason, out)
+            for item in items:
+                if isinstance(item, Rejected):
+                    self._quarantine(doc_id, item.part, item.reason, out)
+                elif isinstance(item, Encounter):
+                    self._upsert_encounter(doc_id, item, out)
+                elif isinstance(item, PatientUpdate):
+                    self._upsert_patient(doc_id, item, out)
+            if out.accepted:
+                out.status = "partial" if out.quarantined else "accepted"
+            elif out.duplicates:
+                out.status = "partial" if out.quarantined else "duplicate"
+            else:
+                out.status = "quarantined"
+            doc_status = "quarantined" if out.status == "quarantined" else "processed"
+            conn.execute("UPDATE documents SET status = ?, processed_at = ?, format = ? WHERE id = ?",
+                         (doc_status, now(), fmt or "auto", doc_id))
+        log.info("document %d: %s (accepted %d, duplicates %d, quarantined %d)",
+                 doc_id, out.status, out.accepted, out.duplicates, out.quarantined)
+        return out
+
+    def _quarantine(self, doc_id: int, part: str, reason: str, out: Outcome) -> None:
+        cur = self.store.conn.execute(
+            "INSERT INTO quarantine (document_id, part, reason, created_at) VALUES (?,?,?,?)",
+            (doc_id, part, reason, now()))
+        self.store.event("document.quarantined", document_id=doc_id, detail={"quarantine_id": cur.lastrowid})
+        out.quarantined += 1
+        out.reasons.append(f"{part}: {reason}" if part else reason)
+
+    def _chargemaster(self, name: str):  # type: ignore[no-untyped-def]
+        if name not in self._chargemasters:
+            from agent.chargemaster import Chargemaster
+
+            self._chargemasters[name] = Chargemaster.load(name)
+        return self._chargemasters[name]
+
+    def prepare(self, enc: Encounter) -> tuple[str, list[Finding]]:
+        """Chargemaster, standardize, validate; returns (state, findings)."""
+        findings: list[Finding] = []
+        if self._chargemaster_name:
+            findings += self._chargemaster(self._chargemaster_name).apply(enc)
+        findings += standardize(enc)
+        findings += validate(enc)
+        if enc.kind == "expected":
+            return "expected", findings
+        return ("needs_review" if has_errors(findings) else "ready"), findings
+
+    def _upsert_encounter(self, doc_id: int, enc: Encounter, out: Outcome) -> None:
+        conn = self.store.conn
+        state, findings = self.prepare(enc)
+        data = enc.to_dict()
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        chash = hashlib.sha256(blob.encode()).hexdigest()
+        key = enc.business_key
+        row = conn.execute("SELECT id, content_hash, version FROM encounters WHERE business_key = ?", (key,)).fetchone()
+        ts = now()
+        fjson = json.dumps([f.to_dict() for f in findings])
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO encounters (business_key, kind, source, source_id, document_id, state, mrn, dos, data,"
+                " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
+                (key, enc.kind, enc.source, enc.source_id, doc_id, state, enc.patient.mrn, enc.dos_start, blob,
+                 fjson, chash, ts, ts))
+            conn.execute("INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
+                         (ts, "encounter.created", cur.lastrowid, doc_id,
+                          json.dumps({"state": state, "findings": len(findings)})))
+            out.accepted += 1
+        elif row[1] == chash:
+            out.duplicates += 1
+        else:
+            enc_id, version = int(row[0]), int(row[2]) + 1
+            conn.execute(
+                "UPDATE encounters SET document_id=?, state=?, mrn=?, dos=?, data=?, findings=?, content_hash=?,"
+                " version=?, updated_at=? WHERE id=?",
+                (doc_id, state, enc.patient.mrn, enc.dos_start, blob, fjson, chash, version, ts, enc_id))
+            self.store.event("encounter.revised", encounter_id=enc_id, document_id=doc_id,
+                             detail={"state": state, "version": version})
+            out.accepted += 1
+
+    def _upsert_patient(self, doc_id: int, upd: PatientUpdate, out: Outcome) -> None:
+        conn = self.store.conn
+        standardize_patient(upd.patient)
+        if not upd.patient.mrn:
+            self._quarantine(doc_id, "", f"ADT^{upd.event or '?'} message has no patient identifier (PID-3)", out)
+            return
+        pdata = _asdict(upd.patient)
+        blob = json.dumps({"patient": pdata, "event": upd.event}, sort_keys=True)
+        chash = hashlib.sha256(json.dumps(pdata, sort_keys=True).encode()).hexdigest()
+        key = upd.business_key
+        row = conn.execute("SELECT content_hash FROM patients WHERE business_key = ?", (key,)).fetchone()
+        if row is not None and row[0] == chash:
+            out.duplicates += 1
+            return
+        conn.execute(
+            "INSERT INTO patients (business_key, document_id, data, content_hash, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(business_key) DO UPDATE SET document_id=excluded.document_id, data=excluded.data,"
+            " content_hash=excluded.content_hash, updated_at=excluded.updated_at",
+            (key, doc_id, blob, chash, now()))
+        self.store.event("patient.updated", document_id=doc_id, detail={"event": upd.event})
+        out.accepted += 1
+
+    def _refuse_oversize(self, path: Path, size: int, source: str, fmt: str, profile: str) -> Outcome:
+        """Too large to keep: record the refusal (by sha256) without storing the bytes."""
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return Outcome(status="vanished")
+        sha = h.hexdigest()
+        conn = self.store.conn
+        row = conn.execute("SELECT id, status FROM documents WHERE sha256 = ?", (sha,)).fetchone()
+        if row:
+            return Outcome(document_id=int(row[0]), status="duplicate", duplicates=1)
+        limit_mb = self.max_file_bytes / 1024 / 1024
+        reason = (f"file is {size / 1024 / 1024:.1f} MB, over the {limit_mb:g} MB limit (ingest.max_file_mb); "
+                  "split the export or raise the limit, then drop it again")
+        out = Outcome(status="quarantined")
+        with self.store.tx():
+            cur = conn.execute(
+                "INSERT INTO documents (sha256, origin, source, format, profile, size, content, status, received_at,"
+                " processed_at) VALUES (?,?,?,?,?,?,NULL,'quarantined',?,?)",
+                (sha, str(path), source, fmt, profile, size, now(), now()))
+            out.document_id = int(cur.lastrowid)
+            self._quarantine(out.document_id, "", reason, out)
+        return out
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(obj)

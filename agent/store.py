@@ -1,0 +1,225 @@
+"""The encrypted store: SQLCipher, WAL, numbered migrations.
+
+Everything that can identify a patient lives only here: raw documents, encounters, quarantine
+reasons' context. The file, its WAL and its temp data are encrypted with the 32-byte key from
+:mod:`agent.keys`; temp tables are kept in memory so nothing spills in plaintext.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlcipher3
+
+from agent import keys
+from agent.errors import StoreKeyError
+from agent.paths import Paths
+
+log = logging.getLogger("chargebridge.store")
+
+DatabaseError = sqlcipher3.DatabaseError
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            origin TEXT NOT NULL,           -- file path as it was found
+            source TEXT NOT NULL,           -- 'cli' or the watched folder
+            format TEXT NOT NULL,           -- requested format ('auto' until detected)
+            profile TEXT NOT NULL DEFAULT '',
+            size INTEGER NOT NULL,
+            content BLOB,                   -- NULL only when refused for size
+            status TEXT NOT NULL,           -- pending | processed | quarantined
+            received_at TEXT NOT NULL,
+            processed_at TEXT
+        );
+        CREATE INDEX documents_status ON documents(status);
+        CREATE TABLE encounters (
+            id INTEGER PRIMARY KEY,
+            business_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,              -- charge | expected
+            source TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            state TEXT NOT NULL,             -- needs_review | ready | expected
+            mrn TEXT NOT NULL,
+            dos TEXT NOT NULL,
+            data TEXT NOT NULL,              -- canonical Encounter as JSON
+            findings TEXT NOT NULL,          -- validation findings as JSON
+            content_hash TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX encounters_state ON encounters(state);
+        CREATE INDEX encounters_mrn_dos ON encounters(mrn, dos);
+        CREATE TABLE patients (
+            business_key TEXT PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            data TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            part TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            resolved_at TEXT,
+            resolution TEXT
+        );
+        CREATE INDEX quarantine_open ON quarantine(resolved_at);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            encounter_id INTEGER,
+            document_id INTEGER,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX events_encounter ON events(encounter_id);
+        """,
+    ),
+]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Store:
+    """One connection to the encrypted store. Use one ``Store`` per thread."""
+
+    def __init__(self, conn: sqlcipher3.Connection, paths: Paths) -> None:
+        self.conn = conn
+        self.paths = paths
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, paths: Paths, key_source: str = "keyring", *, create: bool = True) -> Store:
+        paths.ensure()
+        key = keys.store_key(paths, key_source, create=create)
+        return cls.open_with_key(paths, key)
+
+    @classmethod
+    def open_with_key(cls, paths: Paths, key: bytes) -> Store:
+        existed = paths.store.exists() and paths.store.stat().st_size > 0
+        conn = sqlcipher3.connect(str(paths.store), timeout=30, isolation_level=None,
+                                  check_same_thread=False)
+        # SQLCipher prints decrypt failures to stderr itself; we raise a clearer error instead.
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher3.DatabaseError as exc:
+            conn.close()
+            if existed and _looks_plaintext(paths):
+                raise StoreKeyError(
+                    f"{paths.store} is an unencrypted SQLite file, not a ChargeBridge store",
+                    "move it away; ChargeBridge never uses a plaintext store",
+                ) from None
+            raise StoreKeyError(
+                f"the store in {paths.home} cannot be opened with its key: the key does not "
+                "match this store, or the file is damaged",
+                "check that the keyring (or passphrase) belongs to this store — e.g. the store "
+                "was copied from another machine or the keyring was reset — or restore the "
+                "store from backup",
+            ) from None
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA foreign_keys = ON")
+        store = cls(conn, paths)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r[0] for r in self.conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            with self.tx():
+                for stmt in sql.split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                self.conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now()))
+            log.info("store migrated to schema version %d", version)
+
+    @property
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlcipher3.Connection]:
+        """One atomic unit: everything inside commits together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- helpers used by the pipeline and the CLI ----------------------------------------
+    def event(self, kind: str, *, encounter_id: int | None = None, document_id: int | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
+            (now(), kind, encounter_id, document_id, json.dumps(detail or {})),
+        )
+
+    def counts(self) -> dict[str, int]:
+        out = {r[0]: r[1] for r in self.conn.execute("SELECT state, count(*) FROM encounters GROUP BY state")}
+        out["quarantined"] = self.conn.execute(
+            "SELECT count(*) FROM quarantine WHERE resolved_at IS NULL").fetchone()[0]
+        return out
+
+    def encounters(self, state: str | None = None, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        sql = ("SELECT id, business_key, kind, source, source_id, document_id, state, mrn, dos, data, "
+               "findings, version, created_at, updated_at FROM encounters")
+        args: list[Any] = []
+        if state:
+            sql += " WHERE state = ?"
+            args.append(state)
+        sql += " ORDER BY id LIMIT ? OFFSET ?"
+        args += [limit, offset]
+        cols = ["id", "business_key", "kind", "source", "source_id", "document_id", "state", "mrn",
+                "dos", "data", "findings", "version", "created_at", "updated_at"]
+        rows = []
+        for r in self.conn.execute(sql, args):
+            d = dict(zip(cols, r))
+            d["data"] = json.loads(d["data"])
+            d["findings"] = json.loads(d["findings"])
+            rows.append(d)
+        return rows
+
+    def quarantine_list(self, include_resolved: bool = False) -> list[dict[str, Any]]:
+        sql = ("SELECT q.id, q.document_id, d.origin, q.part, q.reason, q.created_at, q.resolved_at, "
+               "q.resolution FROM quarantine q JOIN documents d ON d.id = q.document_id")
+        if not include_resolved:
+            sql += " WHERE q.resolved_at IS NULL"
+        sql += " ORDER BY q.id"
+        cols = ["id", "document_id", "file", "part", "reason", "created_at", "resolved_at", "resolution"]
+        return [dict(zip(cols, r)) for r in self.conn.execute(sql)]
+
+
+def _looks_plaintext(paths: Paths) -> bool:
+    with open(paths.store, "rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"

@@ -1,0 +1,164 @@
+"""Validation of standardized encounters, as structured findings (code, field, message).
+
+An encounter with any ``error`` finding waits in ``needs_review``; one with none is ``ready``
+to bill. Messages say what is wrong and how to fix it; they may name codes (a code alone is
+not PHI) but never patient names, dates of birth or identifiers.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+from agent.model import Encounter, Finding
+
+CPT_RE = re.compile(r"^\d{4}[0-9FTU]$")
+HCPCS_RE = re.compile(r"^[A-V]\d{4}$")
+MODIFIER_RE = re.compile(r"^[A-Z0-9]{2}$")
+ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_MODIFIERS = 4
+MAX_POINTERS = 4
+
+
+def npi_is_valid(npi: str) -> bool:
+    """NPI check digit: Luhn over the prefix 80840 + the first 9 digits (CMS NPI standard)."""
+    if len(npi) != 10 or not npi.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed("80840" + npi[:9])):
+        d = int(ch)
+        if i % 2 == 0:  # every second digit from the right, starting with the rightmost
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return (10 - total % 10) % 10 == int(npi[9])
+
+
+@lru_cache(maxsize=1)
+def _icd():  # type: ignore[no-untyped-def]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import simple_icd_10_cm as cm
+    return cm
+
+
+@lru_cache(maxsize=65536)
+def icd10_status(code: str) -> str:
+    """'billable' | 'header' (valid but not billable) | 'unknown'."""
+    cm = _icd()
+    if not cm.is_valid_item(code):
+        return "unknown"
+    return "billable" if cm.is_leaf(code) else "header"
+
+
+def validate(enc: Encounter, *, today: date | None = None) -> list[Finding]:
+    today = today or date.today()
+    out: list[Finding] = []
+    add = out.append
+    p = enc.patient
+
+    # -- patient identity ------------------------------------------------------------
+    if not p.mrn:
+        add(Finding("patient.mrn", "patient.mrn", "patient has no medical record number (MRN)"))
+    if not p.family or not p.given:
+        add(Finding("patient.name", "patient.name", "patient family and given name are required"))
+    if not p.dob:
+        add(Finding("patient.dob", "patient.dob", "patient date of birth is missing"))
+    elif ISO_RE.match(p.dob) and p.dob > today.isoformat():
+        add(Finding("patient.dob", "patient.dob", "patient date of birth is in the future"))
+
+    # -- date of service -------------------------------------------------------------
+    if not enc.dos_start:
+        add(Finding("dos.missing", "dos_start", "date of service is missing"))
+    elif ISO_RE.match(enc.dos_start):
+        if enc.kind == "charge" and enc.dos_start > today.isoformat():
+            add(Finding("dos.future", "dos_start", "date of service is in the future; charges are billed after the visit"))
+        if p.dob and ISO_RE.match(p.dob) and enc.dos_start < p.dob:
+            add(Finding("dos.before_birth", "dos_start", "date of service is before the patient's date of birth"))
+        if enc.dos_end and ISO_RE.match(enc.dos_end) and enc.dos_end < enc.dos_start:
+            add(Finding("dos.order", "dos_end", "date of service ends before it starts"))
+
+    if enc.kind == "expected":
+        return out
+
+    # -- rendering provider ----------------------------------------------------------
+    npi = enc.rendering.npi
+    if not npi:
+        add(Finding("npi.missing", "rendering.npi", "rendering provider NPI is missing"))
+    elif not npi_is_valid(npi):
+        add(Finding("npi.check_digit", "rendering.npi",
+                    f"rendering provider NPI {npi} is not a valid NPI (10 digits with a correct check digit)"))
+    if enc.billing.npi and not npi_is_valid(enc.billing.npi):
+        add(Finding("npi.check_digit", "billing.npi",
+                    f"billing provider NPI {enc.billing.npi} is not a valid NPI"))
+
+    # -- diagnoses -------------------------------------------------------------------
+    if not enc.diagnoses:
+        add(Finding("dx.missing", "diagnoses", "no diagnosis: a claim needs at least one ICD-10-CM code"))
+    for i, dx in enumerate(enc.diagnoses):
+        f = f"diagnoses[{i}]"
+        if dx.system != "ICD-10-CM":
+            add(Finding("dx.system", f, f"diagnosis {dx.code} is coded in {dx.system}, not ICD-10-CM; "
+                        "map it in the chargemaster or recode it"))
+            continue
+        status = icd10_status(dx.code)
+        if status == "unknown":
+            add(Finding("dx.unknown", f, f"{dx.code} is not an ICD-10-CM code"))
+        elif status == "header":
+            add(Finding("dx.not_billable", f, f"{dx.code} is an ICD-10-CM category, not a billable code; "
+                        "add the missing characters"))
+
+    # -- charge lines ----------------------------------------------------------------
+    if not enc.lines:
+        add(Finding("lines.missing", "lines", "no charge lines: nothing to bill for this encounter"))
+    for i, ln in enumerate(enc.lines):
+        f = f"lines[{i}]"
+        if ln.code_system == "CPT":
+            if not CPT_RE.match(ln.code):
+                add(Finding("code.format", f"{f}.code", f"{ln.code} is not a CPT code (5 characters: 4 digits, then a digit or F/T/U)"))
+        elif ln.code_system == "HCPCS":
+            if not HCPCS_RE.match(ln.code):
+                add(Finding("code.format", f"{f}.code", f"{ln.code} is not a HCPCS Level II code (a letter A-V and 4 digits)"))
+        else:
+            add(Finding("code.system", f"{f}.code", f"charge code {ln.code} is coded in {ln.code_system}, not CPT/HCPCS; "
+                        "map it in the chargemaster"))
+        if len(ln.modifiers) > MAX_MODIFIERS:
+            add(Finding("modifiers.count", f"{f}.modifiers", f"{len(ln.modifiers)} modifiers; a line takes at most {MAX_MODIFIERS}"))
+        for m in ln.modifiers:
+            if not MODIFIER_RE.match(m):
+                add(Finding("modifier.format", f"{f}.modifiers", f"modifier {m} is not 2 letters/digits"))
+        if len(ln.dx_pointers) > MAX_POINTERS:
+            add(Finding("pointers.count", f"{f}.dx_pointers", f"{len(ln.dx_pointers)} diagnosis pointers; a line takes at most {MAX_POINTERS}"))
+        for ptr in ln.dx_pointers:
+            if not 1 <= ptr <= len(enc.diagnoses):
+                add(Finding("pointer.range", f"{f}.dx_pointers", f"diagnosis pointer {ptr} points at no diagnosis "
+                            f"(the encounter has {len(enc.diagnoses)})"))
+        if not ln.dx_pointers and enc.diagnoses:
+            add(Finding("pointer.missing", f"{f}.dx_pointers", "line has no diagnosis pointer; the first diagnosis will be used",
+                        severity="warning"))
+        try:
+            units = Decimal(ln.units)
+        except (InvalidOperation, TypeError):
+            units = Decimal(0)
+            if not any(x.field == f"{f}.units" for x in out):
+                add(Finding("units.format", f"{f}.units", "units is not a number"))
+        if units <= 0:
+            add(Finding("units.range", f"{f}.units", "units must be greater than 0"))
+        if ln.unit_charge:
+            try:
+                if Decimal(ln.unit_charge) < 0:
+                    add(Finding("charge.range", f"{f}.unit_charge", "unit charge is negative"))
+            except InvalidOperation:
+                pass
+        if ln.service_date and ISO_RE.match(ln.service_date) and ln.service_date > today.isoformat():
+            add(Finding("dos.future", f"{f}.service_date", "line date of service is in the future"))
+    return out
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(f.severity == "error" for f in findings)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.errors import ConfigError
+
+
+def load_text(tmp_path: Path, text: str) -> config.Config:
+    p = tmp_path / "chargebridge.toml"
+    p.write_text(text)
+    return config.load(p)
+
+
+def test_defaults_when_missing(tmp_path: Path) -> None:
+    cfg = config.load(tmp_path / "nope.toml")
+    assert cfg.key_source == "keyring" and cfg.folders == [] and cfg.max_file_bytes == 50 * 1024 * 1024
+
+
+def test_default_template_is_valid(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, config.DEFAULT_CONFIG)
+    assert cfg.batch_files == 200
+
+
+def test_folders(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, f"""
+[ingest]
+max_file_mb = 1.5
+[[folders]]
+path = "{tmp_path}/in"
+format = "hl7v2"
+after = "move"
+observer = "polling"
+""")
+    f = cfg.folders[0]
+    assert (f.format, f.after, f.observer) == ("hl7v2", "move", "polling")
+    assert f.processed == tmp_path / "in" / "processed" and f.quarantine == tmp_path / "in" / "quarantine"
+    assert cfg.max_file_bytes == int(1.5 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("text,key,allowed", [
+    ('[[folders]]\npath = "/x"\nafter = "delete"', "folders[0].after", "archive, move"),
+    ('[[folders]]\npath = "/x"\nformat = "xml"', "folders[0].format", "hl7v2"),
+    ('[store]\nkey_source = "file"', "store.key_source", "keyring, passphrase"),
+    ('[ingest]\nmax_file_mb = "big"', "ingest.max_file_mb", "a number"),
+    ('[ingest]\nbatch_files = 0', "ingest.batch_files", "from 1"),
+    ('[[folders]]\nformat = "csv"', "folders[0].path", "folder"),
+    ('[[folders]]\npath = "/x"\npth = "/y"', "folders[0].pth", "path"),
+    ('[bogus]\na = 1', "bogus", "store"),
+    ('[ingest\n', "", "syntax"),
+])
+def test_bad_values_name_key_and_allowed(tmp_path: Path, text: str, key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_text(tmp_path, text)
+    msg = str(ei.value)
+    assert key in msg and allowed in msg
+    assert ei.value.exit_code == 2

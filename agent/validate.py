@@ -7,10 +7,12 @@ not PHI) but never patient names, dates of birth or identifiers.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from pathlib import Path
 
 from agent.model import Encounter, Finding
 
@@ -37,23 +39,53 @@ def npi_is_valid(npi: str) -> bool:
     return (10 - total % 10) % 10 == int(npi[9])
 
 
+_ICD_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+
+
 @lru_cache(maxsize=1)
-def _icd():  # type: ignore[no-untyped-def]
+def _icd_table() -> dict[str, bool]:
+    """ICD-10-CM code -> billable, from the ``simple-icd-10-cm`` package's full code set.
+
+    Parsing the package's XML takes ~2 s, so the derived table (public code set, no PHI) is
+    cached per package version in the user cache directory; later processes load it in ~50 ms.
+    """
+    from importlib.metadata import version
+
+    import platformdirs
+
+    ver = version("simple-icd-10-cm")
+    cache = Path(platformdirs.user_cache_dir("ChargeBridge", appauthor=False)) / f"icd10cm-{ver}.tsv"
+    try:
+        table: dict[str, bool] = {}
+        for line in cache.read_text(encoding="ascii").splitlines():
+            code, _, billable = line.partition("\t")
+            table[code] = billable == "1"
+        if len(table) > 50_000:
+            return table
+    except (OSError, ValueError):
+        pass
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import simple_icd_10_cm as cm
-    return cm
+    table = {c: bool(cm.is_leaf(c)) for c in cm.get_all_codes(True) if _ICD_CODE.match(c)}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("".join(f"{c}\t{int(b)}\n" for c, b in table.items()), encoding="ascii")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # no cache dir: still correct, just slower to start
+    return table
 
 
-@lru_cache(maxsize=65536)
 def icd10_status(code: str) -> str:
     """'billable' | 'header' (valid but not billable) | 'unknown'."""
-    cm = _icd()
-    if not cm.is_valid_item(code):
+    billable = _icd_table().get(code)
+    if billable is None:
         return "unknown"
-    return "billable" if cm.is_leaf(code) else "header"
+    return "billable" if billable else "header"
 
 
 def validate(enc: Encounter, *, today: date | None = None) -> list[Finding]:

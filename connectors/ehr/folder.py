@@ -113,10 +113,11 @@ class FolderWatcher:
         self.scan()
 
     def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
+        obs, self._observer = self._observer, None  # stop() may be called from two threads
+        if obs is not None:
+            obs.stop()
+            if obs.is_alive() and obs is not threading.current_thread():
+                obs.join(timeout=5)
 
     # -- pending set ----------------------------------------------------------------------
     def _note(self, path: Path) -> None:
@@ -175,7 +176,8 @@ class FolderWatcher:
                 with self._lock:
                     if path in self._pending:
                         self._pending[path] = _Pending(st.st_size, st.st_mtime_ns, now)
-                        self._pending.move_to_end(path)
+                        if prev is not None:  # still being written: let settled files go first
+                            self._pending.move_to_end(path)
                 continue
             assert prev is not None
             needed = self.settle_seconds if st.st_size else max(self.settle_seconds * 4, 2.0)

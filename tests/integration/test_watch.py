@@ -1,0 +1,203 @@
+"""The folder watcher with watchdog's real observers, feeding the real encrypted store."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import config as configmod
+from agent.pipeline import Pipeline
+from agent.watch import WatchService
+from connectors.ehr.folder import FolderWatcher, WatchError
+from tests.helpers import dft
+
+WAIT = 30.0
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """Wait for a condition with a hard timeout (not a timed assertion: it only bounds a hang)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def make_service(store, folder: Path, **folder_opts: object) -> WatchService:
+    opts = {"after": "archive", "settle_seconds": 0.3, **folder_opts}
+    body = "".join(f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str) else f"{k} = {v}\n"
+                   for k, v in opts.items())
+    cfg = configmod.parse(configmod.tomllib.loads(f'[ingest]\nbatch_files = 50\n[[folders]]\npath = "{folder}"\n{body}'))
+    return WatchService(Pipeline(store), cfg, rescan_seconds=2.0)
+
+
+@pytest.fixture()
+def running(store, tmp_path: Path) -> Iterator[Callable[..., WatchService]]:
+    started: list[tuple[WatchService, threading.Thread]] = []
+
+    def start(**opts: object) -> WatchService:
+        folder = tmp_path / "export"
+        folder.mkdir(exist_ok=True)
+        svc = make_service(store, folder, **opts)
+        t = threading.Thread(target=svc.run, name="chargebridge-watch-test", daemon=True)
+        t.start()
+        assert wait_for(lambda: all(w._observer is not None for _, w in svc.watchers))
+        started.append((svc, t))
+        return svc
+
+    yield start
+    for svc, t in started:
+        svc.stop()
+        t.join(timeout=10)
+        assert not t.is_alive()
+
+
+def encounters(store) -> list[dict]:
+    return store.encounters()
+
+
+def test_drop_is_committed_then_source_deleted(running, store, tmp_path: Path) -> None:
+    svc = running()
+    f = tmp_path / "export" / "visit.hl7"
+    f.write_text(dft(1))
+    assert wait_for(lambda: svc.handled == 1)
+    assert not f.exists()  # archive: the bytes live in the store now
+    assert len(encounters(store)) == 1
+    row = store.conn.execute("SELECT status, length(content) FROM documents").fetchone()
+    assert row == ("processed", len(dft(1)))
+
+
+def test_move_mode_and_quarantine_folder(running, store, tmp_path: Path) -> None:
+    svc = running(after="move")
+    export = tmp_path / "export"
+    (export / "good.hl7").write_text(dft(2))
+    (export / "bad.hl7").write_bytes(b"\x00\x01\x02binary junk")
+    assert wait_for(lambda: svc.handled == 2)
+    assert (export / "processed" / "good.hl7").exists()
+    assert (export / "quarantine" / "bad.hl7").exists()
+    reason = (export / "quarantine" / "bad.hl7.reason.txt").read_text()
+    assert "binary" in reason
+    assert not (export / "good.hl7").exists() and not (export / "bad.hl7").exists()
+    assert len(store.quarantine_list()) == 1
+
+
+def test_file_still_being_written_is_read_once_complete(running, store, tmp_path: Path) -> None:
+    svc = running()
+    f = tmp_path / "export" / "slow.hl7"
+    msg = dft(3, lines=5)
+    segs = msg.split("\r")
+    with open(f, "w") as fh:  # the EHR appends segments for ~3 s
+        for seg in segs:
+            fh.write(seg + "\r")
+            fh.flush()
+            time.sleep(3.0 / len(segs))
+    assert wait_for(lambda: svc.handled >= 1)
+    time.sleep(0.5)
+    encs = encounters(store)
+    assert svc.handled == 1 and len(encs) == 1
+    assert len(encs[0]["data"]["lines"]) == 5
+    assert store.quarantine_list() == []
+
+
+def test_catch_up_scan_and_same_file_twice(store, tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(5):
+        (export / f"waiting-{i}.hl7").write_text(dft(i))
+    (export / "copy-of-0.hl7").write_text(dft(0))  # the same file dropped twice
+    (export / ".hidden.tmp").write_text("ignored")
+    svc = make_service(store, export)
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: svc.handled == 6)
+    finally:
+        svc.stop()
+        t.join(10)
+    assert len(encounters(store)) == 5
+    assert (export / ".hidden.tmp").exists()
+    assert sorted(p.name for p in export.iterdir() if p.is_file()) == [".hidden.tmp"]
+
+
+def test_file_deleted_before_it_settles_and_engine_keeps_going(running, store, tmp_path: Path) -> None:
+    svc = running()
+    export = tmp_path / "export"
+    doomed = export / "doomed.hl7"
+    doomed.write_text(dft(4))
+    doomed.unlink()
+    (export / "after.hl7").write_text(dft(5))
+    assert wait_for(lambda: len(encounters(store)) == 1)
+    assert encounters(store)[0]["source_id"] == "V0000005"
+
+
+def test_polling_observer(running, store, tmp_path: Path) -> None:
+    svc = running(observer="polling", poll_seconds=0.2)
+    (tmp_path / "export" / "share.hl7").write_text(dft(6))
+    assert wait_for(lambda: svc.handled == 1)
+    assert len(encounters(store)) == 1
+
+
+def test_bounded_batches_over_many_waiting_files(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(3000):
+        (export / f"f{i:05d}.hl7").write_text("x")
+    w = FolderWatcher(export, processed=export / "processed", quarantine=export / "quarantine",
+                      settle_seconds=0.05, rescan_seconds=3600)
+    w.scan()
+    assert w.pending_count == 3000
+    assert w.ready(50) == []  # first look only records size/mtime
+    time.sleep(0.1)
+    got = w.ready(50)
+    assert len(got) == 50  # never more than asked for, however many are waiting
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    w = FolderWatcher(tmp_path / "nope", processed=tmp_path / "p", quarantine=tmp_path / "q")
+    with pytest.raises(WatchError) as ei:
+        w.start()
+    assert "does not exist" in str(ei.value) and "chargebridge.toml" in str(ei.value)
+
+
+def test_inotify_limit_message_names_the_setting() -> None:
+    import errno
+
+    from connectors.ehr.folder import _os_limit_message
+
+    msg = _os_limit_message(OSError(errno.ENOSPC, "No space left on device"), Path("/x"))
+    assert "fs.inotify.max_user_watches" in msg and "polling" in msg
+
+
+def test_watch_cli_runs_until_sigterm(tmp_path: Path, keyring_ok) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    home = tmp_path / "home"
+    home.mkdir()
+    export = tmp_path / "export"
+    export.mkdir()
+    (home / "chargebridge.toml").write_text(f'[[folders]]\npath = "{export}"\nsettle_seconds = 0.2\n')
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "--home", str(home), "watch"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "watching 1 folder" in proc.stdout.readline()
+        (export / "a.hl7").write_text(dft(8))
+        assert wait_for(lambda: not (export / "a.hl7").exists())
+        second = subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(home), "watch"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and f"process {proc.pid}" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "1 file(s) handled" in out

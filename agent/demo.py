@@ -41,16 +41,15 @@ def run_demo(ctx: Any, args: argparse.Namespace) -> int:
     export = root / "ehr-export"
     (export / "hl7").mkdir(parents=True)
     (export / "csv").mkdir(parents=True)
-    profile = _demo_dir() / "demo-profile.toml"
     paths.config.write_text(
         "[store]\nkey_source = \"keyring\"\n\n"
         f"[[folders]]\npath = \"{export / 'hl7'}\"\nformat = \"hl7v2\"\nafter = \"archive\"\n\n"
-        f"[[folders]]\npath = \"{export / 'csv'}\"\nformat = \"csv\"\nprofile = \"{profile}\"\nafter = \"move\"\n",
+        f"[[folders]]\npath = \"{export / 'csv'}\"\nformat = \"csv\"\nprofile = \"generic\"\nafter = \"move\"\n",
         encoding="utf-8",
     )
     cfg = configmod.load(paths.config)
     print(f"ChargeBridge demo — home {paths.home}")
-    print(f"  watching {export / 'hl7'} (HL7 v2) and {export / 'csv'} (CSV, demo profile)")
+    print(f"  watching {export / 'hl7'} (HL7 v2) and {export / 'csv'} (CSV, generic profile)")
     store = Store.open(paths, cfg.key_source)
     svc = WatchService(Pipeline(store, max_file_bytes=cfg.max_file_bytes), cfg)
     worker = threading.Thread(target=svc.run, name="chargebridge-watch", daemon=True)

@@ -27,7 +27,7 @@ def dft(i: int, *, lines: int = 2, facility: str = "TESTFAC", visit: str | None 
     ]
     for n in range(lines):
         code, price = CPTS[(i + n) % len(CPTS)]
-        segs.append(f"FT1|{n + 1}|T{i}-{n}||{dos}|{dos}|CG|{code}^^C4|||1|{price}||||||||{dx1}|{npi}^Doc^Test||||"
+        segs.append(f"FT1|{n + 1}|T{i}-{n}||{dos}|{dos}|CG|{code}^^C4|||1|{price}||||||||{dx1}|{npi}^Doc^Test|||||"
                     f"{code}^^C4|")
     segs.append(f"DG1|1|I10|{dx1}^^I10|||F")
     segs.append(f"DG1|2|I10|{dx2}^^I10|||F")
@@ -35,7 +35,7 @@ def dft(i: int, *, lines: int = 2, facility: str = "TESTFAC", visit: str | None 
 
 
 CSV_HEADER = ("Visit ID,MRN,Last Name,First Name,DOB,Sex,Address,City,State,ZIP,Phone,Payer,Member ID,"
-              "Rendering NPI,Date of Service,POS,CPT,Modifiers,Dx Codes,Dx Pointers,Units,Charge\n")
+              "Rendering NPI,Date of Service,POS,CPT,Modifiers,Dx Codes,Dx Pointers,Units,Unit Charge\n")
 
 
 def csv_row(i: int) -> str:

@@ -34,6 +34,8 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger("chargebridge.watch")
+# watchdog warns on stderr when an observer is stopped mid-event; that is expected at shutdown.
+logging.getLogger("watchdog").setLevel(logging.ERROR)
 
 _SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", ".lock", ".reason.txt")
 

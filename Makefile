@@ -11,7 +11,7 @@ test: setup
 	@bash scripts/with-keyring.sh .venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	@bash scripts/with-keyring.sh .venv/bin/python -m pytest tests/bench -s -p no:timeout -o 'python_files=bench_*.py' $(PYTEST_ARGS)
+	@bash scripts/with-keyring.sh .venv/bin/python -m pytest tests/bench -s --timeout=0 -o 'python_files=bench_*.py' $(PYTEST_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache build dist

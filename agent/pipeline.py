@@ -71,6 +71,7 @@ class Pipeline:
         self.max_file_bytes = max_file_bytes
         self._chargemaster_name = chargemaster
         self._chargemasters: dict[str, Any] = {}
+        self._events: list[tuple[Any, ...]] = []
 
     # -- entry points --------------------------------------------------------------------
     def ingest_path(self, path: Path, *, source: str = "cli", fmt: str = "auto",
@@ -174,6 +175,7 @@ class Pipeline:
                 if not file_reason and not items:
                     file_reason = f"no encounters, charges or patient updates found in this {fmt} file"
 
+        self._events: list[tuple[Any, ...]] = []
         with self.store.tx():
             if file_reason:
                 self._quarantine(doc_id, "", file_reason, out)
@@ -190,6 +192,9 @@ class Pipeline:
                 out.status = "partial" if out.quarantined else "duplicate"
             else:
                 out.status = "quarantined"
+            if self._events:
+                conn.executemany("INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
+                                 self._events)
             doc_status = "quarantined" if out.status == "quarantined" else "processed"
             conn.execute("UPDATE documents SET status = ?, processed_at = ?, format = ? WHERE id = ?",
                          (doc_status, now(), fmt or "auto", doc_id))
@@ -226,34 +231,36 @@ class Pipeline:
     def _upsert_encounter(self, doc_id: int, enc: Encounter, out: Outcome) -> None:
         conn = self.store.conn
         state, findings = self.prepare(enc)
-        data = enc.to_dict()
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        # to_dict() has a fixed key order, so the JSON (and its hash) is canonical without sort_keys
+        blob = json.dumps(enc.to_dict(), separators=(",", ":"))
         chash = hashlib.sha256(blob.encode()).hexdigest()
         key = enc.business_key
-        row = conn.execute("SELECT id, content_hash, version FROM encounters WHERE business_key = ?", (key,)).fetchone()
         ts = now()
-        fjson = json.dumps([f.to_dict() for f in findings])
-        if row is None:
-            cur = conn.execute(
-                "INSERT INTO encounters (business_key, kind, source, source_id, document_id, state, mrn, dos, data,"
-                " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
-                (key, enc.kind, enc.source, enc.source_id, doc_id, state, enc.patient.mrn, enc.dos_start, blob,
-                 fjson, chash, ts, ts))
-            conn.execute("INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
-                         (ts, "encounter.created", cur.lastrowid, doc_id,
-                          json.dumps({"state": state, "findings": len(findings)})))
+        fjson = json.dumps([f.to_dict() for f in findings]) if findings else "[]"
+        row = conn.execute(
+            "INSERT INTO encounters (business_key, kind, source, source_id, document_id, state, mrn, dos, data,"
+            " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)"
+            " ON CONFLICT(business_key) DO NOTHING RETURNING id",
+            (key, enc.kind, enc.source, enc.source_id, doc_id, state, enc.patient.mrn, enc.dos_start, blob,
+             fjson, chash, ts, ts)).fetchone()
+        if row is not None:
+            self._events.append((ts, "encounter.created", row[0], doc_id,
+                                 f'{{"state":"{state}","findings":{len(findings)}}}'))
             out.accepted += 1
-        elif row[1] == chash:
+            return
+        enc_id, old_hash, version = conn.execute(
+            "SELECT id, content_hash, version FROM encounters WHERE business_key = ?", (key,)).fetchone()
+        if old_hash == chash:
             out.duplicates += 1
-        else:
-            enc_id, version = int(row[0]), int(row[2]) + 1
-            conn.execute(
-                "UPDATE encounters SET document_id=?, state=?, mrn=?, dos=?, data=?, findings=?, content_hash=?,"
-                " version=?, updated_at=? WHERE id=?",
-                (doc_id, state, enc.patient.mrn, enc.dos_start, blob, fjson, chash, version, ts, enc_id))
-            self.store.event("encounter.revised", encounter_id=enc_id, document_id=doc_id,
-                             detail={"state": state, "version": version})
-            out.accepted += 1
+            return
+        version += 1
+        conn.execute(
+            "UPDATE encounters SET document_id=?, state=?, mrn=?, dos=?, data=?, findings=?, content_hash=?,"
+            " version=?, updated_at=? WHERE id=?",
+            (doc_id, state, enc.patient.mrn, enc.dos_start, blob, fjson, chash, version, ts, enc_id))
+        self._events.append((ts, "encounter.revised", enc_id, doc_id,
+                             json.dumps({"state": state, "version": version})))
+        out.accepted += 1
 
     def _upsert_patient(self, doc_id: int, upd: PatientUpdate, out: Outcome) -> None:
         conn = self.store.conn

@@ -33,7 +33,9 @@ N_CSV_FILES, CSV_PER_FILE = 20, 1000
 
 def _raw_baseline(paths: Paths, rows: int, payload: int) -> float:
     """rows/s for a plain batched insert of ``payload``-byte JSON blobs into SQLCipher."""
-    store = Store.open_with_key(Paths.resolve(paths.home / "raw"), secrets.token_bytes(32))
+    raw_paths = Paths.resolve(paths.home / "raw")
+    raw_paths.ensure()
+    store = Store.open_with_key(raw_paths, secrets.token_bytes(32))
     store.conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, k TEXT UNIQUE, data TEXT)")
     blob = "x" * payload
     t = time.perf_counter()

@@ -176,16 +176,16 @@ class Pipeline:
                     file_reason = f"no encounters, charges or patient updates found in this {fmt} file"
 
         self._events: list[tuple[Any, ...]] = []
+        rows = [self._encounter_row(i) for i in items if isinstance(i, Encounter)]
         with self.store.tx():
             if file_reason:
                 self._quarantine(doc_id, "", file_reason, out)
             for item in items:
                 if isinstance(item, Rejected):
                     self._quarantine(doc_id, item.part, item.reason, out)
-                elif isinstance(item, Encounter):
-                    self._upsert_encounter(doc_id, item, out)
                 elif isinstance(item, PatientUpdate):
                     self._upsert_patient(doc_id, item, out)
+            self._store_encounters(doc_id, rows, out)
             if out.accepted:
                 out.status = "partial" if out.quarantined else "accepted"
             elif out.duplicates:
@@ -228,39 +228,61 @@ class Pipeline:
             return "expected", findings
         return ("needs_review" if has_errors(findings) else "ready"), findings
 
-    def _upsert_encounter(self, doc_id: int, enc: Encounter, out: Outcome) -> None:
-        conn = self.store.conn
+    def _encounter_row(self, enc: Encounter) -> tuple[Any, ...]:
+        """Everything the store needs for one encounter, computed outside the write transaction."""
         state, findings = self.prepare(enc)
         # to_dict() has a fixed key order, so the JSON (and its hash) is canonical without sort_keys
         blob = json.dumps(enc.to_dict(), separators=(",", ":"))
         chash = hashlib.sha256(blob.encode()).hexdigest()
-        key = enc.business_key
-        ts = now()
         fjson = json.dumps([f.to_dict() for f in findings]) if findings else "[]"
-        row = conn.execute(
+        return (enc.business_key, enc.kind, enc.source, enc.source_id, state, enc.patient.mrn, enc.dos_start,
+                blob, fjson, chash, len(findings))
+
+    def _store_encounters(self, doc_id: int, rows: list[tuple[Any, ...]], out: Outcome) -> None:
+        """Insert new encounters in bulk; identical re-exports are duplicates, changed ones revisions."""
+        conn = self.store.conn
+        existing: dict[str, list[Any]] = {}
+        keys = list({r[0] for r in rows})
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            sql = ("SELECT business_key, id, content_hash, version FROM encounters WHERE business_key IN (%s)"
+                   % ",".join("?" * len(chunk)))
+            for k, enc_id, h, v in conn.execute(sql, chunk):
+                existing[k] = [enc_id, h, v]
+        ts = now()
+        inserts: dict[str, tuple[Any, ...]] = {}
+        for r in rows:
+            key, state, chash = r[0], r[4], r[9]
+            if key in existing:
+                enc_id, old_hash, version = existing[key]
+                if old_hash == chash:
+                    out.duplicates += 1
+                    continue
+                version += 1
+                conn.execute(
+                    "UPDATE encounters SET document_id=?, state=?, mrn=?, dos=?, data=?, findings=?, content_hash=?,"
+                    " version=?, updated_at=? WHERE id=?",
+                    (doc_id, state, r[5], r[6], r[7], r[8], chash, version, ts, enc_id))
+                existing[key] = [enc_id, chash, version]
+                self._events.append((ts, "encounter.revised", enc_id, doc_id,
+                                     json.dumps({"state": state, "version": version})))
+                out.accepted += 1
+            elif key in inserts and inserts[key][9] == chash:
+                out.duplicates += 1  # the same encounter twice in one file
+            else:
+                if key not in inserts:
+                    out.accepted += 1
+                inserts[key] = r  # a later copy in the same file supersedes an earlier one
+        if not inserts:
+            return
+        conn.executemany(
             "INSERT INTO encounters (business_key, kind, source, source_id, document_id, state, mrn, dos, data,"
-            " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)"
-            " ON CONFLICT(business_key) DO NOTHING RETURNING id",
-            (key, enc.kind, enc.source, enc.source_id, doc_id, state, enc.patient.mrn, enc.dos_start, blob,
-             fjson, chash, ts, ts)).fetchone()
-        if row is not None:
-            self._events.append((ts, "encounter.created", row[0], doc_id,
-                                 f'{{"state":"{state}","findings":{len(findings)}}}'))
-            out.accepted += 1
-            return
-        enc_id, old_hash, version = conn.execute(
-            "SELECT id, content_hash, version FROM encounters WHERE business_key = ?", (key,)).fetchone()
-        if old_hash == chash:
-            out.duplicates += 1
-            return
-        version += 1
-        conn.execute(
-            "UPDATE encounters SET document_id=?, state=?, mrn=?, dos=?, data=?, findings=?, content_hash=?,"
-            " version=?, updated_at=? WHERE id=?",
-            (doc_id, state, enc.patient.mrn, enc.dos_start, blob, fjson, chash, version, ts, enc_id))
-        self._events.append((ts, "encounter.revised", enc_id, doc_id,
-                             json.dumps({"state": state, "version": version})))
-        out.accepted += 1
+            " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
+            [(r[0], r[1], r[2], r[3], doc_id, r[4], r[5], r[6], r[7], r[8], r[9], ts, ts) for r in inserts.values()])
+        conn.executemany(
+            "INSERT INTO events (at, kind, encounter_id, document_id, detail)"
+            " SELECT ?, 'encounter.created', id, ?, ? FROM encounters WHERE business_key = ?",
+            [(ts, doc_id, f'{{"state":"{r[4]}","findings":{r[10]}}}', r[0]) for r in inserts.values()])
 
     def _upsert_patient(self, doc_id: int, upd: PatientUpdate, out: Outcome) -> None:
         conn = self.store.conn

@@ -94,17 +94,23 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
         try:
             pipe = ctx.pipeline(store, args.chargemaster)
             pipe.recover()
-            for path, synthea in _expand(args.paths):
-                if synthea:
-                    from connectors.ehr.csvfmt import pack_directory
+            targets = list(_expand(args.paths))
+            for path, synthea in targets:
+                if not synthea:
+                    continue
+                from connectors.ehr.csvfmt import pack_directory
 
-                    cm = args.chargemaster if args.chargemaster is not None else (
-                        ctx.config.chargemaster or "synthea-demo")
-                    pipe_s = ctx.pipeline(store, cm)
-                    out = pipe_s.ingest_bytes(pack_directory(path), origin=str(path), fmt="csv",
-                                              profile=args.profile or "synthea")
-                else:
-                    out = pipe.ingest_path(path, fmt=args.format or "auto", profile=args.profile or "")
+                cm = args.chargemaster if args.chargemaster is not None else (
+                    ctx.config.chargemaster or "synthea-demo")
+                out = ctx.pipeline(store, cm).ingest_bytes(pack_directory(path), origin=str(path), fmt="csv",
+                                                           profile=args.profile or "synthea")
+                totals.add(out)
+                if out.quarantined:
+                    problems.append((str(path), out.reasons))
+            files = [(p, args.format or "auto", args.profile or "") for p, synthea in targets if not synthea]
+            # parse in worker processes when there is enough to amortise their start-up
+            workers = min(2, os.cpu_count() or 1) if len(files) >= 16 else 0
+            for path, out in pipe.ingest_many(files, workers=workers):
                 totals.add(out)
                 if out.quarantined:
                     problems.append((str(path), out.reasons))

@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from agent.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
@@ -45,6 +46,16 @@ class Outcome:
 
 
 @dataclass
+class Analysis:
+    """A parsed document, ready to commit: encounter rows, rejections and patient updates."""
+
+    fmt: str = ""
+    file_reason: str = ""
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    others: list[Any] = field(default_factory=list)
+
+
+@dataclass
 class Totals:
     files: int = 0
     accepted: int = 0
@@ -65,9 +76,9 @@ class Totals:
 
 
 class Pipeline:
-    def __init__(self, store: Store, *, max_file_bytes: int = 50 * 1024 * 1024,
+    def __init__(self, store: Store | None, *, max_file_bytes: int = 50 * 1024 * 1024,
                  chargemaster: str = "") -> None:
-        self.store = store
+        self.store: Store = store  # type: ignore[assignment]  # None only inside parse workers
         self.max_file_bytes = max_file_bytes
         self._chargemaster_name = chargemaster
         self._chargemasters: dict[str, Any] = {}
@@ -94,6 +105,52 @@ class Pipeline:
             log.debug("document %d already %s (same sha256)", doc_id, status)
             return Outcome(document_id=doc_id, status="duplicate", duplicates=1)
         return self.process(doc_id)
+
+    def ingest_many(self, jobs: Iterable[tuple[Path, str, str]], *, workers: int = 0) -> Iterator[tuple[Path, Outcome]]:
+        """Bulk ingest of (path, format, profile): each file's bytes are committed here, in order,
+        while up to ``workers`` processes parse the files already committed (two cores, two jobs).
+        Results commit in submission order; a worker failure falls back to parsing in-process."""
+        if workers < 1:
+            for path, fmt, profile in jobs:
+                yield path, self.ingest_path(path, fmt=fmt, profile=profile)
+            return
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import Future, ProcessPoolExecutor
+
+        window: deque[tuple[Path, int, Future[Analysis], tuple[bytes, str, str, str]]] = deque()
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may run watcher threads
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(self.max_file_bytes, self._chargemaster_name)) as pool:
+
+            def drain(limit: int) -> Iterator[tuple[Path, Outcome]]:
+                while len(window) > limit:
+                    path, doc_id, fut, args = window.popleft()
+                    try:
+                        analysis = fut.result()
+                    except Exception as exc:  # broken worker: do the work here instead
+                        log.warning("parse worker failed (%s); parsing in-process", type(exc).__name__)
+                        analysis = self.analyze(*args)
+                    yield path, self.commit(doc_id, analysis)
+
+            for path, fmt, profile in jobs:
+                try:
+                    size = path.stat().st_size
+                    if size > self.max_file_bytes:
+                        yield path, self._refuse_oversize(path, size, "cli", fmt, profile)
+                        continue
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    yield path, Outcome(status="vanished")
+                    continue
+                doc_id, status = self.admit(data, origin=str(path), source="cli", fmt=fmt, profile=profile)
+                if status != "pending":
+                    yield path, Outcome(document_id=doc_id, status="duplicate", duplicates=1)
+                    continue
+                args = (data, fmt, profile, path.name)
+                window.append((path, doc_id, pool.submit(_worker_analyze, *args), args))
+                yield from drain(workers * 2)
+            yield from drain(0)
 
     def admit(self, data: bytes, *, origin: str, source: str, fmt: str, profile: str) -> tuple[int, str]:
         """Commit the raw bytes. Returns (document id, its status); status != 'pending' = seen before."""
@@ -144,39 +201,52 @@ class Pipeline:
 
     # -- processing ----------------------------------------------------------------------
     def process(self, doc_id: int) -> Outcome:
+        origin, fmt, profile, content = self.store.conn.execute(
+            "SELECT origin, format, profile, content FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return self.commit(doc_id, self.analyze(bytes(content or b""), fmt, profile, Path(origin).name))
+
+    def analyze(self, content: bytes, fmt: str, profile: str, name: str) -> Analysis:
+        """Parse, standardize, validate and serialize one document. Touches no store, so it can
+        run in a worker process while the main process commits the previous file."""
         from connectors.ehr import detect_format, get_parser
         from connectors.ehr.base import ParseError
 
-        conn = self.store.conn
-        origin, fmt, profile, content = conn.execute(
-            "SELECT origin, format, profile, content FROM documents WHERE id = ?", (doc_id,)).fetchone()
-        name = Path(origin).name
-        out = Outcome(document_id=doc_id)
+        a = Analysis(fmt=fmt)
         items: list[Any] = []
-        file_reason = ""
         if not content:
-            file_reason = "file is empty; the EHR export may have failed — export the visit again"
-        else:
-            if fmt in ("", "auto"):
-                fmt = detect_format(name, bytes(content[:512]))
-            if not fmt:
-                file_reason = ("could not tell the file's format from its name or first bytes (HL7 v2, CSV, "
-                               "FHIR JSON or C-CDA XML expected); set the folder's format in chargebridge.toml")
-            else:
-                try:
-                    parser = get_parser(fmt)
-                    items = list(parser.parse(bytes(content), name=name, options={"profile": profile}))
-                except ParseError as exc:
-                    file_reason = str(exc)
-                except Exception as exc:  # a reader bug must not stop the engine or lose the file
-                    log.error("document %d: %s reader failed with %s", doc_id, fmt, type(exc).__name__)
-                    file_reason = (f"the {fmt} reader failed unexpectedly ({type(exc).__name__}); the file is kept "
-                                   "in the store — report this to ChargeBridge support, then reprocess it")
-                if not file_reason and not items:
-                    file_reason = f"no encounters, charges or patient updates found in this {fmt} file"
+            a.file_reason = "file is empty; the EHR export may have failed — export the visit again"
+            return a
+        if fmt in ("", "auto"):
+            a.fmt = fmt = detect_format(name, content[:512])
+        if not fmt:
+            a.file_reason = ("could not tell the file's format from its name or first bytes (HL7 v2, CSV, "
+                             "FHIR JSON or C-CDA XML expected); set the folder's format in chargebridge.toml")
+            return a
+        try:
+            parser = get_parser(fmt)
+            items = list(parser.parse(content, name=name, options={"profile": profile}))
+        except ParseError as exc:
+            a.file_reason = str(exc)
+        except Exception as exc:  # a reader bug must not stop the engine or lose the file
+            log.error("a %s reader failed with %s", fmt, type(exc).__name__)
+            a.file_reason = (f"the {fmt} reader failed unexpectedly ({type(exc).__name__}); the file is kept "
+                             "in the store — report this to ChargeBridge support, then reprocess it")
+        if not a.file_reason and not items:
+            a.file_reason = f"no encounters, charges or patient updates found in this {fmt} file"
+        for item in items:
+            if isinstance(item, Encounter):
+                a.rows.append(self._encounter_row(item))
+            elif isinstance(item, (Rejected, PatientUpdate)):
+                a.others.append(item)
+        return a
 
-        self._events: list[tuple[Any, ...]] = []
-        rows = [self._encounter_row(i) for i in items if isinstance(i, Encounter)]
+    def commit(self, doc_id: int, a: Analysis) -> Outcome:
+        """Write one analysed document's results and final status in one transaction."""
+        conn = self.store.conn
+        out = Outcome(document_id=doc_id)
+        fmt = a.fmt
+        self._events = []
+        file_reason, items, rows = a.file_reason, a.others, a.rows
         with self.store.tx():
             if file_reason:
                 self._quarantine(doc_id, "", file_reason, out)
@@ -332,6 +402,19 @@ class Pipeline:
             out.document_id = int(cur.lastrowid)
             self._quarantine(out.document_id, "", reason, out)
         return out
+
+
+_WORKER: Pipeline | None = None
+
+
+def _worker_init(max_file_bytes: int, chargemaster: str) -> None:
+    global _WORKER
+    _WORKER = Pipeline(None, max_file_bytes=max_file_bytes, chargemaster=chargemaster)
+
+
+def _worker_analyze(content: bytes, fmt: str, profile: str, name: str) -> Analysis:
+    assert _WORKER is not None
+    return _WORKER.analyze(content, fmt, profile, name)
 
 
 def _asdict(obj: Any) -> dict[str, Any]:

@@ -99,10 +99,11 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
                 if not synthea:
                     continue
                 from connectors.ehr.csvfmt import pack_directory
+                from connectors.ehr.synthea import USED_TABLES
 
                 cm = args.chargemaster if args.chargemaster is not None else (
                     ctx.config.chargemaster or "synthea-demo")
-                out = ctx.pipeline(store, cm).ingest_bytes(pack_directory(path), origin=str(path), fmt="csv",
+                out = ctx.pipeline(store, cm).ingest_bytes(pack_directory(path, only=USED_TABLES), origin=str(path), fmt="csv",
                                                            profile=args.profile or "synthea")
                 totals.add(out)
                 if out.quarantined:
@@ -355,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `chargebridge encounters | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

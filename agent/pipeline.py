@@ -38,11 +38,12 @@ class Outcome:
     duplicates: int = 0
     quarantined: int = 0
     reasons: list[str] = field(default_factory=list)
+    seen_quarantined: bool = False  # a duplicate of a file quarantined earlier
 
     @property
     def file_quarantined(self) -> bool:
         """Nothing usable came out of the file: it belongs in the quarantine folder."""
-        return self.status == "quarantined"
+        return self.status == "quarantined" or self.seen_quarantined
 
 
 @dataclass
@@ -83,6 +84,8 @@ class Pipeline:
         self._chargemaster_name = chargemaster
         self._chargemasters: dict[str, Any] = {}
         self._events: list[tuple[Any, ...]] = []
+        if chargemaster:  # a bad crosswalk is a configuration error: report it now, not per file
+            self._chargemaster(chargemaster)
 
     # -- entry points --------------------------------------------------------------------
     def ingest_path(self, path: Path, *, source: str = "cli", fmt: str = "auto",
@@ -103,8 +106,18 @@ class Pipeline:
         doc_id, status = self.admit(data, origin=origin, source=source, fmt=fmt, profile=profile)
         if status != "pending":
             log.debug("document %d already %s (same sha256)", doc_id, status)
-            return Outcome(document_id=doc_id, status="duplicate", duplicates=1)
+            return self._seen_before(doc_id, status)
         return self.process(doc_id)
+
+    def _seen_before(self, doc_id: int, status: str) -> Outcome:
+        """Same bytes again. A file quarantined before still belongs in the quarantine folder
+        (e.g. the engine died between committing it and moving it there)."""
+        out = Outcome(document_id=doc_id, status="duplicate", duplicates=1)
+        if status == "quarantined":
+            out.seen_quarantined = True
+            out.reasons = [f"{p}: {r}" if p else r for p, r in self.store.conn.execute(
+                "SELECT part, reason FROM quarantine WHERE document_id = ? ORDER BY id", (doc_id,))]
+        return out
 
     def ingest_many(self, jobs: Iterable[tuple[Path, str, str]], *, workers: int = 0) -> Iterator[tuple[Path, Outcome]]:
         """Bulk ingest of (path, format, profile): each file's bytes are committed here, in order,
@@ -145,7 +158,7 @@ class Pipeline:
                     continue
                 doc_id, status = self.admit(data, origin=str(path), source="cli", fmt=fmt, profile=profile)
                 if status != "pending":
-                    yield path, Outcome(document_id=doc_id, status="duplicate", duplicates=1)
+                    yield path, self._seen_before(doc_id, status)
                     continue
                 args = (data, fmt, profile, path.name)
                 window.append((path, doc_id, pool.submit(_worker_analyze, *args), args))
@@ -389,7 +402,7 @@ class Pipeline:
         conn = self.store.conn
         row = conn.execute("SELECT id, status FROM documents WHERE sha256 = ?", (sha,)).fetchone()
         if row:
-            return Outcome(document_id=int(row[0]), status="duplicate", duplicates=1)
+            return self._seen_before(int(row[0]), str(row[1]))
         limit_mb = self.max_file_bytes / 1024 / 1024
         reason = (f"file is {size / 1024 / 1024:.1f} MB, over the {limit_mb:g} MB limit (ingest.max_file_mb); "
                   "split the export or raise the limit, then drop it again")

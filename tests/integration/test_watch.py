@@ -201,3 +201,16 @@ def test_watch_cli_runs_until_sigterm(tmp_path: Path, keyring_ok) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "1 file(s) handled" in out
+
+
+def test_a_quarantined_file_dropped_again_goes_back_to_quarantine(running, store, tmp_path: Path) -> None:
+    # e.g. the engine died after committing a bad file but before moving it to quarantine/
+    svc = running()
+    export = tmp_path / "export"
+    (export / "bad.hl7").write_bytes(b"\x00binary")
+    assert wait_for(lambda: svc.handled == 1)
+    (export / "bad-again.hl7").write_bytes(b"\x00binary")
+    assert wait_for(lambda: svc.handled == 2)
+    assert (export / "quarantine" / "bad-again.hl7").exists()  # not deleted as a "duplicate"
+    assert "binary" in (export / "quarantine" / "bad-again.hl7.reason.txt").read_text()
+    assert len(store.quarantine_list()) == 1  # one entry: the same document

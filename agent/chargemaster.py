@@ -177,28 +177,23 @@ class Chargemaster:
                                      "fix the crosswalk file; the format is described in agent/chargemaster.py")
 
         meta = raw.get("chargemaster") or {}
-        lines: dict[str, dict[str, LineRule]] = {}
-        for sys_name, table in (raw.get("lines") or {}).items():
-            system = norm_system(sys_name)
-            if system not in SOURCE_SYSTEMS:
-                raise bad(f"[lines.{sys_name}]", f"source system must be one of {', '.join(SOURCE_SYSTEMS)}")
-            out = lines.setdefault(system, {})
-            for code, e in table.items():
-                where = f"[lines.{sys_name}] \"{code}\""
-                if not isinstance(e, Mapping):
-                    raise bad(where, "an entry is a table such as { code = \"99213\" }")
-                out[norm_code(system, code)] = _line_rule(e, where, bad)
-        diagnoses: dict[str, dict[str, DxRule]] = {}
-        for sys_name, table in (raw.get("diagnoses") or {}).items():
-            system = norm_system(sys_name)
-            if system not in SOURCE_SYSTEMS:
-                raise bad(f"[diagnoses.{sys_name}]", f"source system must be one of {', '.join(SOURCE_SYSTEMS)}")
-            out_dx = diagnoses.setdefault(system, {})
-            for code, e in table.items():
-                where = f"[diagnoses.{sys_name}] \"{code}\""
-                if not isinstance(e, Mapping):
-                    raise bad(where, "an entry is a table such as { icd10 = \"J02.9\" }")
-                out_dx[norm_code(system, code)] = _dx_rule(e, where, bad)
+        def rule_tables(section: str, example: str, build: Any) -> dict[str, dict[str, Any]]:
+            """[section.<system>] tables of code -> rule, with systems and shapes checked."""
+            tables: dict[str, dict[str, Any]] = {}
+            for sys_name, table in (raw.get(section) or {}).items():
+                system = norm_system(sys_name)
+                if system not in SOURCE_SYSTEMS:
+                    raise bad(f"[{section}.{sys_name}]", f"source system must be one of {', '.join(SOURCE_SYSTEMS)}")
+                out = tables.setdefault(system, {})
+                for code, e in table.items():
+                    where = f"[{section}.{sys_name}] \"{code}\""
+                    if not isinstance(e, Mapping):
+                        raise bad(where, f"an entry is a table such as {example}")
+                    out[norm_code(system, code)] = build(e, where, bad)
+            return tables
+
+        lines: dict[str, dict[str, LineRule]] = rule_tables("lines", '{ code = "99213" }', _line_rule)
+        diagnoses: dict[str, dict[str, DxRule]] = rule_tables("diagnoses", '{ icd10 = "J02.9" }', _dx_rule)
         providers = {str(k): str(v) for k, v in (raw.get("providers") or {}).items()}
         organizations = {str(k): str(v) for k, v in (raw.get("organizations") or {}).items()}
         for table_name, table in (("providers", providers), ("organizations", organizations)):

@@ -31,11 +31,12 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger("chargebridge.watch")
-# watchdog warns on stderr when an observer is stopped mid-event; that is expected at shutdown.
-logging.getLogger("watchdog").setLevel(logging.ERROR)
+# watchdog logs an error when an observer is stopped mid-event; that is expected at shutdown.
+logging.getLogger("watchdog").setLevel(logging.CRITICAL)
 
 _SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", ".lock", ".reason.txt")
 
@@ -91,7 +92,7 @@ class FolderWatcher:
         self._pending: OrderedDict[Path, _Pending | None] = OrderedDict()
         self._lock = threading.Lock()
         self._ignored: set[Path] = set()
-        self._observer: Observer | PollingObserver | None = None
+        self._observer: BaseObserver | None = None
         self._last_scan = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class FolderWatcher:
         for d in (self.processed, self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         if self.observer_kind == "polling":
-            obs: Observer | PollingObserver = PollingObserver(timeout=self.poll_seconds)
+            obs: BaseObserver = PollingObserver(timeout=self.poll_seconds)
         else:
             obs = Observer()
         obs.name = f"chargebridge-watch-{self.folder.name}"

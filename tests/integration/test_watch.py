@@ -214,3 +214,32 @@ def test_a_quarantined_file_dropped_again_goes_back_to_quarantine(running, store
     assert (export / "quarantine" / "bad-again.hl7").exists()  # not deleted as a "duplicate"
     assert "binary" in (export / "quarantine" / "bad-again.hl7.reason.txt").read_text()
     assert len(store.quarantine_list()) == 1  # one entry: the same document
+
+
+BAD_FILES = {
+    "empty.hl7": (b"", "empty"),
+    "xxe.xml": (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                b"<ClinicalDocument>&x;</ClinicalDocument>", "DTD"),
+    "laughs.xml": (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+                   b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><ClinicalDocument>&c;</ClinicalDocument>', "DTD"),
+    "nocol.csv": (b"\xef\xbb\xbfVisit ID;Last Name;First Name\r\nV1;Doe;Jane\r\n", "MRN"),
+    "weird.json": (b'{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Frobnicate"}}]}',
+                   "no Encounter"),
+    "trunc.hl7": (b"MSH|^~\\&|EHR|F|CB|B|2026||DFT^P03|X1|P|2.5.1\rPID|1||M1", "FT1"),
+}
+
+
+def test_every_kind_of_bad_file_is_quarantined_and_the_watcher_keeps_going(running, store, tmp_path: Path) -> None:
+    svc = running()
+    export = tmp_path / "export"
+    for name, (content, _) in BAD_FILES.items():
+        (export / name).write_bytes(content)
+    (export / "good.hl7").write_text(dft(9))
+    assert wait_for(lambda: svc.handled == len(BAD_FILES) + 1)
+    assert len(encounters(store)) == 1
+    for name, (_, needle) in BAD_FILES.items():
+        assert (export / "quarantine" / name).exists(), name
+        reason = (export / "quarantine" / f"{name}.reason.txt").read_text()
+        assert needle.lower() in reason.lower(), (name, reason)
+        assert "root:" not in reason and "lollol" not in reason
+    assert len(store.quarantine_list()) == len(BAD_FILES)

@@ -288,6 +288,182 @@ def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(ctx: Context):  # type: ignore[no-untyped-def]
+    from agent.client import EngineClient
+
+    return EngineClient.discover(ctx.paths)
+
+
+def _api(ctx: Context, client, method: str, path: str, **kw: Any) -> Any:  # type: ignore[no-untyped-def]
+    from agent.client import ApiError
+
+    try:
+        return client.call(method, path, **kw)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise ChargeBridgeError("the engine did not accept this machine's API token",
+                                    "create a user with: chargebridge users add NAME --role admin --save, "
+                                    "or save a token with: chargebridge login") from None
+        raise ChargeBridgeError(f"the engine refused: {exc.detail}") from None
+
+
+def cmd_engine(ctx: Context, args: argparse.Namespace) -> int:
+    from agent.engine import Engine
+
+    engine = Engine(ctx.paths, ctx.config)
+
+    def _stop(signum: int, frame: Any) -> None:
+        engine.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    engine.start()
+    print(f"engine running: API on http://127.0.0.1:{engine.port} (pid {os.getpid()}); Ctrl-C to stop", flush=True)
+    try:
+        while not engine.stopping.wait(3600):
+            pass
+    finally:
+        engine.stop()
+    print("engine stopped")
+    return 0
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    client = _client(ctx)
+    if client is not None:
+        st = _api(ctx, client, "GET", "/api/v1/status")
+    else:
+        from agent.engine import compute_status
+
+        store = ctx.open_store(create=False)
+        try:
+            st = compute_status(store, ctx.config)
+        finally:
+            store.close()
+        st["engine"] = "not running"
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    c, o = st["counts"], st["outbox"]
+    print(f"ChargeBridge: {st['state']}" + (f" — {st['reason']}" if st["reason"] else ""))
+    if st.get("engine"):
+        print("  engine: not running (start it with: chargebridge engine)")
+    print(f"  encounters: {c['ready']} ready, {c['needs_review']} need review, {c['expected']} expected; "
+          f"{c['quarantined']} in quarantine")
+    print(f"  outbox: {o['queued']} queued, {o['failed']} retrying, {o['delivered']} delivered, "
+          f"{o['rejected']} rejected")
+    last = st.get("last_sync") or {}
+    print(f"  last sync: {last.get('at', 'never')}" + (f", next: {st['next_sync']}" if st.get("next_sync") else ""))
+    for con in st["connectors"]:
+        print(f"  [{'ok' if con['healthy'] else '!!'}] {con['name']}: {con['detail']}")
+    return 0
+
+
+def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
+    client = _client(ctx)
+    if client is not None:
+        res = _api(ctx, client, "POST", "/api/v1/sync", params={"wait": "true"}, timeout=900)
+    else:
+        from agent.engine import Engine
+
+        with ctx.lock("chargebridge sync"):
+            engine = Engine(ctx.paths, ctx.config)
+            engine.open_local()
+            try:
+                res = engine.run_sync(force=True).to_dict()
+            finally:
+                engine.store().close()
+    if args.json:
+        print(json.dumps(res))
+    else:
+        if res.get("skipped"):
+            print(f"sync skipped: {res['skipped']}")
+        print(f"delivered {res.get('delivered', 0)}, rejected {res.get('rejected', 0)}, "
+              f"failed {res.get('failed', 0)}, remaining {res.get('remaining', 0)}")
+        for rj in res.get("rejections", []):
+            print(f"  rejected (outbox {rj['outbox_id']}): {rj['reason']}")
+        if res.get("error"):
+            print(f"  error: {res['error']}")
+    return 1 if (res.get("error") or res.get("rejected") or res.get("skipped")) else 0
+
+
+def cmd_pause(ctx: Context, args: argparse.Namespace) -> int:
+    client = _client(ctx)
+    path = "/api/v1/pause" if args.verb == "pause" else "/api/v1/resume"
+    if client is not None:
+        _api(ctx, client, "POST", path)
+    else:
+        store = ctx.open_store(create=False)
+        try:
+            with store.tx():
+                store.set_setting("sync.paused", "1" if args.verb == "pause" else "0")
+        finally:
+            store.close()
+    print("sync paused" if args.verb == "pause" else "sync resumed")
+    return 0
+
+
+def cmd_users(ctx: Context, args: argparse.Namespace) -> int:
+    from agent import keys
+    from agent.users import add_user, list_users
+
+    store = ctx.open_store()
+    try:
+        if args.action == "list":
+            for u in list_users(store):
+                print(f"{u['name']:<24} {u['role']:<10} since {u['created_at'][:10]}")
+            return 0
+        try:
+            token = add_user(store, args.name, args.role)
+        except ValueError as exc:
+            raise ConfigError(str(exc), "pick another name or role") from None
+    finally:
+        store.close()
+    if args.save:
+        from agent.client import TOKEN_SECRET
+
+        keys.set_secret(ctx.paths, TOKEN_SECRET, token)
+    print(f"user {args.name} ({args.role}) created. Token (shown once; give it to the user):\n{token}")
+    if args.save:
+        print("saved in this machine's keyring for the chargebridge command line")
+    return 0
+
+
+def cmd_login(ctx: Context, args: argparse.Namespace) -> int:
+    import getpass
+
+    from agent import keys
+    from agent.client import TOKEN_SECRET
+
+    token = getpass.getpass("API token: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if not token:
+        raise ConfigError("no token given", "paste the token printed by chargebridge users add")
+    keys.set_secret(ctx.paths, TOKEN_SECRET, token)
+    print("token saved in the OS keyring")
+    return 0
+
+
+def cmd_rcm(ctx: Context, args: argparse.Namespace) -> int:
+    import getpass
+
+    from agent import keys
+    from agent.rcm import SECRET, make_target
+
+    if args.action == "set-secret":
+        secret = getpass.getpass("RCM client secret: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+        if not secret:
+            raise ConfigError("no secret given", "type or pipe the RCM client secret")
+        keys.set_secret(ctx.paths, SECRET, secret)
+        print("RCM secret saved in the OS keyring (not in chargebridge.toml)")
+        return 0
+    target = make_target(ctx.paths, ctx.config)
+    if target is None:
+        raise ConfigError("no RCM is configured", f"add an [rcm] section to {ctx.paths.config}")
+    ok, detail = target.check()
+    print(("ok: " if ok else "FAILED: ") + detail)
+    return 0 if ok else 1
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -333,6 +509,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("doctor", help="check keyring, store, config and folders")
     s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("engine", help="run the engine: watchers, scheduled sync and the local API")
+    s.set_defaults(func=cmd_engine)
+
+    s = sub.add_parser("status", help="what the engine is doing (works without a running engine too)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("sync", help="send ready charges to the RCM now")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sync)
+
+    for verb in ("pause", "resume"):
+        s = sub.add_parser(verb, help=f"{verb} scheduled sync")
+        s.set_defaults(func=cmd_pause)
+
+    s = sub.add_parser("users", help="API users and their roles")
+    us = s.add_subparsers(dest="action", required=True)
+    ua = us.add_parser("add", help="create a user and print its token once")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["front_desk", "manager", "admin"])
+    ua.add_argument("--save", action="store_true", help="also keep the token in this machine's keyring for the CLI")
+    us.add_parser("list")
+    s.set_defaults(func=cmd_users)
+
+    s = sub.add_parser("login", help="save an API token (from stdin or a prompt) in the keyring")
+    s.set_defaults(func=cmd_login)
+
+    s = sub.add_parser("rcm", help="RCM connection: set-secret | test")
+    s.add_argument("action", choices=["set-secret", "test"])
+    s.set_defaults(func=cmd_rcm)
 
     s = sub.add_parser("demo", help="run the main job on built-in demo data")
     s.add_argument("--keep", action="store_true", help="keep the demo home afterwards")

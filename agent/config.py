@@ -68,12 +68,42 @@ class FolderConfig:
 
 
 @dataclass
+class RcmConfig:
+    type: str = ""  # "" = no RCM configured | fhir
+    base_url: str = ""
+    token_url: str = ""
+    client_id: str = ""
+    auth: str = "client_credentials"  # client_credentials | bearer (static token)
+    timeout_seconds: float = 30.0
+    batch_size: int = 100
+    ca_bundle: str = ""
+
+
+@dataclass
+class SyncConfig:
+    interval_minutes: float = 15.0
+    business_hours: str = "00:00-24:00"  # local time, "HH:MM-HH:MM"
+    business_days: str = "mon-sun"  # e.g. "mon-fri"
+    max_failures: int = 5  # consecutive failed runs before the circuit breaker pauses sync
+    breaker_minutes: float = 15.0
+
+
+@dataclass
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765  # 0 = any free port (written to engine.json in the home)
+
+
+@dataclass
 class Config:
     key_source: str = "keyring"
     max_file_mb: float = 50.0
     batch_files: int = 200
     chargemaster: str = ""
     folders: list[FolderConfig] = field(default_factory=list)
+    rcm: RcmConfig = field(default_factory=RcmConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     source: Path | None = None
 
     @property
@@ -98,7 +128,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api", "users"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api"}
     for key in raw:
         if key not in known:
             v.fail(key, "is not a known section", ", ".join(sorted(known)))
@@ -110,6 +140,55 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         batch_files=int(v.number(ingest, "ingest.batch_files", 200, lo=1, hi=100_000, integer=True)),
         chargemaster=v.string(ingest, "ingest.chargemaster", ""),
     )
+    rcm = v.table(raw, "rcm")
+    v.known(rcm, "rcm", {"type", "base_url", "token_url", "client_id", "auth", "timeout_seconds", "batch_size",
+                         "ca_bundle", "client_secret", "secret", "token"})
+    for secret_key in ("client_secret", "secret", "token"):
+        if secret_key in rcm:
+            v.fail(f"rcm.{secret_key}", "must not be in the config file (secrets live in the OS keyring)",
+                   "remove it and run: chargebridge rcm set-secret")
+    cfg.rcm = RcmConfig(
+        type=v.choice(rcm, "rcm.type", "", ("", "fhir")),
+        base_url=v.string(rcm, "rcm.base_url", ""),
+        token_url=v.string(rcm, "rcm.token_url", ""),
+        client_id=v.string(rcm, "rcm.client_id", ""),
+        auth=v.choice(rcm, "rcm.auth", "client_credentials", ("client_credentials", "bearer")),
+        timeout_seconds=v.number(rcm, "rcm.timeout_seconds", 30.0, lo=0.1, hi=600),
+        batch_size=int(v.number(rcm, "rcm.batch_size", 100, lo=1, hi=5000, integer=True)),
+        ca_bundle=v.string(rcm, "rcm.ca_bundle", ""),
+    )
+    if cfg.rcm.type and not cfg.rcm.base_url:
+        v.fail("rcm.base_url", "is required when rcm.type is set", "the RCM's FHIR base URL (https://...)")
+    if cfg.rcm.base_url and not cfg.rcm.base_url.startswith(("https://", "http://127.", "http://localhost")):
+        v.fail("rcm.base_url", "must use https", "an https:// URL (plain http only on loopback)")
+    if cfg.rcm.type and cfg.rcm.auth == "client_credentials" and not (cfg.rcm.token_url and cfg.rcm.client_id):
+        v.fail("rcm.token_url", "and rcm.client_id are required for OAuth2 client credentials",
+               "the RCM's token URL and client id (the secret goes in the keyring)")
+    sync = v.table(raw, "sync")
+    v.known(sync, "sync", {"interval_minutes", "business_hours", "business_days", "max_failures", "breaker_minutes"})
+    cfg.sync = SyncConfig(
+        interval_minutes=v.number(sync, "sync.interval_minutes", 15.0, lo=0.05, hi=1440),
+        business_hours=v.string(sync, "sync.business_hours", "00:00-24:00"),
+        business_days=v.string(sync, "sync.business_days", "mon-sun"),
+        max_failures=int(v.number(sync, "sync.max_failures", 5, lo=1, hi=1000, integer=True)),
+        breaker_minutes=v.number(sync, "sync.breaker_minutes", 15.0, lo=0.01, hi=1440),
+    )
+    from agent.schedule import parse_days, parse_hours
+
+    try:
+        parse_hours(cfg.sync.business_hours)
+    except ValueError:
+        v.fail("sync.business_hours", f"= {cfg.sync.business_hours!r} is not a time range", '"07:30-18:00"')
+    try:
+        parse_days(cfg.sync.business_days)
+    except ValueError:
+        v.fail("sync.business_days", f"= {cfg.sync.business_days!r} is not a day range", '"mon-fri" or "mon,wed,fri"')
+    api = v.table(raw, "api")
+    v.known(api, "api", {"host", "port"})
+    cfg.api = ApiConfig(host=v.string(api, "api.host", "127.0.0.1"),
+                        port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)))
+    if cfg.api.host not in ("127.0.0.1", "localhost", "::1"):
+        v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
     folders = raw.get("folders", [])
     if not isinstance(folders, list):
         v.fail("folders", "must be an array of tables ([[folders]])", "[[folders]] path = \"...\"")
@@ -154,6 +233,11 @@ class _Validator:
 
     def fail(self, key: str, problem: str, allowed: str) -> None:
         raise ConfigError(f"{self.origin}: '{key}' {problem}", f"allowed: {allowed}")
+
+    def known(self, t: dict[str, Any], section: str, allowed: set[str]) -> None:
+        for k in t:
+            if k not in allowed:
+                self.fail(f"{section}.{k}", "is not a known key", ", ".join(sorted(allowed)))
 
     def table(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
         t = raw.get(key, {})

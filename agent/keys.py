@@ -152,3 +152,25 @@ def _salt(path: Path, *, create: bool) -> bytes:
     salt = secrets.token_bytes(16)
     path.write_bytes(salt)
     return salt
+
+
+def _entry(paths: Paths, name: str) -> str:
+    return f"{name}:{hashlib.sha256(str(paths.home).encode()).hexdigest()[:16]}"
+
+
+def get_secret(paths: Paths, name: str) -> str | None:
+    """A secret kept in the OS keyring for this home (RCM secret, the CLI's API token)."""
+    b = _backend()
+    try:
+        return b.get_password(SERVICE, _entry(paths, name))
+    except Exception as exc:
+        raise KeyringUnavailable(f"the OS keyring refused access ({type(exc).__name__})", KEYRING_FIX) from exc
+
+
+def set_secret(paths: Paths, name: str, value: str) -> None:
+    b = _backend()
+    try:
+        b.set_password(SERVICE, _entry(paths, name), value)
+    except Exception as exc:
+        raise KeyringUnavailable(f"the OS keyring refused to store a secret ({type(exc).__name__})",
+                                 KEYRING_FIX) from exc

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlcipher3
 
-from agent import keys
+from agent import keys, notify
 from agent.errors import StoreKeyError
 from agent.paths import Paths
 
@@ -87,6 +87,37 @@ MIGRATIONS: list[tuple[int, str]] = [
             detail TEXT NOT NULL DEFAULT '{}'
         );
         CREATE INDEX events_encounter ON events(encounter_id);
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,              -- front_desk | manager | admin
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            disabled_at TEXT
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            encounter_id INTEGER NOT NULL REFERENCES encounters(id),
+            version INTEGER NOT NULL,
+            state TEXT NOT NULL,             -- queued | sending | delivered | failed | rejected
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            remote_ids TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (encounter_id, version)
+        );
+        CREATE INDEX outbox_state ON outbox(state, next_attempt_at);
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
         """,
     ),
 ]
@@ -176,6 +207,7 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+            notify.bump()
 
     # -- helpers used by the pipeline and the CLI ----------------------------------------
     def event(self, kind: str, *, encounter_id: int | None = None, document_id: int | None = None,
@@ -184,6 +216,14 @@ class Store:
             "INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
             (now(), kind, encounter_id, document_id, json.dumps(detail or {})),
         )
+
+    def setting(self, key: str, default: str = "") -> str:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                          "value = excluded.value", (key, value))
 
     def counts(self) -> dict[str, int]:
         out = {r[0]: r[1] for r in self.conn.execute("SELECT state, count(*) FROM encounters GROUP BY state")}

@@ -1,0 +1,329 @@
+"""``chargebridge engine``: watchers, scheduler, sync and the local API in one process.
+
+Threads (named, so a stack dump reads itself): ``chargebridge-watch`` ingests files,
+``chargebridge-sync`` (APScheduler's single worker) pushes charges, ``chargebridge-api`` serves
+HTTP. Each thread has its own connection to the encrypted store; SQLite serialises writes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from agent import __version__, keys
+from agent.config import Config
+from agent.errors import ChargeBridgeError
+from agent.lock import HomeLock
+from agent.paths import Paths
+from agent.pipeline import Pipeline
+from agent.schedule import in_business_hours
+from agent.store import Store, now
+from agent.sync import Breaker, Outbox, SyncJob, SyncResult
+from agent.watch import WatchService
+
+log = logging.getLogger("chargebridge.engine")
+
+
+class State(str, enum.Enum):
+    """What the tray shows. ``offline`` is the client's own state when no engine answers."""
+
+    IDLE = "idle"
+    SYNCING = "syncing"
+    PAUSED = "paused"
+    ATTENTION = "attention"
+    ERROR = "error"
+    OFFLINE = "offline"
+
+
+NON_RETRYABLE = ("auth", "tls", "protocol", "config")
+
+
+class Engine:
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self._local = threading.local()
+        self._key: bytes | None = None
+        self._lock: HomeLock | None = None
+        self.stopping = threading.Event()
+        self._sync_lock = threading.Lock()
+        self.syncing = False
+        self.target: Any = None
+        self.target_error = ""
+        self.watch: WatchService | None = None
+        self.watch_error = ""
+        self._threads: list[threading.Thread] = []
+        self.scheduler: Any = None
+        self.server: Any = None
+        self.port = 0
+        self._wall = time.time()
+        self._mono = time.monotonic()
+
+    # -- store per thread ----------------------------------------------------------------
+    def store(self) -> Store:
+        s = getattr(self._local, "store", None)
+        if s is None:
+            assert self._key is not None
+            s = Store.open_with_key(self.paths, self._key)
+            self._local.store = s
+        return s
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open_local(self) -> None:
+        """For one-shot CLI runs with no engine: key and crash recovery, no threads or API."""
+        self._key = keys.store_key(self.paths, self.config.key_source, create=True)
+        Outbox(self.store()).recover_sending()
+
+    def start(self) -> None:
+        self.paths.ensure()
+        self._lock = HomeLock(self.paths.lock, "chargebridge engine").acquire()
+        try:
+            self._key = keys.store_key(self.paths, self.config.key_source, create=True)
+            main = self.store()
+            Pipeline(main).recover()
+            Outbox(main).recover_sending()
+            self._make_target()
+            self._start_watch()
+            self._start_scheduler()
+            self._start_api()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("engine started (pid %d, api port %d)", os.getpid(), self.port)
+
+    def _make_target(self) -> None:
+        from agent.rcm import make_target
+
+        try:
+            self.target = make_target(self.paths, self.config)
+            self.target_error = ""
+        except ChargeBridgeError as exc:
+            self.target, self.target_error = None, f"{exc.title} — {exc.fix}"
+
+    def _start_watch(self) -> None:
+        if not self.config.folders:
+            return
+        pipe = Pipeline(None, max_file_bytes=self.config.max_file_bytes, chargemaster=self.config.chargemaster)
+        self.watch = WatchService(pipe, self.config)
+
+        def run() -> None:
+            pipe.store = self.store()  # this thread's own connection
+            try:
+                assert self.watch is not None
+                self.watch.run()
+            except Exception as exc:
+                self.watch_error = str(exc)
+                log.error("folder watching stopped: %s", type(exc).__name__)
+
+        t = threading.Thread(target=run, name="chargebridge-watch", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        sched = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1, pool_kwargs={"thread_name_prefix": "chargebridge-sync"})},
+            # coalesce: runs missed while asleep collapse into one; grace: a late run still happens
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        )
+        first = datetime.now(timezone.utc) + timedelta(seconds=2)
+        sched.add_job(self.scheduled_sync, "interval", minutes=self.config.sync.interval_minutes, id="sync",
+                      next_run_time=first)
+        sched.add_job(self._clock_check, "interval", seconds=30, id="clock")
+        sched.start()
+        self.scheduler = sched
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        from agent.api import create_app
+
+        cfg = uvicorn.Config(create_app(self), host=self.config.api.host, port=self.config.api.port,
+                             log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(cfg)
+        self.server.install_signal_handlers = lambda: None  # signals belong to the engine
+        t = threading.Thread(target=self.server.run, name="chargebridge-api", daemon=True)
+        t.start()
+        self._threads.append(t)
+        deadline = time.monotonic() + 20
+        while not self.server.started and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise ChargeBridgeError(f"the local API could not listen on {self.config.api.host}:"
+                                    f"{self.config.api.port}", "another program may use the port; set [api] port")
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        info = {"pid": os.getpid(), "port": self.port, "url": f"http://127.0.0.1:{self.port}",
+                "started_at": now(), "version": __version__}
+        tmp = self.paths.home / "engine.json.tmp"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.paths.home / "engine.json")
+
+    def run(self) -> None:
+        """Start, then block until :meth:`request_stop` (SIGTERM / Ctrl-C)."""
+        self.start()
+        try:
+            while not self.stopping.wait(3600):
+                pass
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.scheduler is not None:
+            try:
+                self.scheduler.shutdown(wait=True)  # a batch in flight finishes and commits
+            except Exception:
+                pass
+            self.scheduler = None
+        if self.watch is not None:
+            self.watch.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+        for t in self._threads:
+            t.join(timeout=10)
+        try:
+            (self.paths.home / "engine.json").unlink()
+        except FileNotFoundError:
+            pass
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        log.info("engine stopped")
+
+    # -- sync ----------------------------------------------------------------------------
+    def scheduled_sync(self) -> None:
+        if self.paused:
+            return
+        sc = self.config.sync
+        if not in_business_hours(datetime.now(), sc.business_hours, sc.business_days):
+            return
+        self.run_sync(force=False)
+
+    def run_sync(self, *, force: bool = True, timeout: float = 600) -> SyncResult:
+        """One sync run; a manual run ("Sync now") goes even when the breaker is open."""
+        if self.target is None:
+            self._make_target()
+        if self.target is None:
+            return SyncResult(skipped=self.target_error or "no RCM is configured ([rcm] in chargebridge.toml)")
+        if not self._sync_lock.acquire(timeout=timeout):
+            return SyncResult(skipped="another sync run is still going")
+        try:
+            self.syncing = True
+            from agent import notify
+
+            notify.bump()
+            store = self.store()
+            sc = self.config.sync
+            job = SyncJob(store, self.target, batch_size=self.config.rcm.batch_size,
+                          breaker=Breaker(store, sc.max_failures, sc.breaker_minutes * 60), stop=self.stopping)
+            res = job.run(force=force)
+            with store.tx():
+                store.set_setting("sync.last", json.dumps({"at": now(), **res.to_dict()}))
+            return res
+        finally:
+            self.syncing = False
+            self._sync_lock.release()
+            from agent import notify
+
+            notify.bump()
+
+    def sync_now(self) -> None:
+        """Run a sync as soon as the sync worker is free (no waiting)."""
+        if self.scheduler is not None:
+            self.scheduler.add_job(self.run_sync, id="sync-now", replace_existing=True)
+
+    def _clock_check(self) -> None:
+        """Catch-up after the machine slept or the clock jumped: wall time and monotonic disagree."""
+        wall, mono = time.time(), time.monotonic()
+        drift = (wall - self._wall) - (mono - self._mono)
+        self._wall, self._mono = wall, mono
+        if abs(drift) > 120:
+            log.info("clock jump or sleep of %.0f s detected; running a catch-up sync", drift)
+            self.scheduled_sync()
+
+    @property
+    def paused(self) -> bool:
+        return self.store().setting("sync.paused") == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        store = self.store()
+        with store.tx():
+            store.set_setting("sync.paused", "1" if paused else "0")
+            store.event("sync.paused" if paused else "sync.resumed")
+
+    # -- status --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return compute_status(self.store(), self.config, syncing=self.syncing, target_error=self.target_error,
+                              target_ok=self.target is not None, watch=self.watch, watch_error=self.watch_error,
+                              next_sync=self._next_sync())
+
+    def _next_sync(self) -> str:
+        job = self.scheduler.get_job("sync") if self.scheduler is not None else None
+        t = getattr(job, "next_run_time", None)
+        return t.astimezone(timezone.utc).isoformat(timespec="seconds") if t else ""
+
+
+def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_error: str = "",
+                   target_ok: bool | None = None, watch: WatchService | None = None, watch_error: str = "",
+                   next_sync: str = "") -> dict[str, Any]:
+    """The typed status every client shows; also used by ``chargebridge status`` with no engine."""
+    from agent import notify
+
+    counts = store.counts()
+    outbox = Outbox(store).counts()
+    last = json.loads(store.setting("sync.last", "{}") or "{}")
+    paused = store.setting("sync.paused") == "1"
+    breaker_until = store.setting("sync.breaker_until", "")
+    breaker_open = bool(breaker_until) and breaker_until > now()
+    connectors = []
+    for fc in cfg.folders:
+        ok = fc.path.is_dir() and not watch_error
+        connectors.append({"name": f"folder {fc.path}", "kind": "ehr", "healthy": ok,
+                           "detail": watch_error or ("watching" if ok else "folder missing")})
+    if cfg.rcm.type:
+        last_kind = last.get("error_kind", "")
+        healthy = not target_error and not breaker_open and not last.get("error")
+        detail = target_error or (last.get("error") or "ok" if last else "not synced yet")
+        connectors.append({"name": f"rcm {cfg.rcm.type}", "kind": "rcm", "healthy": healthy, "detail": detail})
+    else:
+        last_kind = ""
+    reason = ""
+    if syncing:
+        state = State.SYNCING
+    elif paused:
+        state, reason = State.PAUSED, "sync is paused"
+    elif target_error:
+        state, reason = State.ERROR, target_error
+    elif breaker_open:
+        state = State.ERROR
+        reason = (f"sync paused after repeated failures until {breaker_until}: "
+                  f"{store.setting('sync.last_error')}")
+    elif last_kind in NON_RETRYABLE:
+        state, reason = State.ERROR, last.get("error", "")
+    elif watch_error:
+        state, reason = State.ERROR, watch_error
+    elif counts.get("quarantined", 0) or counts.get("needs_review", 0) or outbox.get("rejected", 0):
+        state = State.ATTENTION
+        reason = ", ".join(f"{n} {what}" for n, what in (
+            (counts.get("quarantined", 0), "in quarantine"), (counts.get("needs_review", 0), "need review"),
+            (outbox.get("rejected", 0), "rejected by the RCM")) if n)
+    else:
+        state = State.IDLE
+    return {
+        "state": state.value, "reason": reason, "version": __version__, "paused": paused,
+        "counts": {k: counts.get(k, 0) for k in ("ready", "needs_review", "expected", "quarantined")},
+        "outbox": outbox, "last_sync": last, "next_sync": "" if paused else next_sync,
+        "breaker_until": breaker_until if breaker_open else "",
+        "connectors": connectors, "change_seq": notify.seq(),
+    }

@@ -1,0 +1,417 @@
+"""FHIR R4 RCM target: charges as Patient + Coverage + Practitioner + Encounter + Claim.
+
+Exactly once: every resource is created conditionally (``ifNoneExist``) on a stable identifier
+(our business key for Encounter and Claim, the MRN for Patient, the NPI for Practitioner), so
+a batch that is re-sent after a crash or a timeout finds what the first attempt created and
+creates nothing new. A batch goes as one transaction Bundle; when the server rejects it (400),
+the batch is split until the offending encounter is alone, and only that one is rejected with
+the server's OperationOutcome text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from typing import Any
+
+import requests
+
+from agent.model import Encounter
+from connectors.rcm.base import PushResult, RemoteCharge, RemoteLine, TargetError
+
+log = logging.getLogger("chargebridge.rcm.fhir")
+
+NAME = "fhir"
+ID_CLAIM = "urn:chargebridge:claim"
+ID_ENCOUNTER = "urn:chargebridge:encounter"
+ID_COVERAGE = "urn:chargebridge:coverage"
+ID_MRN_PREFIX = "urn:chargebridge:mrn:"
+NPI = "http://hl7.org/fhir/sid/us-npi"
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+_NS = uuid.UUID("6f1c2d8e-6b1e-4b43-9a5e-3f0c1c6b7a10")  # fullUrl namespace (stable per identifier)
+_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
+
+
+def _id_value(enc: Encounter) -> str:
+    """Stable identifier of an encounter: its source system and its id there."""
+    return f"{enc.source_system or enc.source}|{enc.source_id}"
+
+
+def _urn(*parts: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NS, '|'.join(parts))}"
+
+
+def _ifnone(system: str, value: str) -> str:
+    return f"identifier={system}|{value}".replace(" ", "%20")
+
+
+class FhirTarget:
+    """A FHIR R4 server that accepts Claims (the RCM's inbound charge interface)."""
+
+    name = NAME
+
+    def __init__(self, base_url: str, *, token_url: str = "", client_id: str = "", secret: str = "",
+                 auth: str = "client_credentials", timeout: float = 30.0, ca_bundle: str = "",
+                 session: requests.Session | None = None) -> None:
+        if not base_url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+            raise ValueError("the RCM base URL must use https (plain http only on loopback)")
+        self.base_url = base_url.rstrip("/")
+        self.token_url = token_url
+        self.client_id = client_id
+        self.secret = secret
+        self.auth = auth
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        # TLS is always verified: the system store, or the practice's own CA bundle.
+        self.session.verify = ca_bundle or True
+        self._token = ""
+        self._token_expires = 0.0
+        self._token_lock = threading.Lock()
+
+    # -- auth ------------------------------------------------------------------------------
+    def _bearer(self, *, refresh: bool = False) -> str:
+        if self.auth == "bearer":
+            return self.secret
+        with self._token_lock:
+            if refresh or not self._token or time.time() > self._token_expires - 60:
+                self._fetch_token()
+            return self._token
+
+    def _fetch_token(self) -> None:
+        try:
+            r = self.session.post(self.token_url, data={"grant_type": "client_credentials"},
+                                  auth=(self.client_id, self.secret), timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise _transport_error(exc, "the RCM's token endpoint") from None
+        if r.status_code in (400, 401, 403):
+            raise TargetError("RCM credentials rejected by the token endpoint; check the client id and the "
+                              "secret (chargebridge rcm set-secret)", retryable=False, kind="auth")
+        if r.status_code != 200:
+            raise _status_error(r, "the RCM's token endpoint")
+        body = r.json()
+        self._token = str(body["access_token"])
+        self._token_expires = time.time() + float(body.get("expires_in", 300))
+
+    def _request(self, method: str, url: str, **kw: Any) -> requests.Response:
+        """One request with the bearer token; a 401 gets exactly one token refresh."""
+        for attempt in (0, 1):
+            headers = {"Authorization": f"Bearer {self._bearer(refresh=attempt == 1)}",
+                       "Accept": "application/fhir+json"}
+            if "json" in kw:
+                headers["Content-Type"] = "application/fhir+json"
+            try:
+                r = self.session.request(method, url, headers=headers, timeout=self.timeout, **kw)
+            except requests.RequestException as exc:
+                raise _transport_error(exc, "the RCM") from None
+            if r.status_code != 401:
+                return r
+            if self.auth == "bearer":
+                break
+        raise TargetError("RCM credentials rejected (401 after a token refresh); check the RCM client "
+                          "credentials", retryable=False, kind="auth")
+
+    def check(self) -> tuple[bool, str]:
+        """Test connection: token + metadata. Says exactly what failed."""
+        try:
+            r = self._request("GET", f"{self.base_url}/metadata")
+        except TargetError as exc:
+            return False, str(exc)
+        if r.status_code != 200:
+            return False, f"the RCM answered {r.status_code} to a capability request"
+        return True, "connected; credentials accepted"
+
+    # -- push ------------------------------------------------------------------------------
+    def push(self, encounters: Sequence[Encounter]) -> list[PushResult]:
+        if not encounters:
+            return []
+        bundle, claim_index = build_transaction(encounters)
+        r = self._request("POST", self.base_url, json=bundle)
+        if r.status_code in (200, 201):
+            return _results(encounters, claim_index, r.json())
+        if r.status_code in (400, 409, 412, 422):
+            if len(encounters) == 1:
+                return [PushResult(encounters[0].business_key, False, reason=outcome_text(r))]
+            mid = len(encounters) // 2  # find the offending encounter(s); the rest go on
+            return self.push(encounters[:mid]) + self.push(encounters[mid:])
+        raise _status_error(r, "the RCM")
+
+    # -- fetch -----------------------------------------------------------------------------
+    def fetch_charges(self, start: date, end: date) -> list[RemoteCharge]:
+        """The RCM's Claims whose service dates fall in [start, end], with their patients."""
+        url: str | None = f"{self.base_url}/Claim"
+        params: dict[str, Any] | None = {"_count": 500, "_include": "Claim:patient"}
+        claims: list[dict[str, Any]] = []
+        patients: dict[str, dict[str, Any]] = {}
+        while url:
+            r = self._request("GET", url, params=params)
+            if r.status_code != 200:
+                raise _status_error(r, "the RCM")
+            page = r.json()
+            for e in page.get("entry", []):
+                res = e.get("resource", {})
+                if res.get("resourceType") == "Claim":
+                    claims.append(res)
+                elif res.get("resourceType") == "Patient":
+                    patients[f"Patient/{res.get('id')}"] = res
+            url = next((lk["url"] for lk in page.get("link", []) if lk.get("relation") == "next"), None)
+            params = None
+        out = []
+        for c in claims:
+            rc = _remote_charge(c, patients)
+            if rc.dos and start.isoformat() <= rc.dos <= end.isoformat():
+                out.append(rc)
+        return out
+
+
+# -- resources -------------------------------------------------------------------------------
+def build_transaction(encounters: Sequence[Encounter]) -> tuple[dict[str, Any], list[int]]:
+    """One transaction Bundle for ``encounters``; returns it and each encounter's Claim entry index."""
+    entries: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}  # conditional URL -> fullUrl, so a patient seen twice is created once
+    claim_index: list[int] = []
+    created = datetime.now(timezone.utc).date().isoformat()
+
+    def add(resource: dict[str, Any], system: str, value: str) -> str:
+        cond = _ifnone(system, value)
+        key = f"{resource['resourceType']}?{cond}"
+        if key in seen:
+            return seen[key]
+        full = _urn(resource["resourceType"], system, value)
+        seen[key] = full
+        entries.append({"fullUrl": full, "resource": resource,
+                        "request": {"method": "POST", "url": resource["resourceType"], "ifNoneExist": cond}})
+        return full
+
+    for enc in encounters:
+        system = enc.source_system or enc.source
+        key = _id_value(enc)
+        p = enc.patient
+        mrn_system = ID_MRN_PREFIX + system.replace(" ", "_")
+        patient: dict[str, Any] = {
+            "resourceType": "Patient",
+            "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                                  "code": "MR"}]}, "system": mrn_system, "value": p.mrn}],
+            "name": [_name(p.family, [p.given, p.middle], p.suffix)],
+        }
+        if p.sex in _GENDER:
+            patient["gender"] = _GENDER[p.sex]
+        if p.dob:
+            patient["birthDate"] = p.dob
+        a = p.address
+        if a.line1 or a.city or a.zip:
+            addr: dict[str, Any] = {"line": [x for x in (a.line1, a.line2) if x]}
+            for k, v in (("city", a.city), ("state", a.state), ("postalCode", a.zip), ("country", a.country)):
+                if v:
+                    addr[k] = v
+            patient["address"] = [addr]
+        if p.phone:
+            patient["telecom"] = [{"system": "phone", "value": p.phone}]
+        pat_ref = add(patient, mrn_system, p.mrn)
+
+        npi = enc.rendering.npi
+        practitioner: dict[str, Any] = {"resourceType": "Practitioner", "identifier": [{"system": NPI, "value": npi}]}
+        if enc.rendering.family:
+            practitioner["name"] = [_name(enc.rendering.family, [enc.rendering.given], "")]
+        prac_ref = add(practitioner, NPI, npi)
+
+        cov = enc.coverages[0] if enc.coverages else None
+        cov_key = f"{system}|{p.mrn}|{cov.payer_id or cov.payer_name if cov else 'self-pay'}|{cov.member_id if cov else ''}"
+        coverage: dict[str, Any] = {
+            "resourceType": "Coverage", "status": "active",
+            "identifier": [{"system": ID_COVERAGE, "value": cov_key}],
+            "beneficiary": {"reference": pat_ref},
+        }
+        if cov:
+            coverage["payor"] = [{"display": cov.payer_name or cov.payer_id or "unknown payer"}]
+            if cov.member_id:
+                coverage["subscriberId"] = cov.member_id
+            if cov.group:
+                coverage["class"] = [{"type": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group"}]},
+                    "value": cov.group}]
+        else:  # self-pay: the patient pays
+            coverage["payor"] = [{"reference": pat_ref}]
+            coverage["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-selfpay",
+                                            "code": "pay"}]}
+        cov_ref = add(coverage, ID_COVERAGE, cov_key)
+
+        period = {"start": enc.dos_start, "end": enc.dos_end or enc.dos_start}
+        encounter = {
+            "resourceType": "Encounter", "status": "finished",
+            "identifier": [{"system": ID_ENCOUNTER, "value": key}],
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": pat_ref}, "period": period,
+            "participant": [{"individual": {"reference": prac_ref}}],
+        }
+        enc_ref = add(encounter, ID_ENCOUNTER, key)
+
+        items = []
+        for i, ln in enumerate(enc.lines, start=1):
+            item: dict[str, Any] = {
+                "sequence": i,
+                "careTeamSequence": [1],
+                "productOrService": {"coding": [{"system": HCPCS if ln.code_system == "HCPCS" else CPT,
+                                                 "code": ln.code}]},
+                "servicedDate": ln.service_date or enc.dos_start,
+                "quantity": {"value": float(ln.units or 1)},
+                "encounter": [{"reference": enc_ref}],
+            }
+            if ln.modifiers:
+                item["modifier"] = [{"coding": [{"system": CPT, "code": m}]} for m in ln.modifiers]
+            ptrs = ln.dx_pointers or ([1] if enc.diagnoses else [])
+            if ptrs:
+                item["diagnosisSequence"] = ptrs
+            if ln.unit_charge:
+                item["unitPrice"] = {"value": float(ln.unit_charge), "currency": "USD"}
+                item["net"] = {"value": round(float(ln.unit_charge) * float(ln.units or 1), 2), "currency": "USD"}
+            if enc.place_of_service:
+                item["locationCodeableConcept"] = {"coding": [{"system": POS, "code": enc.place_of_service}]}
+            items.append(item)
+        claim: dict[str, Any] = {
+            "resourceType": "Claim", "status": "active", "use": "claim",
+            "identifier": [{"system": ID_CLAIM, "value": key}],
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                                 "code": "professional"}]},
+            "patient": {"reference": pat_ref}, "created": created,
+            "billablePeriod": period,
+            "provider": {"reference": prac_ref},
+            "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority",
+                                     "code": "normal"}]},
+            "careTeam": [{"sequence": 1, "provider": {"reference": prac_ref}}],
+            "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": cov_ref}}],
+            "diagnosis": [{"sequence": i, "diagnosisCodeableConcept": {"coding": [
+                {"system": ICD10CM, "code": dx.code}]}} for i, dx in enumerate(enc.diagnoses, start=1)],
+            "item": items,
+        }
+        if not claim["diagnosis"]:
+            del claim["diagnosis"]
+        before = len(entries)
+        add(claim, ID_CLAIM, key)
+        claim_index.append(before if len(entries) > before else -1)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, claim_index
+
+
+def _name(family: str, given: list[str], suffix: str) -> dict[str, Any]:
+    n: dict[str, Any] = {"use": "official"}
+    if family:
+        n["family"] = family
+    g = [x for x in given if x]
+    if g:
+        n["given"] = g
+    if suffix:
+        n["suffix"] = [suffix]
+    return n
+
+
+def _results(encounters: Sequence[Encounter], claim_index: list[int], body: dict[str, Any]) -> list[PushResult]:
+    entries = body.get("entry", [])
+    out = []
+    for enc, idx in zip(encounters, claim_index):
+        if idx < 0 or idx >= len(entries):  # the same encounter twice in one batch: one Claim
+            out.append(PushResult(enc.business_key, True))
+            continue
+        resp = entries[idx].get("response", {})
+        loc = str(resp.get("location", ""))
+        claim_id = loc.split("/")[1] if loc.startswith("Claim/") else ""
+        out.append(PushResult(enc.business_key, True, remote_ids={"Claim": claim_id}))
+    return out
+
+
+def outcome_text(r: requests.Response) -> str:
+    """The server's OperationOutcome, as text a billing person can act on."""
+    try:
+        body = r.json()
+    except ValueError:
+        return f"the RCM rejected the claim ({r.status_code}) without an explanation"
+    issues = body.get("issue", []) if isinstance(body, dict) else []
+    parts = []
+    for iss in issues[:5]:
+        text = iss.get("details", {}).get("text") or iss.get("diagnostics") or iss.get("code", "")
+        expr = ", ".join(iss.get("expression", []) or [])
+        parts.append(f"{text} ({expr})" if expr else str(text))
+    return "; ".join(p for p in parts if p) or f"the RCM rejected the claim ({r.status_code})"
+
+
+def _retry_after(r: requests.Response) -> float | None:
+    v = r.headers.get("Retry-After")
+    if not v:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, (parsedate_to_datetime(v) - datetime.now(timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def _status_error(r: requests.Response, what: str) -> TargetError:
+    code = r.status_code
+    if code in (429, 503):
+        return TargetError(f"{what} is busy ({code}); will retry", retryable=True,
+                           kind="throttled" if code == 429 else "server", retry_after=_retry_after(r))
+    if code >= 500:
+        return TargetError(f"{what} failed with a server error ({code}); will retry", retryable=True, kind="server")
+    if code == 403:
+        return TargetError(f"{what} refused access (403); the RCM account may lack permission to write claims",
+                           retryable=False, kind="auth")
+    return TargetError(f"{what} answered {code}: {outcome_text(r)}", retryable=False, kind="protocol")
+
+
+def _transport_error(exc: requests.RequestException, what: str) -> TargetError:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TargetError(f"{what}'s TLS certificate is not trusted (self-signed, expired or for another "
+                           "host); ChargeBridge never sends charges over an unverified connection — install "
+                           "the RCM's CA certificate and set [rcm] ca_bundle", retryable=False, kind="tls")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return TargetError(f"{what} did not answer in time; will retry", retryable=True, kind="timeout")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return TargetError(f"{what} cannot be reached (connection refused or no network); will retry",
+                           retryable=True, kind="unreachable")
+    return TargetError(f"{what}: request failed ({type(exc).__name__}); will retry", retryable=True, kind="unreachable")
+
+
+def _remote_charge(c: dict[str, Any], patients: dict[str, dict[str, Any]]) -> RemoteCharge:
+    ident = next((i.get("value", "") for i in c.get("identifier", []) if i.get("system") == ID_CLAIM), "")
+    pat = patients.get(c.get("patient", {}).get("reference", ""), {})
+    name = (pat.get("name") or [{}])[0]
+    mrn = next((i.get("value", "") for i in pat.get("identifier", [])
+                if any(cd.get("code") == "MR" for cd in i.get("type", {}).get("coding", []))), "")
+    dx = {d.get("sequence"): (d.get("diagnosisCodeableConcept", {}).get("coding") or [{}])[0].get("code", "")
+          for d in c.get("diagnosis", [])}
+    npi = ""
+    lines = []
+    for it in c.get("item", []):
+        coding = (it.get("productOrService", {}).get("coding") or [{}])[0]
+        lines.append(RemoteLine(
+            code=coding.get("code", ""),
+            modifiers=[(m.get("coding") or [{}])[0].get("code", "") for m in it.get("modifier", [])],
+            units=_num(it.get("quantity", {}).get("value")),
+            unit_charge=_num(it.get("unitPrice", {}).get("value"), places=2),
+            service_date=it.get("servicedDate", ""),
+            dx_codes=[dx.get(s, "") for s in it.get("diagnosisSequence", [])],
+        ))
+    dos = c.get("billablePeriod", {}).get("start", "") or (lines[0].service_date if lines else "")
+    return RemoteCharge(
+        remote_id=str(c.get("id", "")), identifier=ident, patient_mrn=mrn,
+        patient_family=name.get("family", ""), patient_given=(name.get("given") or [""])[0],
+        patient_dob=pat.get("birthDate", ""), dos=dos[:10], rendering_npi=npi,
+        diagnoses=[dx[k] for k in sorted(k for k in dx if k is not None)], lines=lines,
+    )
+
+
+def _num(v: Any, places: int | None = None) -> str:
+    if v is None:
+        return ""
+    from agent.model import std_decimal
+
+    return std_decimal(str(v), places=places)

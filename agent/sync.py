@@ -79,10 +79,13 @@ class Outbox:
             log.info("re-queued %d outbox item(s) left in flight by an earlier run", n)
         return n
 
-    def due(self, limit: int) -> list[tuple[int, int, int]]:
+    def due(self, limit: int, *, after_id: int = 0, now_too: bool = False) -> list[tuple[int, int, int]]:
+        """Items to send, oldest first. ``now_too``: a person pressed "Sync now", so items waiting
+        out a backoff go too (the server's Retry-After is still honoured by the caller)."""
+        when = "9999" if now_too else now()
         return [(int(a), int(b), int(c)) for a, b, c in self.store.conn.execute(
             "SELECT id, encounter_id, attempts FROM outbox WHERE state IN ('queued', 'failed')"
-            " AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now(), limit))]
+            " AND next_attempt_at <= ? AND id > ? ORDER BY id LIMIT ?", (when, after_id, limit))]
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in ("queued", "sending", "delivered", "failed", "rejected")}
@@ -143,11 +146,17 @@ class SyncJob:
         if self.breaker and self.breaker.is_open() and not force:
             res.skipped = "circuit breaker open"
             return res
+        not_before = self.store.setting("sync.not_before")
+        if not_before and not_before > now():  # the RCM's Retry-After holds even for "Sync now"
+            res.skipped = f"the RCM asked ChargeBridge to wait until {not_before}"
+            return res
         self.outbox.enqueue_ready()
+        last = 0
         while not self.stop.is_set():
-            batch = self.outbox.due(self.batch_size)
+            batch = self.outbox.due(self.batch_size, after_id=last, now_too=force)
             if not batch:
                 break
+            last = batch[-1][0]  # each item at most once per run, even when it fails again
             if not self._send(batch, res):
                 break
         res.remaining = sum(v for k, v in self.outbox.counts().items() if k in ("queued", "failed"))
@@ -206,6 +215,9 @@ class SyncJob:
         conn = self.store.conn
         ts = now()
         with self.store.tx():
+            if exc.retry_after is not None:
+                self.store.set_setting("sync.not_before", _ts(datetime.now(timezone.utc)
+                                                              + timedelta(seconds=exc.retry_after)))
             for oid in ids:
                 if exc.retryable:
                     delay = exc.retry_after if exc.retry_after is not None else backoff(attempts[oid] + 1)

@@ -60,3 +60,4 @@ def run_cli(*args: str, home: Path, env: dict[str, str] | None = None, timeout: 
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "agent.cli", "--home", str(home), *args],
                           capture_output=True, text=True, env=e, timeout=timeout, input=input)
+from tests.peer_fixture import clean_peer, fhir_peer  # noqa: E402,F401  (real FHIR peer)

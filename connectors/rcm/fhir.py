@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from urllib.parse import quote, urlencode
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any
@@ -39,9 +40,15 @@ _NS = uuid.UUID("6f1c2d8e-6b1e-4b43-9a5e-3f0c1c6b7a10")  # fullUrl namespace (st
 _GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
 
 
+def _value(*parts: str) -> str:
+    """An identifier value from parts, percent-encoded so that FHIR search's own separators
+    ('|' between system and value, ',' between alternatives) can never appear in it."""
+    return ":".join(quote(p, safe="") for p in parts)
+
+
 def _id_value(enc: Encounter) -> str:
     """Stable identifier of an encounter: its source system and its id there."""
-    return f"{enc.source_system or enc.source}|{enc.source_id}"
+    return _value(enc.source_system or enc.source, enc.source_id)
 
 
 def _urn(*parts: str) -> str:
@@ -49,7 +56,7 @@ def _urn(*parts: str) -> str:
 
 
 def _ifnone(system: str, value: str) -> str:
-    return f"identifier={system}|{value}".replace(" ", "%20")
+    return urlencode({"identifier": f"{system}|{value}"})
 
 
 class FhirTarget:
@@ -222,7 +229,8 @@ def build_transaction(encounters: Sequence[Encounter]) -> tuple[dict[str, Any], 
         prac_ref = add(practitioner, NPI, npi)
 
         cov = enc.coverages[0] if enc.coverages else None
-        cov_key = f"{system}|{p.mrn}|{cov.payer_id or cov.payer_name if cov else 'self-pay'}|{cov.member_id if cov else ''}"
+        cov_key = _value(system, p.mrn, (cov.payer_id or cov.payer_name) if cov else "self-pay",
+                         cov.member_id if cov else "")
         coverage: dict[str, Any] = {
             "resourceType": "Coverage", "status": "active",
             "identifier": [{"system": ID_COVERAGE, "value": cov_key}],

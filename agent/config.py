@@ -77,6 +77,7 @@ class RcmConfig:
     timeout_seconds: float = 30.0
     batch_size: int = 100
     ca_bundle: str = ""
+    bundle: str = "batch"  # batch: phased batch Bundles | transaction: one transaction Bundle per push
 
 
 @dataclass
@@ -142,7 +143,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     )
     rcm = v.table(raw, "rcm")
     v.known(rcm, "rcm", {"type", "base_url", "token_url", "client_id", "auth", "timeout_seconds", "batch_size",
-                         "ca_bundle", "client_secret", "secret", "token"})
+                         "ca_bundle", "bundle", "client_secret", "secret", "token"})
     for secret_key in ("client_secret", "secret", "token"):
         if secret_key in rcm:
             v.fail(f"rcm.{secret_key}", "must not be in the config file (secrets live in the OS keyring)",
@@ -156,6 +157,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         timeout_seconds=v.number(rcm, "rcm.timeout_seconds", 30.0, lo=0.1, hi=600),
         batch_size=int(v.number(rcm, "rcm.batch_size", 100, lo=1, hi=5000, integer=True)),
         ca_bundle=v.string(rcm, "rcm.ca_bundle", ""),
+        bundle=v.choice(rcm, "rcm.bundle", "batch", ("batch", "transaction")),
     )
     if cfg.rcm.type and not cfg.rcm.base_url:
         v.fail("rcm.base_url", "is required when rcm.type is set", "the RCM's FHIR base URL (https://...)")

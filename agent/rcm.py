@@ -23,5 +23,6 @@ def make_target(paths: Paths, cfg: Config) -> Target | None:
         from connectors.rcm.fhir import FhirTarget
 
         return FhirTarget(rc.base_url, token_url=rc.token_url, client_id=rc.client_id, secret=secret,
-                          auth=rc.auth, timeout=rc.timeout_seconds, ca_bundle=rc.ca_bundle)
+                          auth=rc.auth, timeout=rc.timeout_seconds, ca_bundle=rc.ca_bundle,
+                          bundle=rc.bundle)
     raise ConfigError(f"unknown RCM type {rc.type!r}", "use: fhir")

@@ -10,7 +10,9 @@ the server's OperationOutcome text.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -36,6 +38,7 @@ CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+_URN = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NS = uuid.UUID("6f1c2d8e-6b1e-4b43-9a5e-3f0c1c6b7a10")  # fullUrl namespace (stable per identifier)
 _GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
 
@@ -66,7 +69,7 @@ class FhirTarget:
 
     def __init__(self, base_url: str, *, token_url: str = "", client_id: str = "", secret: str = "",
                  auth: str = "client_credentials", timeout: float = 30.0, ca_bundle: str = "",
-                 session: requests.Session | None = None) -> None:
+                 bundle: str = "batch", session: requests.Session | None = None) -> None:
         if not base_url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
             raise ValueError("the RCM base URL must use https (plain http only on loopback)")
         self.base_url = base_url.rstrip("/")
@@ -75,6 +78,7 @@ class FhirTarget:
         self.secret = secret
         self.auth = auth
         self.timeout = timeout
+        self.bundle = bundle  # batch (phased, portable) | transaction (one atomic Bundle per push)
         self.session = session or requests.Session()
         # TLS is always verified: the system store, or the practice's own CA bundle.
         self.session.verify = ca_bundle or True
@@ -106,13 +110,14 @@ class FhirTarget:
         self._token = str(body["access_token"])
         self._token_expires = time.time() + float(body.get("expires_in", 300))
 
-    def _request(self, method: str, url: str, **kw: Any) -> requests.Response:
+    def _request(self, method: str, url: str, *, fhir_body: bool = False, **kw: Any) -> requests.Response:
         """One request with the bearer token; a 401 gets exactly one token refresh."""
         for attempt in (0, 1):
             headers = {"Authorization": f"Bearer {self._bearer(refresh=attempt == 1)}",
                        "Accept": "application/fhir+json"}
-            if "json" in kw:
+            if "json" in kw or fhir_body:
                 headers["Content-Type"] = "application/fhir+json"
+                headers["Prefer"] = "return=minimal"  # only ids and statuses back, not every resource
             try:
                 r = self.session.request(method, url, headers=headers, timeout=self.timeout, **kw)
             except requests.RequestException as exc:
@@ -138,6 +143,12 @@ class FhirTarget:
     def push(self, encounters: Sequence[Encounter]) -> list[PushResult]:
         if not encounters:
             return []
+        if self.bundle == "transaction":
+            return self._push_transaction(encounters)
+        return self._push_phased(encounters)
+
+    def _push_transaction(self, encounters: Sequence[Encounter]) -> list[PushResult]:
+        """All resources of the batch in one transaction Bundle (servers that allow big ones)."""
         bundle, claim_index = build_transaction(encounters)
         r = self._request("POST", self.base_url, json=bundle)
         if r.status_code in (200, 201):
@@ -146,8 +157,64 @@ class FhirTarget:
             if len(encounters) == 1:
                 return [PushResult(encounters[0].business_key, False, reason=outcome_text(r))]
             mid = len(encounters) // 2  # find the offending encounter(s); the rest go on
-            return self.push(encounters[:mid]) + self.push(encounters[mid:])
+            return self._push_transaction(encounters[:mid]) + self._push_transaction(encounters[mid:])
         raise _status_error(r, "the RCM")
+
+    def _push_phased(self, encounters: Sequence[Encounter]) -> list[PushResult]:
+        """Three batch Bundles: patients and practitioners, then coverages and encounters, then
+        claims — each entry a conditional create, later phases referring to the ids the earlier
+        ones returned. Three requests per batch whatever its size, no reliance on the server's
+        transaction limits (Medplum refuses conditional transactions over 8 entries), and the
+        server's verdict arrives per entry, so one bad claim is rejected alone."""
+        bundle, claim_index = build_transaction(encounters)
+        entries = bundle["entry"]
+        order = {"Patient": 0, "Practitioner": 0, "Coverage": 1, "Encounter": 1, "Claim": 2}
+        resolved: dict[str, str] = {}  # fullUrl -> "Type/id"
+        failed: dict[str, str] = {}  # fullUrl -> reason
+        for phase in (0, 1, 2):
+            todo = [i for i, e in enumerate(entries) if order[e["resource"]["resourceType"]] == phase]
+            parts, idx = [], []
+            for i in todo:
+                e = entries[i]
+                text = json.dumps(e["resource"], separators=(",", ":"))
+                refs = _URN.findall(text)
+                bad = next((failed[u] for u in refs if u in failed), None)
+                if bad is not None:
+                    failed[e["fullUrl"]] = bad
+                    continue
+                text = _URN.sub(lambda m: resolved.get(m.group(0), m.group(0)), text)
+                parts.append(f'{{"request":{json.dumps(e["request"])},"resource":{text}}}')
+                idx.append(i)
+            if not parts:
+                continue
+            body = '{"resourceType":"Bundle","type":"batch","entry":[' + ",".join(parts) + "]}"
+            r = self._request("POST", self.base_url, data=body.encode(), fhir_body=True)
+            if r.status_code not in (200, 201):
+                raise _status_error(r, "the RCM") if r.status_code not in (400, 422) else TargetError(
+                    f"the RCM refused a batch: {outcome_text(r)}", retryable=False, kind="protocol")
+            answers = r.json().get("entry", [])
+            if len(answers) != len(parts):
+                raise TargetError("the RCM answered a batch with the wrong number of entries", retryable=True,
+                                  kind="protocol")
+            for i, ans in zip(idx, answers):
+                resp = ans.get("response", {})
+                status = str(resp.get("status", ""))[:3]
+                loc = str(resp.get("location", ""))
+                if status in ("200", "201") and loc.count("/") >= 1:
+                    resolved[entries[i]["fullUrl"]] = "/".join(loc.split("/")[:2])
+                else:
+                    failed[entries[i]["fullUrl"]] = _entry_outcome(ans, status)
+        out = []
+        for enc, ci in zip(encounters, claim_index):
+            if ci < 0:  # the same encounter twice in one batch: one Claim for both
+                key = _urn("Claim", ID_CLAIM, _id_value(enc))
+            else:
+                key = entries[ci]["fullUrl"]
+            if key in resolved:
+                out.append(PushResult(enc.business_key, True, remote_ids={"Claim": resolved[key].split("/")[1]}))
+            else:
+                out.append(PushResult(enc.business_key, False, reason=failed.get(key, "the RCM did not take the claim")))
+        return out
 
     # -- fetch -----------------------------------------------------------------------------
     def fetch_charges(self, start: date, end: date) -> list[RemoteCharge]:
@@ -304,6 +371,16 @@ def build_transaction(encounters: Sequence[Encounter]) -> tuple[dict[str, Any], 
         add(claim, ID_CLAIM, key)
         claim_index.append(before if len(entries) > before else -1)
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, claim_index
+
+
+def _entry_outcome(ans: dict[str, Any], status: str) -> str:
+    oo = ans.get("response", {}).get("outcome") or ans.get("resource") or {}
+    parts = []
+    for iss in (oo.get("issue") or [])[:5]:
+        text = iss.get("details", {}).get("text") or iss.get("diagnostics") or iss.get("code", "")
+        expr = ", ".join(iss.get("expression", []) or [])
+        parts.append(f"{text} ({expr})" if expr else str(text))
+    return "; ".join(p for p in parts if p) or f"the RCM refused it ({status or 'no status'})"
 
 
 def _name(family: str, given: list[str], suffix: str) -> dict[str, Any]:

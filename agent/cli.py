@@ -272,6 +272,17 @@ def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
         writable = exists and os.access(fc.path, os.W_OK | os.X_OK)
         check(exists and writable, f"folder {fc.path} ({fc.format}, after: {fc.after})",
               f"create {fc.path} and let the ChargeBridge user write to it (files are removed after intake)")
+    if ctx.config.rcm.type and ok:
+        from agent.rcm import make_target
+
+        try:
+            target = make_target(ctx.paths, ctx.config)
+            assert target is not None
+            rcm_ok, detail = target.check()
+            check(rcm_ok, f"RCM ({ctx.config.rcm.type}, {ctx.config.rcm.base_url}): {detail}",
+                  "check [rcm] in chargebridge.toml and the secret (chargebridge rcm set-secret)")
+        except ChargeBridgeError as exc:
+            check(False, f"RCM: {exc.title}", exc.fix)
     if sys.platform.startswith("linux") and ctx.config.folders:
         try:
             limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())

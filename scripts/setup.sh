@@ -28,3 +28,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+
+# The local FHIR R4 RCM peer (Medplum's engine on Node 22 from npm) used by the demo and tests.
+if command -v npm >/dev/null 2>&1; then
+  bash tests/peer/install.sh >/dev/null
+else
+  echo "setup: npm not found; the demo's local RCM and the sync tests need it (apt-get install npm)" >&2
+fi

@@ -235,3 +235,17 @@ def test_sigkill_mid_batch_then_restart_delivers_each_once(tmp_path: Path, clean
     claims = claims_by_identifier(clean_peer)
     assert len(claims) == n and set(claims.values()) == {1}, claims
     assert clean_peer.count("Patient") == n
+
+
+def test_transaction_mode_splits_what_the_server_refuses(tmp_path: Path, clean_peer, keyring_ok) -> None:
+    # Medplum allows at most 8 entries in a conditional transaction: 3 encounters (15 entries) are
+    # refused whole, so the client splits the batch until each part is accepted.
+    home = make_home(tmp_path, clean_peer, n=3)
+    cfg = (home / "chargebridge.toml").read_text().replace('type = "fhir"', 'type = "fhir"\nbundle = "transaction"')
+    (home / "chargebridge.toml").write_text(cfg)
+    rc, res = sync(home)
+    assert (rc, res["delivered"], res["rejected"]) == (0, 3, 0)
+    log = clean_peer.requests_log()
+    assert any(e.get("status") == 400 for e in log)  # the refused whole-batch transaction
+    claims = claims_by_identifier(clean_peer)
+    assert len(claims) == 3 and set(claims.values()) == {1}

@@ -147,8 +147,8 @@ class Engine:
         from agent.api import create_app
 
         cfg = uvicorn.Config(create_app(self), host=self.config.api.host, port=self.config.api.port,
-                             log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(cfg)
+                             log_level="warning", access_log=False, lifespan="off", date_header=False)
+        self.server = _QuietServer(cfg)
         self.server.install_signal_handlers = lambda: None  # signals belong to the engine
         t = threading.Thread(target=self.server.run, name="chargebridge-api", daemon=True)
         t.start()
@@ -189,7 +189,7 @@ class Engine:
         if self.watch is not None:
             self.watch.stop()
         if self.server is not None:
-            self.server.should_exit = True
+            self.server.request_exit()
         for t in self._threads:
             t.join(timeout=10)
         try:
@@ -272,6 +272,38 @@ class Engine:
         job = self.scheduler.get_job("sync") if self.scheduler is not None else None
         t = getattr(job, "next_run_time", None)
         return t.astimezone(timezone.utc).isoformat(timespec="seconds") if t else ""
+
+
+def _quiet_server_class():  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's main loop wakes every 100 ms to poll ``should_exit``; an engine that sits idle
+        for days should not. This one sleeps on an event that :meth:`request_exit` sets."""
+
+        _loop: asyncio.AbstractEventLoop | None = None
+        _exit: asyncio.Event | None = None
+
+        async def main_loop(self) -> None:
+            self._loop = asyncio.get_running_loop()
+            self._exit = asyncio.Event()
+            if self.should_exit:
+                return
+            await self._exit.wait()
+
+        def request_exit(self) -> None:
+            self.should_exit = True
+            if self._loop is not None and self._exit is not None:
+                self._loop.call_soon_threadsafe(self._exit.set)
+
+    return QuietServer
+
+
+class _QuietServer:
+    def __new__(cls, config):  # type: ignore[no-untyped-def]
+        return _quiet_server_class()(config)
 
 
 def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_error: str = "",

@@ -120,6 +120,45 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL UNIQUE,     -- 1, 2, 3 ... in append order (gaps = deletions)
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,             -- user name, or 'engine' / 'cli:<os user>'
+            action TEXT NOT NULL,            -- e.g. mismatch.resolve, quarantine.reprocess, user.add
+            target TEXT NOT NULL DEFAULT '', -- what it acted on, by id
+            before_sha256 TEXT NOT NULL DEFAULT '',
+            after_sha256 TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TABLE findings (
+            id INTEGER PRIMARY KEY,
+            fingerprint TEXT NOT NULL UNIQUE, -- stable across runs: kind + what it is about
+            kind TEXT NOT NULL,               -- missing_in_rcm | orphan_in_rcm | field_mismatch | missing_charge
+            encounter_id INTEGER REFERENCES encounters(id),
+            remote_id TEXT NOT NULL DEFAULT '',
+            dos TEXT NOT NULL DEFAULT '',
+            local TEXT NOT NULL DEFAULT '{}',
+            remote TEXT NOT NULL DEFAULT '{}',
+            diff TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL,             -- open | resolved | ignored | closed (gone at the RCM)
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            reopened INTEGER NOT NULL DEFAULT 0,
+            assignee TEXT NOT NULL DEFAULT '',
+            comments TEXT NOT NULL DEFAULT '[]',
+            resolution TEXT NOT NULL DEFAULT '',
+            resolved_by TEXT NOT NULL DEFAULT '',
+            resolved_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX findings_status ON findings(status, kind);
+        """,
+    ),
 ]
 
 

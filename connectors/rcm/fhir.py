@@ -139,17 +139,23 @@ class FhirTarget:
             return False, f"the RCM answered {r.status_code} to a capability request"
         return True, "connected; credentials accepted"
 
+    def identifier(self, enc: Encounter) -> str:
+        """The value of the identifier our Claims carry (for reconciliation)."""
+        return _id_value(enc)
+
     # -- push ------------------------------------------------------------------------------
-    def push(self, encounters: Sequence[Encounter]) -> list[PushResult]:
+    def push(self, encounters: Sequence[Encounter], *, corrections: dict[str, str] | None = None) -> list[PushResult]:
+        """``corrections``: business key -> the RCM's Claim id to replace with a new version."""
         if not encounters:
             return []
+        self._corrections = corrections or {}
         if self.bundle == "transaction":
             return self._push_transaction(encounters)
         return self._push_phased(encounters)
 
     def _push_transaction(self, encounters: Sequence[Encounter]) -> list[PushResult]:
         """All resources of the batch in one transaction Bundle (servers that allow big ones)."""
-        bundle, claim_index = build_transaction(encounters)
+        bundle, claim_index = build_transaction(encounters, getattr(self, "_corrections", None))
         r = self._request("POST", self.base_url, json=bundle)
         if r.status_code in (200, 201):
             return _results(encounters, claim_index, r.json())
@@ -166,7 +172,7 @@ class FhirTarget:
         ones returned. Three requests per batch whatever its size, no reliance on the server's
         transaction limits (Medplum refuses conditional transactions over 8 entries), and the
         server's verdict arrives per entry, so one bad claim is rejected alone."""
-        bundle, claim_index = build_transaction(encounters)
+        bundle, claim_index = build_transaction(encounters, getattr(self, "_corrections", None))
         entries = bundle["entry"]
         order = {"Patient": 0, "Practitioner": 0, "Coverage": 1, "Encounter": 1, "Claim": 2}
         resolved: dict[str, str] = {}  # fullUrl -> "Type/id"
@@ -220,7 +226,7 @@ class FhirTarget:
     def fetch_charges(self, start: date, end: date) -> list[RemoteCharge]:
         """The RCM's Claims whose service dates fall in [start, end], with their patients."""
         url: str | None = f"{self.base_url}/Claim"
-        params: dict[str, Any] | None = {"_count": 500, "_include": "Claim:patient"}
+        params: dict[str, Any] | None = {"_count": 500, "_include": ["Claim:patient", "Claim:provider"]}
         claims: list[dict[str, Any]] = []
         patients: dict[str, dict[str, Any]] = {}
         while url:
@@ -232,8 +238,8 @@ class FhirTarget:
                 res = e.get("resource", {})
                 if res.get("resourceType") == "Claim":
                     claims.append(res)
-                elif res.get("resourceType") == "Patient":
-                    patients[f"Patient/{res.get('id')}"] = res
+                elif res.get("resourceType") in ("Patient", "Practitioner"):
+                    patients[f"{res['resourceType']}/{res.get('id')}"] = res
             url = next((lk["url"] for lk in page.get("link", []) if lk.get("relation") == "next"), None)
             params = None
         out = []
@@ -245,7 +251,8 @@ class FhirTarget:
 
 
 # -- resources -------------------------------------------------------------------------------
-def build_transaction(encounters: Sequence[Encounter]) -> tuple[dict[str, Any], list[int]]:
+def build_transaction(encounters: Sequence[Encounter],
+                      corrections: dict[str, str] | None = None) -> tuple[dict[str, Any], list[int]]:
     """One transaction Bundle for ``encounters``; returns it and each encounter's Claim entry index."""
     entries: list[dict[str, Any]] = []
     seen: dict[str, str] = {}  # conditional URL -> fullUrl, so a patient seen twice is created once
@@ -368,7 +375,13 @@ def build_transaction(encounters: Sequence[Encounter]) -> tuple[dict[str, Any], 
         if not claim["diagnosis"]:
             del claim["diagnosis"]
         before = len(entries)
-        add(claim, ID_CLAIM, key)
+        remote_id = (corrections or {}).get(enc.business_key)
+        if remote_id:  # a correction: a new version of the RCM's claim, not a second claim
+            claim["id"] = remote_id
+            entries.append({"fullUrl": _urn("Claim", ID_CLAIM, key), "resource": claim,
+                            "request": {"method": "PUT", "url": f"Claim/{remote_id}"}})
+        else:
+            add(claim, ID_CLAIM, key)
         claim_index.append(before if len(entries) > before else -1)
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, claim_index
 
@@ -473,7 +486,9 @@ def _remote_charge(c: dict[str, Any], patients: dict[str, dict[str, Any]]) -> Re
                 if any(cd.get("code") == "MR" for cd in i.get("type", {}).get("coding", []))), "")
     dx = {d.get("sequence"): (d.get("diagnosisCodeableConcept", {}).get("coding") or [{}])[0].get("code", "")
           for d in c.get("diagnosis", [])}
-    npi = ""
+    prov_ref = ((c.get("careTeam") or [{}])[0].get("provider") or c.get("provider") or {}).get("reference", "")
+    npi = next((i.get("value", "") for i in patients.get(prov_ref, {}).get("identifier", [])
+                if i.get("system") == NPI), "")
     lines = []
     for it in c.get("item", []):
         coding = (it.get("productOrService", {}).get("coding") or [{}])[0]

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from agent import __version__, notify
+from agent import __version__, audit, notify
 from agent.users import RANK, ROLES, add_user, authenticate, list_users
 
 if TYPE_CHECKING:
@@ -26,6 +26,16 @@ _bearer = HTTPBearer(auto_error=False)
 class Caller(BaseModel):
     name: str
     role: str
+
+
+class Resolution(BaseModel):
+    action: str
+    reason: str = ""
+
+
+class Comment(BaseModel):
+    text: str
+    assignee: str | None = None
 
 
 class NewUser(BaseModel):
@@ -93,7 +103,7 @@ def create_app(engine: Engine) -> FastAPI:
         store = engine.store()
         try:
             out = Pipeline(store, max_file_bytes=engine.config.max_file_bytes,
-                           chargemaster=engine.config.chargemaster).reprocess(qid)
+                           chargemaster=engine.config.chargemaster).reprocess(qid, actor=f"api:{c.name}")
         except KeyError:
             raise HTTPException(404, f"no quarantine entry {qid}") from None
         except ValueError as exc:
@@ -110,12 +120,12 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.post("/api/v1/pause")
     def pause(c: Caller = Depends(need("manager"))) -> dict[str, Any]:
-        engine.set_paused(True)
+        engine.set_paused(True, actor=f"api:{c.name}")
         return {"paused": True}
 
     @app.post("/api/v1/resume")
     def resume(c: Caller = Depends(need("manager"))) -> dict[str, Any]:
-        engine.set_paused(False)
+        engine.set_paused(False, actor=f"api:{c.name}")
         engine.sync_now()  # catch up on what waited while paused
         return {"paused": False}
 
@@ -123,6 +133,50 @@ def create_app(engine: Engine) -> FastAPI:
     def changes(after: int = Query(0, ge=0), timeout: float = Query(25.0, ge=0, le=60),
                 c: Caller = Depends(caller)) -> dict[str, Any]:
         return {"seq": notify.wait(after, timeout)}
+
+    @app.post("/api/v1/reconcile")
+    def reconcile_now(start: str | None = None, end: str | None = None,
+                      c: Caller = Depends(caller)) -> dict[str, Any]:
+        from datetime import date
+
+        from agent.mismatches import default_window
+
+        s, e = default_window()
+        try:
+            s = date.fromisoformat(start) if start else s
+            e = date.fromisoformat(end) if end else e
+        except ValueError:
+            raise HTTPException(422, "start and end are dates like 2026-10-01") from None
+        return engine.run_reconcile(s, e)
+
+    @app.get("/api/v1/mismatches")
+    def mismatches(status: str | None = "open", kind: str | None = None,
+                   c: Caller = Depends(caller)) -> list[dict[str, Any]]:
+        from agent.mismatches import list_findings
+
+        return list_findings(engine.store(), status=status or None, kind=kind)
+
+    @app.post("/api/v1/mismatches/{fid}/resolve")
+    def resolve_mismatch(fid: int, body: Resolution, c: Caller = Depends(need("manager"))) -> dict[str, Any]:
+        from agent.mismatches import ResolveError, resolve
+
+        if engine.target is None and body.action == "resend":
+            engine._make_target()
+        try:
+            return resolve(engine.store(), engine.target, fid, body.action, actor=f"api:{c.name}",
+                           reason=body.reason)
+        except ResolveError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.post("/api/v1/mismatches/{fid}/comment")
+    def comment_mismatch(fid: int, body: Comment, c: Caller = Depends(need("manager"))) -> dict[str, Any]:
+        from agent.mismatches import ResolveError, comment
+
+        try:
+            comment(engine.store(), fid, actor=f"api:{c.name}", text=body.text, assignee=body.assignee)
+        except ResolveError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {"ok": True}
 
     @app.get("/api/v1/users")
     def users(c: Caller = Depends(need("admin"))) -> list[dict[str, str]]:
@@ -133,10 +187,18 @@ def create_app(engine: Engine) -> FastAPI:
         if body.role not in ROLES:
             raise HTTPException(422, f"role must be one of {', '.join(ROLES)}")
         try:
-            token = add_user(engine.store(), body.name, body.role)
+            token = add_user(engine.store(), body.name, body.role, actor=f"api:{c.name}")
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"name": body.name, "role": body.role, "token": token}
+
+    @app.get("/api/v1/audit")
+    def audit_trail(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0), action: str | None = None,
+                    c: Caller = Depends(need("manager"))) -> dict[str, Any]:
+        # entries hold actors, actions, ids and hashes only, never patient data
+        store = engine.store()
+        return {"total": audit.count(store, action), "limit": limit, "offset": offset,
+                "items": audit.entries(store, limit=limit, offset=offset, action=action)}
 
     @app.exception_handler(Exception)
     def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -83,6 +83,16 @@ def _expand(paths: list[str]) -> Iterator[tuple[Path, bool]]:
             yield path, False
 
 
+def _cli_actor() -> str:
+    """Who to name in the audit trail for a change made from this command line."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (e.g. a container with an unnamed uid)
+        return f"cli:uid{os.getuid()}" if hasattr(os, "getuid") else "cli"
+
+
 # -- verbs ---------------------------------------------------------------------------------
 def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
     from agent.pipeline import Totals
@@ -192,7 +202,8 @@ def cmd_reprocess(ctx: Context, args: argparse.Namespace) -> int:
         store = ctx.open_store(create=False)
         try:
             try:
-                out = ctx.pipeline(store).reprocess(args.id, fmt=args.format, profile=args.profile)
+                out = ctx.pipeline(store).reprocess(args.id, fmt=args.format, profile=args.profile,
+                                                        actor=_cli_actor())
             except KeyError:
                 print(f"chargebridge: no quarantine entry {args.id}; list them with chargebridge quarantine",
                       file=sys.stderr)
@@ -406,8 +417,11 @@ def cmd_pause(ctx: Context, args: argparse.Namespace) -> int:
     else:
         store = ctx.open_store(create=False)
         try:
+            from agent import audit
+
             with store.tx():
                 store.set_setting("sync.paused", "1" if args.verb == "pause" else "0")
+                audit.record(store, actor=_cli_actor(), action=f"sync.{args.verb}", target="sync")
         finally:
             store.close()
     print("sync paused" if args.verb == "pause" else "sync resumed")
@@ -425,7 +439,7 @@ def cmd_users(ctx: Context, args: argparse.Namespace) -> int:
                 print(f"{u['name']:<24} {u['role']:<10} since {u['created_at'][:10]}")
             return 0
         try:
-            token = add_user(store, args.name, args.role)
+            token = add_user(store, args.name, args.role, actor=_cli_actor())
         except ValueError as exc:
             raise ConfigError(str(exc), "pick another name or role") from None
     finally:
@@ -437,6 +451,41 @@ def cmd_users(ctx: Context, args: argparse.Namespace) -> int:
     print(f"user {args.name} ({args.role}) created. Token (shown once; give it to the user):\n{token}")
     if args.save:
         print("saved in this machine's keyring for the chargebridge command line")
+    return 0
+
+
+def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
+    from agent import audit
+
+    store = ctx.open_store(create=False)
+    try:
+        if args.action == "verify":
+            problems = audit.verify(store)
+            total = audit.count(store)
+        else:
+            rows = audit.entries(store, limit=args.limit, offset=args.offset, action=args.filter)
+    finally:
+        store.close()
+    if args.action == "verify":
+        if args.json:
+            print(json.dumps({"entries": total, "intact": not problems,
+                              "problems": [p.to_dict() for p in problems]}, indent=1))
+        elif not problems:
+            print(f"audit trail intact: {total} entr{'y' if total == 1 else 'ies'}")
+        else:
+            print(f"audit trail TAMPERED: {len(problems)} problem(s) in {total} entr{'y' if total == 1 else 'ies'}")
+            for p in problems:
+                print(f"  [{p.kind}] {p.message}")
+        return 1 if problems else 0
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("the audit trail is empty")
+        return 0
+    for r in rows:
+        detail = " ".join(f"{k}={v}" for k, v in r["detail"].items()) if isinstance(r["detail"], dict) else r["detail"]
+        print(f"{r['seq']:>6}  {r['at'][:19]}  {r['actor']:<20} {r['action']:<22} {r['target']:<20} {detail}")
     return 0
 
 
@@ -473,6 +522,106 @@ def cmd_rcm(ctx: Context, args: argparse.Namespace) -> int:
     ok, detail = target.check()
     print(("ok: " if ok else "FAILED: ") + detail)
     return 0 if ok else 1
+
+
+def _window(args: argparse.Namespace) -> tuple[Any, Any]:
+    from datetime import date
+
+    from agent.mismatches import default_window
+
+    start, end = default_window()
+    try:
+        if args.from_:
+            start = date.fromisoformat(args.from_)
+        if args.to:
+            end = date.fromisoformat(args.to)
+    except ValueError:
+        raise ConfigError("--from / --to must be dates like 2026-10-01", "use YYYY-MM-DD") from None
+    return start, end
+
+
+def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
+    start, end = _window(args)
+    client = _client(ctx)
+    if client is not None:
+        out = _api(ctx, client, "POST", "/api/v1/reconcile", params={"start": start.isoformat(),
+                                                                      "end": end.isoformat()}, timeout=900)
+    else:
+        from agent import reconcile
+        from agent.rcm import make_target
+
+        target = make_target(ctx.paths, ctx.config)
+        if target is None:
+            raise ConfigError("no RCM is configured, so there is nothing to reconcile against",
+                              f"add an [rcm] section to {ctx.paths.config}")
+        store = ctx.open_store(create=False)
+        try:
+            from connectors.rcm.base import TargetError
+
+            try:
+                out = reconcile.run(store, target, start=start, end=end).to_dict()
+            except TargetError as exc:
+                print(f"chargebridge: reconciliation could not read the RCM: {exc}", file=sys.stderr)
+                return 1
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"reconciled {start} to {end}: {out['matched']} matched, {out['field_mismatch']} with different "
+              f"fields, {out['missing_in_rcm']} missing in the RCM, {out['orphan_in_rcm']} only in the RCM, "
+              f"{out['missing_charge']} visits without a charge")
+        print(f"  queue: {out['opened']} new, {out['reopened']} reopened, {out['closed']} closed at the RCM "
+              "— see chargebridge mismatches")
+    open_n = out["field_mismatch"] + out["missing_in_rcm"] + out["orphan_in_rcm"] + out["missing_charge"]
+    return 1 if open_n else 0
+
+
+def cmd_mismatches(ctx: Context, args: argparse.Namespace) -> int:
+    from agent.mismatches import list_findings
+
+    store = ctx.open_store(create=False)
+    try:
+        items = list_findings(store, status=None if args.all else "open", kind=args.kind)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(items, indent=1))
+        return 0
+    if not items:
+        print("no open mismatches" + ("" if args.all else " — run chargebridge reconcile to look for some"))
+        return 0
+    for m in items:
+        side = m["local"] or m["remote"] or {}
+        who = side.get("identifier") or m["remote_id"]
+        print(f"{m['id']:>5}  {m['kind']:<15} {m['dos']:<10} {who}  ({m['status']}, {m['age_days']} d"
+              + (f", reopened {m['reopened']}x" if m["reopened"] else "") + ")")
+        for d in m["diff"]:
+            print(f"         {d['field']}: EHR {d['ehr']} | RCM {d['rcm']}")
+    print("resolve with: chargebridge resolve ID --action resend|accept-rcm|ignore [--reason TEXT]")
+    return 0
+
+
+def cmd_resolve(ctx: Context, args: argparse.Namespace) -> int:
+    client = _client(ctx)
+    if client is not None:
+        out = _api(ctx, client, "POST", f"/api/v1/mismatches/{args.id}/resolve",
+                   json={"action": args.action, "reason": args.reason or ""}, timeout=300)
+    else:
+        from agent.mismatches import ResolveError, resolve
+        from agent.rcm import make_target
+
+        target = make_target(ctx.paths, ctx.config) if args.action == "resend" else None
+        store = ctx.open_store(create=False)
+        try:
+            out = resolve(store, target, args.id, args.action, actor=_cli_actor(), reason=args.reason or "")
+        except ResolveError as exc:
+            print(f"chargebridge: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            store.close()
+    print(f"mismatch {args.id}: {out['status']}")
+    return 0
 
 
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
@@ -545,12 +694,41 @@ def build_parser() -> argparse.ArgumentParser:
     us.add_parser("list")
     s.set_defaults(func=cmd_users)
 
+    s = sub.add_parser("audit", help="the tamper-evident audit trail: verify | list")
+    aus = s.add_subparsers(dest="action", required=True)
+    av = aus.add_parser("verify", help="check the hash chain; exit 1 naming each tampered entry")
+    av.add_argument("--json", action="store_true")
+    al = aus.add_parser("list", help="entries, newest first (ids and hashes only, no patient data)")
+    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--offset", type=int, default=0)
+    al.add_argument("--action", dest="filter", metavar="ACTION", help="only this action, e.g. user.add")
+    al.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_audit)
+
     s = sub.add_parser("login", help="save an API token (from stdin or a prompt) in the keyring")
     s.set_defaults(func=cmd_login)
 
     s = sub.add_parser("rcm", help="RCM connection: set-secret | test")
     s.add_argument("action", choices=["set-secret", "test"])
     s.set_defaults(func=cmd_rcm)
+
+    s = sub.add_parser("reconcile", help="compare what the RCM holds with what the EHR documented")
+    s.add_argument("--from", dest="from_", metavar="DATE")
+    s.add_argument("--to", metavar="DATE")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_reconcile)
+
+    s = sub.add_parser("mismatches", help="the mismatch queue")
+    s.add_argument("--all", action="store_true", help="include resolved, ignored and closed ones")
+    s.add_argument("--kind", choices=["missing_in_rcm", "orphan_in_rcm", "field_mismatch", "missing_charge"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_mismatches)
+
+    s = sub.add_parser("resolve", help="resolve a mismatch")
+    s.add_argument("id", type=int)
+    s.add_argument("--action", required=True, choices=["resend", "accept-rcm", "ignore"])
+    s.add_argument("--reason")
+    s.set_defaults(func=cmd_resolve)
 
     s = sub.add_parser("demo", help="run the main job on built-in demo data")
     s.add_argument("--keep", action="store_true", help="keep the demo home afterwards")

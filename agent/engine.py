@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from agent import __version__, keys
+from agent import __version__, audit, keys
 from agent.config import Config
 from agent.errors import ChargeBridgeError
 from agent.lock import HomeLock
@@ -138,6 +138,7 @@ class Engine:
         sched.add_job(self.scheduled_sync, "interval", minutes=self.config.sync.interval_minutes, id="sync",
                       next_run_time=first)
         sched.add_job(self._clock_check, "interval", seconds=30, id="clock")
+        sched.add_job(self.scheduled_reconcile, "cron", hour=2, minute=15, id="reconcile-nightly")
         sched.start()
         self.scheduler = sched
 
@@ -230,6 +231,8 @@ class Engine:
             res = job.run(force=force)
             with store.tx():
                 store.set_setting("sync.last", json.dumps({"at": now(), **res.to_dict()}))
+            if res.delivered and self.scheduler is not None:  # reconcile after each sync that sent something
+                self.scheduler.add_job(self.scheduled_reconcile, id="reconcile-after-sync", replace_existing=True)
             return res
         finally:
             self.syncing = False
@@ -237,6 +240,27 @@ class Engine:
             from agent import notify
 
             notify.bump()
+
+    def run_reconcile(self, start: Any = None, end: Any = None) -> dict[str, Any]:
+        """Reconcile a window (default: the last 90 days) on the sync worker's lock."""
+        from agent import reconcile
+        from agent.mismatches import default_window
+        from connectors.rcm.base import TargetError
+
+        if self.target is None:
+            self._make_target()
+        if self.target is None:
+            return {"skipped": self.target_error or "no RCM is configured"}
+        s, e = default_window()
+        with self._sync_lock:
+            try:
+                return reconcile.run(self.store(), self.target, start=start or s, end=end or e).to_dict()
+            except TargetError as exc:
+                return {"skipped": f"the RCM could not be read: {exc}"}
+
+    def scheduled_reconcile(self) -> None:
+        if not self.paused:
+            self.run_reconcile()
 
     def sync_now(self) -> None:
         """Run a sync as soon as the sync worker is free (no waiting)."""
@@ -256,11 +280,12 @@ class Engine:
     def paused(self) -> bool:
         return self.store().setting("sync.paused") == "1"
 
-    def set_paused(self, paused: bool) -> None:
+    def set_paused(self, paused: bool, *, actor: str = "engine") -> None:
         store = self.store()
         with store.tx():
             store.set_setting("sync.paused", "1" if paused else "0")
             store.event("sync.paused" if paused else "sync.resumed")
+            audit.record(store, actor=actor, action="sync.pause" if paused else "sync.resume", target="sync")
 
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from agent import audit
 from agent.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
 from agent.store import Store, now
 from agent.validate import has_errors, validate
@@ -189,8 +190,10 @@ class Pipeline:
             log.info("recovering %d document(s) left pending by an earlier run", len(ids))
         return [self.process(i) for i in ids]
 
-    def reprocess(self, quarantine_id: int, *, fmt: str | None = None, profile: str | None = None) -> Outcome:
-        """Run a quarantined document through the pipeline again (e.g. after fixing a profile)."""
+    def reprocess(self, quarantine_id: int, *, fmt: str | None = None, profile: str | None = None,
+                  actor: str = "cli") -> Outcome:
+        """Run a quarantined document through the pipeline again (e.g. after fixing a profile).
+        ``actor`` is who asked, for the audit trail."""
         conn = self.store.conn
         row = conn.execute("SELECT document_id, resolved_at FROM quarantine WHERE id = ?", (quarantine_id,)).fetchone()
         if row is None:
@@ -210,6 +213,8 @@ class Pipeline:
                 "WHERE document_id = ? AND resolved_at IS NULL", (now(), doc_id))
             conn.execute("UPDATE documents SET status = 'pending' WHERE id = ?", (doc_id,))
             self.store.event("document.reprocess", document_id=doc_id, detail={"quarantine_id": quarantine_id})
+            audit.record(self.store, actor=actor, action="quarantine.reprocess", target=f"quarantine:{quarantine_id}",
+                         detail={"document_id": doc_id})
         return self.process(doc_id)
 
     # -- processing ----------------------------------------------------------------------

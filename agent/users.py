@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from agent import audit
 from agent.store import Store, now
 
 ROLES = ("front_desk", "manager", "admin")
@@ -15,8 +16,9 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(store: Store, name: str, role: str) -> str:
-    """Create a user; returns the token (shown once, never stored in clear)."""
+def add_user(store: Store, name: str, role: str, *, actor: str = "cli") -> str:
+    """Create a user; returns the token (shown once, never stored in clear). ``actor`` is who
+    did it, for the audit trail (e.g. ``cli:<os user>`` or ``api:<user name>``)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 64:
@@ -28,6 +30,8 @@ def add_user(store: Store, name: str, role: str) -> str:
         store.conn.execute("INSERT INTO users (name, role, token_sha256, created_at) VALUES (?,?,?,?)",
                            (name, role, _hash(token), now()))
         store.event("user.added", detail={"name": name, "role": role})
+        audit.record(store, actor=actor, action="user.add", target=f"user:{name}",
+                     after={"name": name, "role": role}, detail={"role": role})
     return token
 
 

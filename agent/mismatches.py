@@ -1,0 +1,173 @@
+"""The mismatch queue: list findings, and resolve them — resend, accept the RCM's version, ignore.
+
+Every resolution is written to the audit trail in the same transaction as the change it makes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from typing import Any
+
+from agent import audit
+from agent.model import ChargeLine, Diagnosis, Encounter
+from agent.store import Store, now
+
+ACTIONS = ("resend", "accept-rcm", "ignore")
+ALLOWED = {
+    "missing_in_rcm": ("resend", "ignore"),
+    "field_mismatch": ("resend", "accept-rcm", "ignore"),
+    "orphan_in_rcm": ("accept-rcm", "ignore"),
+    "missing_charge": ("ignore",),
+}
+
+
+class ResolveError(Exception):
+    """The action cannot be done; ``str()`` says why, for people."""
+
+
+def list_findings(store: Store, *, status: str | None = "open", kind: str | None = None) -> list[dict[str, Any]]:
+    sql = ("SELECT id, kind, encounter_id, remote_id, dos, local, remote, diff, status, first_seen, last_seen, "
+           "reopened, assignee, comments, resolution, resolved_by, resolved_at FROM findings")
+    where, args = [], []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    if kind:
+        where.append("kind = ?")
+        args.append(kind)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY first_seen, id"
+    cols = ["id", "kind", "encounter_id", "remote_id", "dos", "local", "remote", "diff", "status", "first_seen",
+            "last_seen", "reopened", "assignee", "comments", "resolution", "resolved_by", "resolved_at"]
+    out = []
+    today = datetime.now(timezone.utc)
+    for row in store.conn.execute(sql, args):
+        d = dict(zip(cols, row))
+        for k in ("local", "remote", "diff", "comments"):
+            d[k] = json.loads(d[k])
+        first = datetime.fromisoformat(d["first_seen"])
+        d["age_days"] = (today - first).days
+        d["actions"] = list(ALLOWED.get(d["kind"], ()))
+        out.append(d)
+    return out
+
+
+def comment(store: Store, finding_id: int, *, actor: str, text: str, assignee: str | None = None) -> None:
+    with store.tx():
+        row = store.conn.execute("SELECT comments FROM findings WHERE id = ?", (finding_id,)).fetchone()
+        if row is None:
+            raise ResolveError(f"no mismatch {finding_id}")
+        comments = json.loads(row[0]) + [{"at": now(), "by": actor, "text": text}]
+        store.conn.execute("UPDATE findings SET comments = ? WHERE id = ?", (json.dumps(comments), finding_id))
+        if assignee is not None:
+            store.conn.execute("UPDATE findings SET assignee = ? WHERE id = ?", (assignee, finding_id))
+        audit.record(store, actor=actor, action="mismatch.comment", target=f"finding:{finding_id}",
+                     detail={"assignee": assignee or ""})
+
+
+def resolve(store: Store, target: Any, finding_id: int, action: str, *, actor: str, reason: str = "") -> dict[str, Any]:
+    row = store.conn.execute("SELECT kind, encounter_id, remote_id, status, remote FROM findings WHERE id = ?",
+                             (finding_id,)).fetchone()
+    if row is None:
+        raise ResolveError(f"no mismatch {finding_id}; list them with chargebridge mismatches")
+    kind, enc_id, remote_id, status, remote_json = row
+    if status not in ("open",):
+        raise ResolveError(f"mismatch {finding_id} is {status}, not open")
+    if action not in ALLOWED.get(kind, ()):
+        raise ResolveError(f"'{action}' does not apply to a {kind.replace('_', ' ')} finding; "
+                           f"use one of: {', '.join(ALLOWED.get(kind, ()))}")
+    if action == "ignore":
+        if not reason.strip():
+            raise ResolveError("ignoring a mismatch needs a reason (e.g. --reason \"not billable\")")
+        _close(store, finding_id, "ignored", f"ignored: {reason.strip()}", actor, action, enc_id)
+        return {"id": finding_id, "status": "ignored"}
+    if action == "resend":
+        if target is None:
+            raise ResolveError("no RCM is configured, so nothing can be re-sent")
+        enc = _encounter(store, enc_id)
+        corrections = {enc.business_key: remote_id} if kind == "field_mismatch" and remote_id else None
+        result = target.push([enc], corrections=corrections)[0]
+        if not result.delivered:
+            raise ResolveError(f"the RCM refused the corrected claim: {result.reason}")
+        _mark_delivered(store, enc_id, result.remote_ids)
+        _close(store, finding_id, "resolved", "re-sent the EHR version" + (" as a correction" if corrections else ""),
+               actor, action, enc_id, extra=result.remote_ids)
+        return {"id": finding_id, "status": "resolved", "remote_ids": result.remote_ids}
+    # accept-rcm
+    if kind == "orphan_in_rcm":
+        _close(store, finding_id, "resolved", "accepted as billed by the RCM" + (f": {reason}" if reason else ""),
+               actor, action, None)
+        return {"id": finding_id, "status": "resolved"}
+    _accept_remote(store, enc_id, json.loads(remote_json), actor=actor)
+    _close(store, finding_id, "resolved", "took the RCM's values locally", actor, action, enc_id)
+    return {"id": finding_id, "status": "resolved"}
+
+
+def _encounter(store: Store, enc_id: int) -> Encounter:
+    row = store.conn.execute("SELECT data FROM encounters WHERE id = ?", (enc_id,)).fetchone()
+    if row is None:
+        raise ResolveError(f"encounter {enc_id} no longer exists")
+    return Encounter.from_dict(json.loads(row[0]))
+
+
+def _close(store: Store, finding_id: int, status: str, resolution: str, actor: str, action: str,
+           enc_id: int | None, extra: dict[str, str] | None = None) -> None:
+    with store.tx():
+        before = store.conn.execute("SELECT status, resolution FROM findings WHERE id = ?", (finding_id,)).fetchone()
+        store.conn.execute("UPDATE findings SET status = ?, resolution = ?, resolved_by = ?, resolved_at = ? "
+                           "WHERE id = ?", (status, resolution, actor, now(), finding_id))
+        audit.record(store, actor=actor, action=f"mismatch.{action}", target=f"finding:{finding_id}",
+                     before=list(before), after=[status, resolution],
+                     detail={"encounter_id": enc_id, "status": status, **(extra or {})})
+
+
+def _mark_delivered(store: Store, enc_id: int, remote_ids: dict[str, str]) -> None:
+    """The RCM now has this version: record it so sync does not send it again."""
+    ts = now()
+    with store.tx():
+        version = store.conn.execute("SELECT version FROM encounters WHERE id = ?", (enc_id,)).fetchone()[0]
+        store.conn.execute(
+            "INSERT INTO outbox (encounter_id, version, state, next_attempt_at, remote_ids, created_at, updated_at)"
+            " VALUES (?, ?, 'delivered', ?, ?, ?, ?) ON CONFLICT(encounter_id, version) DO UPDATE SET"
+            " state = 'delivered', remote_ids = excluded.remote_ids, last_error = '', updated_at = excluded.updated_at",
+            (enc_id, version, ts, json.dumps(remote_ids), ts, ts))
+
+
+def _accept_remote(store: Store, enc_id: int, remote: dict[str, Any], *, actor: str) -> None:
+    """Rewrite the local encounter with the RCM's codes, units, charges, diagnoses and date."""
+    import hashlib
+
+    enc = _encounter(store, enc_id)
+    before = enc.to_dict()
+    dx_codes = list(remote.get("diagnoses") or [d.code for d in enc.diagnoses])
+    enc.diagnoses = [Diagnosis(code=c, system="ICD-10-CM") for c in dx_codes]
+    enc.lines = [ChargeLine(code=ln["code"], code_system="HCPCS" if ln["code"][:1].isalpha() else "CPT",
+                            modifiers=list(ln.get("modifiers") or []),
+                            dx_pointers=[dx_codes.index(c) + 1 for c in ln.get("dx_codes") or [] if c in dx_codes],
+                            units=ln.get("units") or "1", unit_charge=ln.get("unit_charge") or "",
+                            service_date=ln.get("service_date") or "")
+                 for ln in remote.get("lines") or []]
+    if remote.get("dos"):
+        enc.dos_start = enc.dos_end = remote["dos"]
+    if remote.get("rendering_npi"):
+        enc.rendering.npi = remote["rendering_npi"]
+    data = enc.to_dict()
+    blob = json.dumps(data, separators=(",", ":"))
+    with store.tx():
+        version = store.conn.execute("SELECT version FROM encounters WHERE id = ?", (enc_id,)).fetchone()[0] + 1
+        store.conn.execute("UPDATE encounters SET data = ?, content_hash = ?, version = ?, dos = ?, updated_at = ? "
+                           "WHERE id = ?", (blob, hashlib.sha256(blob.encode()).hexdigest(), version, enc.dos_start,
+                                            now(), enc_id))
+        store.event("encounter.accepted_rcm", encounter_id=enc_id, detail={"version": version})
+        audit.record(store, actor=actor, action="encounter.accept_rcm", target=f"encounter:{enc_id}",
+                     before=before, after=data, detail={"version": version})
+    _mark_delivered(store, enc_id, {"Claim": str(remote.get("remote_id", ""))})
+
+
+def default_window(today: date | None = None, days: int = 90) -> tuple[date, date]:
+    from datetime import timedelta
+
+    t = today or date.today()
+    return t - timedelta(days=days), t

@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v gnome-keyring-daemon >/dev/null 2>&1 || need_apt+=(gnome-keyring)
 command -v dbus-run-session >/dev/null 2>&1 || need_apt+=(dbus-bin dbus-daemon)
+# the tray's end-to-end tests: a virtual screen, a real XEmbed tray, Qt's xcb needs, screenshots
+command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
+command -v trayer >/dev/null 2>&1 || need_apt+=(trayer)
+command -v import >/dev/null 2>&1 || need_apt+=(imagemagick)
+command -v xdotool >/dev/null 2>&1 || need_apt+=(xdotool x11-utils)
+dpkg -s libxcb-cursor0 >/dev/null 2>&1 || need_apt+=(libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0
+  libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-shape0 libegl1 libgl1 libfontconfig1)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt)"

@@ -1,0 +1,168 @@
+"""The tray's and windows' only way to the engine: its HTTP API, never on the UI thread.
+
+``ApiClient.call`` runs the request on a ``QThreadPool`` worker and delivers the result (or an
+:class:`ApiFailure` that says what happened and what to do) back on the UI thread through a
+queued signal. ``ChangeWatcher`` long-polls ``/api/v1/changes`` on its own thread and emits
+``changed`` whenever the engine commits something — the UI never busy-polls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+
+@dataclass
+class ApiFailure:
+    """For people: ``title`` what happened, ``fix`` what to do. ``status`` 0 = no answer at all."""
+
+    status: int
+    title: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.title} — {self.fix}" if self.fix else self.title
+
+
+def describe(exc_or_response: Any) -> ApiFailure:
+    if isinstance(exc_or_response, requests.Response):
+        r = exc_or_response
+        try:
+            detail = str(r.json().get("detail", ""))
+        except ValueError:
+            detail = ""
+        if r.status_code == 401:
+            return ApiFailure(401, "ChargeBridge did not accept your sign-in", "sign in again with your token")
+        if r.status_code == 403:
+            return ApiFailure(403, detail or "your role may not do this", "ask a practice manager")
+        return ApiFailure(r.status_code, detail or f"the engine answered {r.status_code}", "try again; see the log")
+    if isinstance(exc_or_response, requests.exceptions.SSLError):
+        return ApiFailure(0, "the engine's TLS certificate is not trusted",
+                          "install the practice's CA certificate or check the engine address")
+    if isinstance(exc_or_response, requests.exceptions.Timeout):
+        return ApiFailure(0, "the engine did not answer in time", "it may be busy; try again")
+    return ApiFailure(0, "the ChargeBridge engine is not running or cannot be reached",
+                      "start it (chargebridge engine) or check the engine address in Settings")
+
+
+class _Bridge(QObject):
+    done = Signal(object, object, object)  # callback, result, failure
+
+
+class _Job(QRunnable):
+    def __init__(self, bridge: _Bridge, session: requests.Session, method: str, url: str, kw: dict[str, Any],
+                 on_ok: Callable[[Any], None] | None, on_error: Callable[[ApiFailure], None] | None) -> None:
+        super().__init__()
+        self.bridge, self.session, self.method, self.url, self.kw = bridge, session, method, url, kw
+        self.on_ok, self.on_error = on_ok, on_error
+
+    def run(self) -> None:
+        try:
+            r = self.session.request(self.method, self.url, **self.kw)
+            if r.status_code >= 400:
+                self.bridge.done.emit(self.on_error, None, describe(r))
+            else:
+                self.bridge.done.emit(self.on_ok, r.json() if r.content else None, None)
+        except requests.RequestException as exc:
+            self.bridge.done.emit(self.on_error, None, describe(exc))
+
+
+class ApiClient(QObject):
+    """Async calls to the engine API. Create it on the UI thread."""
+
+    def __init__(self, url: str, token: str, *, ca_bundle: str = "", parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.url = url.rstrip("/")
+        self.token = token
+        self.session = requests.Session()
+        self.session.verify = ca_bundle or True  # TLS to a remote engine is always verified
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(4)
+        self._bridge = _Bridge()
+        self._bridge.done.connect(self._deliver)
+
+    def call(self, method: str, path: str, *, on_ok: Callable[[Any], None] | None = None,
+             on_error: Callable[[ApiFailure], None] | None = None, timeout: float = 30, **kw: Any) -> None:
+        kw.setdefault("headers", {})["Authorization"] = f"Bearer {self.token}"
+        kw["timeout"] = timeout
+        self.pool.start(_Job(self._bridge, self.session, method, f"{self.url}{path}", kw, on_ok, on_error))
+
+    @Slot(object, object, object)
+    def _deliver(self, callback: Any, result: Any, failure: Any) -> None:
+        if callback is not None:
+            callback(failure if failure is not None else result)
+
+    def close(self) -> None:
+        self.pool.waitForDone(5000)
+
+
+class ChangeWatcher(QThread):
+    """Long-polls the change feed; emits ``changed`` on any engine commit, ``offline`` when the
+    engine stops answering (with a reason), and keeps retrying with a gentle backoff."""
+
+    changed = Signal(int)
+    offline = Signal(object)  # ApiFailure
+    online = Signal()
+
+    def __init__(self, url: str, token: str, *, ca_bundle: str = "", poll_timeout: float = 25.0) -> None:
+        super().__init__()
+        self.setObjectName("chargebridge-ui-changes")
+        self.url, self.token, self.poll_timeout = url.rstrip("/"), token, poll_timeout
+        self.session = requests.Session()
+        self.session.verify = ca_bundle or True
+        self._stop = False
+        self.seq = 0
+
+    def stop(self) -> None:
+        self._stop = True
+        self.session.close()
+        self.wait(int((self.poll_timeout + 5) * 1000))
+
+    def run(self) -> None:
+        was_online: bool | None = None
+        backoff = 1.0
+        while not self._stop:
+            try:
+                r = self.session.get(f"{self.url}/api/v1/changes", params={"after": self.seq,
+                                                                         "timeout": self.poll_timeout},
+                                     headers={"Authorization": f"Bearer {self.token}"},
+                                     timeout=self.poll_timeout + 10)
+                if r.status_code != 200:
+                    raise _Bad(r)
+                seq = int(r.json()["seq"])
+                if was_online is not True:
+                    was_online = True
+                    self.online.emit()
+                    self.changed.emit(seq)
+                elif seq != self.seq:
+                    self.changed.emit(seq)
+                self.seq = seq
+                backoff = 1.0
+            except (requests.RequestException, _Bad, ValueError, KeyError) as exc:
+                if self._stop:
+                    return
+                if was_online is not False:
+                    was_online = False
+                    self.offline.emit(describe(exc.response if isinstance(exc, _Bad) else exc))
+                self.msleep(int(backoff * 1000))
+                backoff = min(backoff * 2, 15.0)
+
+
+class _Bad(Exception):
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def engine_url(home: Path) -> str:
+    """The local engine's API URL from ``engine.json`` in the home ("" if none is running)."""
+    try:
+        return str(json.loads((home / "engine.json").read_text())["url"])
+    except (OSError, ValueError, KeyError):
+        return ""

@@ -636,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"chargebridge {__version__}")
     p.add_argument("--home", help="directory for config, store, logs and lock (or CHARGEBRIDGE_HOME)")
     p.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    p.add_argument("--engine-url", metavar="URL",
+                   help="with no verb: the tray for a remote engine (https; http only on loopback)")
+    p.add_argument("--ca-bundle", metavar="PEM", help="with --engine-url: the practice CA's certificates")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
     s = sub.add_parser("ingest", help="read export files into the store (one shot)")
@@ -739,9 +742,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.verb:
-        parser.print_help()
-        return 2
+    if not args.verb:  # no verb: the tray app (needs the ui extra: PySide6)
+        try:
+            from ui.app import main as ui_main
+        except ImportError as exc:
+            parser.print_help()
+            print(f"\nchargebridge: the tray app is not installed ({exc.name or exc}); "
+                  "install chargebridge[ui] or give a verb", file=sys.stderr)
+            return 2
+        return ui_main(args)
     try:
         ctx = Context(args)
         return int(args.func(ctx, args))

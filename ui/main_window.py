@@ -1,0 +1,193 @@
+"""The ChargeBridge window: Status, Encounters, Quarantine, Mismatches, Activity, Settings.
+
+Only the visible page fetches, and only through the async :class:`ui.client.ApiClient`; the
+window never waits on the network. The app connects the tray's change feed to
+:meth:`MainWindow.engine_changed`, which refreshes the visible page (debounced, so a burst of
+commits during an ingest costs one request, not hundreds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
+
+from agent.paths import Paths
+from ui.client import ApiClient
+from ui.pages import IDLE_TIMEOUT_S, Page, Session, role_label
+from ui.pages.activity import ActivityPage
+from ui.pages.encounters import EncountersPage
+from ui.pages.mismatches import MismatchesPage
+from ui.pages.quarantine import QuarantinePage
+from ui.pages.settings import SettingsPage
+from ui.pages.status import StatusPage
+
+PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings")
+_TAB_TEXT = {"status": "&Status", "encounters": "&Encounters", "quarantine": "&Quarantine",
+             "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings"}
+_TAB_TIP = {
+    "status": "Is everything flowing? What needs attention? (Ctrl+1)",
+    "encounters": "Every visit read from the EHR, searchable (Ctrl+2)",
+    "quarantine": "Files that could not be read, and why (Ctrl+3)",
+    "mismatches": "Where the EHR and the billing system disagree (Ctrl+4)",
+    "activity": "Who changed what, when (Ctrl+5)",
+    "settings": "Folders, billing system, schedule, users (Ctrl+6)",
+}
+_INPUT = {QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.Wheel}
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, client: ApiClient, *, role: str, user: str, paths: Paths | None = None,
+                 clock: Callable[[], float] = time.monotonic, idle_timeout: float = IDLE_TIMEOUT_S,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.paths = paths
+        self.setWindowTitle("ChargeBridge")
+        self.resize(1180, 760)
+        self.session = Session(client, role=role, user=user, clock=clock, idle_timeout=idle_timeout, parent=self)
+        self.session.reauth = self._reauth
+        self.session.navigate.connect(self._navigate)
+        self.session.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
+        self.session.identity_changed.connect(self._identity)
+        self.reauth_dialog: QWidget | None = None  # the SignInDialog asking to sign in again, while open
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.pages: dict[str, Page] = {}
+        for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage):
+            page = cls(self.session)
+            self.pages[page.name] = page
+            i = self.tabs.addTab(page, _TAB_TEXT[page.name])
+            self.tabs.setTabToolTip(i, _TAB_TIP[page.name])
+        # Paged pages (encounters, activity) keep their rows and scroll position when you come
+        # back to them, unless the engine changed something meanwhile; short pages just re-fetch.
+        self._stale: set[str] = set(self.pages)
+        self.tabs.currentChanged.connect(lambda _: self._page_shown())
+        self.setCentralWidget(self.tabs)
+
+        self.who = QLabel()
+        self.who.setToolTip("Who is signed in, and their role")
+        self.statusBar().addPermanentWidget(self.who)
+        self._identity()
+
+        refresh_keys = {k.toString() for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Refresh)}
+        for key in sorted(refresh_keys | {"Ctrl+R"}):  # F5 and Ctrl+R, each once (a duplicate is ambiguous)
+            QShortcut(QKeySequence(key), self).activated.connect(self.refresh)
+        QShortcut(QKeySequence("Ctrl+F"), self).activated.connect(self.focus_filter)
+        for i, name in enumerate(PAGES, start=1):
+            QShortcut(QKeySequence(f"Ctrl+{i}"), self).activated.connect(lambda n=name: self.show_page(n))
+        QShortcut(QKeySequence(QKeySequence.StandardKey.Close), self).activated.connect(self.close)
+
+        self._changed = QTimer(self)  # engine commits come in bursts: refresh once per burst
+        self._changed.setSingleShot(True)
+        self._changed.setInterval(700)
+        self._changed.timeout.connect(self.refresh)
+
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+        self.refresh()  # the first page; an async request, nothing waits here
+
+    # -- public interface ----------------------------------------------------------------------
+    @property
+    def role(self) -> str:
+        return self.session.role
+
+    @property
+    def user(self) -> str:
+        return self.session.user
+
+    def show_page(self, name: str) -> None:
+        """Bring a page to the front: status|encounters|quarantine|mismatches|activity|settings."""
+        if name not in self.pages:
+            raise ValueError(f"unknown page {name!r}; one of: {', '.join(PAGES)}")
+        page = self.pages[name]
+        if self.tabs.currentWidget() is page:
+            page.refresh()
+        else:
+            self.tabs.setCurrentWidget(page)  # currentChanged refreshes it
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    def current_page(self) -> Page:
+        return self.tabs.currentWidget()  # type: ignore[return-value]
+
+    def refresh(self) -> None:
+        """Re-fetch the visible page (Ctrl+R / F5, and after the engine reports a change)."""
+        page = self.current_page()
+        self._stale.discard(page.name)
+        page.refresh()
+
+    def engine_changed(self, *_: object) -> None:
+        """Connect to ChangeWatcher.changed: the engine committed something."""
+        self._stale = set(self.pages)
+        if self.isVisible():
+            self._changed.start()
+
+    def _page_shown(self) -> None:
+        page = self.current_page()
+        if page.name in self._stale or page.refresh_on_show:
+            self.refresh()
+
+    def focus_filter(self) -> None:
+        page = self.current_page()
+        if not page.focus_filter():
+            self.show_page("encounters")
+            self.pages["encounters"].focus_filter()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _navigate(self, name: str, arg: str) -> None:
+        page = self.pages[name]
+        self.tabs.blockSignals(True)
+        self.tabs.setCurrentWidget(page)
+        self.tabs.blockSignals(False)
+        self._stale.discard(name)
+        page.open_with(arg)
+
+    def _identity(self) -> None:
+        self.who.setText(f"Signed in as <b>{self.session.user}</b> ({role_label(self.session.role)})")
+        self.setWindowTitle(f"ChargeBridge — {self.session.user}")
+
+    def _reauth(self, reason: str, then: Callable[[], None]) -> None:
+        from ui.signin import SignInDialog
+
+        if self.reauth_dialog is not None:
+            self.reauth_dialog.deleteLater()  # one at a time; the previous one is done with
+        dlg = SignInDialog(self.client.url, self, paths=self.paths, reason=reason, user_hint=self.session.user)
+        self.reauth_dialog = dlg
+
+        def ok() -> None:
+            self.session.set_identity(token=dlg.token, user=dlg.user, role=dlg.role)
+            self.statusBar().showMessage(f"Signed in again as {dlg.user}", 5000)
+            if self.session.at_least("manager"):
+                then()
+            else:
+                self.statusBar().showMessage(f"{dlg.user} ({role_label(dlg.role)}) may not do this", 8000)
+
+        dlg.accepted.connect(ok)
+        dlg.open()  # window-modal without a nested event loop: the window keeps painting
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        # Any key, click or scroll in this window is activity. The touch runs after the event
+        # has been handled, so the click that starts a manager action is judged on the idle
+        # time *before* it (see Session.guard).
+        if event.type() in _INPUT and isinstance(obj, QWidget) and obj.window() is self:
+            QTimer.singleShot(0, self.session.touch)
+        return False
+
+    def closeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
+        super().closeEvent(event)  # type: ignore[arg-type]
+
+    def showEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)  # again after a close (the tray re-shows the window)
+        super().showEvent(event)  # type: ignore[arg-type]

@@ -1,0 +1,287 @@
+"""Shared pieces of the main window's pages: the signed-in session, role gating, error banners,
+empty states, background work and time formatting.
+
+Every page talks to the engine only through :class:`ui.client.ApiClient` (HTTP on a worker
+thread, results back on the UI thread). Callbacks are wrapped with :func:`alive` because a
+result can arrive after the page that asked for it was closed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtWidgets import QAbstractButton, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from ui.client import ApiClient, ApiFailure
+
+ROLES = ("front_desk", "manager", "admin")
+RANK = {r: i for i, r in enumerate(ROLES)}
+ROLE_LABEL = {"front_desk": "front desk", "manager": "manager", "admin": "admin"}
+IDLE_TIMEOUT_S = 15 * 60  # manager actions after this long without input ask to sign in again
+
+
+def role_label(role: str) -> str:
+    return ROLE_LABEL.get(role, role)
+
+
+def needs_role_text(needed: str, role: str) -> str:
+    """The tooltip on anything a role may not use: what it needs, who you are, what to do."""
+    who = "an administrator" if needed == "admin" else "a practice manager"
+    return (f"Needs the {role_label(needed)} role — you are signed in as {role_label(role)}. "
+            f"Ask {who}, or sign in with {who.replace('a practice ', 'a ')}'s token.")
+
+
+def alive(obj: QObject, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` unless ``obj``'s C++ side is gone by the time an async result arrives."""
+    def call(*args: Any) -> Any:
+        if shiboken6.isValid(obj):
+            return fn(*args)
+        return None
+    return call
+
+
+class Session(QObject):
+    """Who is signed in, and the idle clock that guards manager actions.
+
+    ``clock`` is injectable (tests move time forward instead of sleeping). The window's input
+    filter calls ``touch`` only *after* each key or click has been handled, so the click that
+    triggers a manager action does not itself count as recent activity for :meth:`guard`.
+    """
+
+    identity_changed = Signal()
+    navigate = Signal(str, str)  # page name, argument (e.g. "encounters", "needs_review")
+    message = Signal(str)  # a transient status-bar message
+
+    def __init__(self, client: ApiClient, *, role: str, user: str, clock: Callable[[], float] = time.monotonic,
+                 idle_timeout: float = IDLE_TIMEOUT_S, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.role = role
+        self.user = user
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.last_activity = clock()
+        self.reauth: Callable[[str, Callable[[], None]], None] | None = None  # set by the window
+
+    def at_least(self, role: str) -> bool:
+        return RANK.get(self.role, -1) >= RANK[role]
+
+    def touch(self) -> None:
+        self.last_activity = self.clock()
+
+    def idle_for(self) -> float:
+        return self.clock() - self.last_activity
+
+    def set_identity(self, *, token: str, user: str, role: str) -> None:
+        self.client.token = token
+        changed = (user, role) != (self.user, self.role)
+        self.user, self.role = user, role
+        self.touch()
+        if changed:
+            self.identity_changed.emit()
+
+    def guard(self, action: Callable[[], None], what: str) -> None:
+        """Run a manager action now, or after signing in again when the user has been idle."""
+        if self.idle_for() > self.idle_timeout and self.reauth is not None:
+            minutes = int(self.idle_timeout // 60)
+            self.reauth(f"You have been away for more than {minutes} minutes. Sign in again to {what}.", action)
+            return
+        self.touch()
+        action()
+
+
+def gate(button: QAbstractButton, session: Session, needed: str, tip: str, *, extra_ok: bool = True,
+         extra_tip: str = "") -> None:
+    """Enable ``button`` for roles >= ``needed``; otherwise disable it with a tooltip saying why."""
+    if not session.at_least(needed):
+        button.setEnabled(False)
+        button.setToolTip(needs_role_text(needed, session.role))
+    elif not extra_ok:
+        button.setEnabled(False)
+        button.setToolTip(extra_tip)
+    else:
+        button.setEnabled(True)
+        button.setToolTip(tip)
+
+
+class Banner(QFrame):
+    """An inline message (error or info) with what happened and the fix; never a blocking dialog."""
+
+    COLORS = {"error": ("#fdecea", "#b71c1c"), "info": ("#e8f1fb", "#0d47a1"), "ok": ("#e8f5e9", "#1b5e20")}
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 6, 6)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.label, 1)
+        self.close_btn = QPushButton("Dismiss")
+        self.close_btn.setToolTip("Hide this message")
+        self.close_btn.clicked.connect(self.hide)
+        lay.addWidget(self.close_btn, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_text(self, text: str, kind: str = "info") -> None:
+        bg, fg = self.COLORS.get(kind, self.COLORS["info"])
+        self.setStyleSheet(f"#banner {{ background: {bg}; border: 1px solid {fg}; border-radius: 4px; }}"
+                           f"#banner QLabel {{ color: {fg}; }}")
+        self.label.setText(text)
+        self.show()
+
+    def show_failure(self, failure: ApiFailure | str, doing: str = "") -> None:
+        """``doing``: what we were trying ("load the quarantine"), so the message reads whole."""
+        if isinstance(failure, ApiFailure):
+            head = f"Could not {doing}: {failure.title}" if doing else failure.title
+            text = f"<b>{_esc(_cap(head))}.</b>" + (f"<br>What to do: {_esc(failure.fix)}." if failure.fix else "")
+        else:
+            text = f"<b>{_esc(_cap(str(failure)))}</b>"
+        self.show_text(text, "error")
+
+    @property
+    def text(self) -> str:
+        return self.label.text()
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:] if s else s
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def empty_label(text: str) -> QLabel:
+    """A centred, friendly "nothing here — do this next" message."""
+    lab = QLabel(text)
+    lab.setObjectName("emptyState")
+    lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    lab.setWordWrap(True)
+    lab.setStyleSheet("#emptyState { color: #555; font-size: 13pt; padding: 40px; }")
+    return lab
+
+
+class Page(QWidget):
+    """One tab of the main window. Pages fetch when shown (``refresh``) and re-gate their
+    buttons when the signed-in identity changes (``apply_role``)."""
+
+    name = ""
+    title = ""
+    refresh_on_show = True  # False: keep rows (and scroll position) until the engine changes something
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.client = session.client
+        self.banner = Banner()
+        self._outer = QVBoxLayout(self)
+        self._outer.addWidget(self.banner)
+        session.identity_changed.connect(self.apply_role)
+
+    def refresh(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def apply_role(self) -> None:
+        pass
+
+    def focus_filter(self) -> bool:
+        """Ctrl+F: put the cursor in this page's filter box; False when it has none."""
+        return False
+
+    def open_with(self, arg: str) -> None:
+        """Called when another page links here with an argument (e.g. a state filter)."""
+        self.refresh()
+
+
+# -- background work (not HTTP: e.g. the wizard's connection test before an engine exists) --------
+class _Done(QObject):
+    finished = Signal(int, object, object)  # task id, result, exception
+
+
+class _Task(QRunnable):
+    def __init__(self, task_id: int, fn: Callable[[], Any], done: _Done) -> None:
+        super().__init__()
+        self.task_id, self.fn, self.done = task_id, fn, done
+
+    def run(self) -> None:
+        try:
+            result = self.fn()
+        except Exception as exc:  # delivered to the UI thread, shown to the user
+            self.done.finished.emit(self.task_id, None, exc)
+        else:
+            self.done.finished.emit(self.task_id, result, None)
+
+
+class Worker(QObject):
+    """Runs a blocking function on a pool thread; ``on_done(result, exc)`` runs on the UI thread."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(2)
+        self._done = _Done()
+        self._done.finished.connect(self._deliver)
+        self._callbacks: dict[int, Callable[[Any, BaseException | None], None]] = {}
+        self._next = 0
+
+    @property
+    def busy(self) -> int:
+        return len(self._callbacks)
+
+    def run(self, fn: Callable[[], Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
+        self._next += 1
+        self._callbacks[self._next] = on_done
+        self.pool.start(_Task(self._next, fn, self._done))
+
+    @Slot(int, object, object)
+    def _deliver(self, task_id: int, result: Any, exc: Any) -> None:
+        cb = self._callbacks.pop(task_id, None)
+        if cb is not None:
+            cb(result, exc)
+
+
+# -- time --------------------------------------------------------------------------------------
+def parse_ts(iso: str) -> datetime | None:
+    if not iso:
+        return None
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def when(iso: str, *, now: datetime | None = None) -> str:
+    """'2026-11-27 09:48 (5 min ago)' in local time; '' for nothing."""
+    dt = parse_ts(iso)
+    if dt is None:
+        return ""
+    now = now or datetime.now(timezone.utc)
+    secs = (now - dt).total_seconds()
+    return f"{dt.astimezone().strftime('%Y-%m-%d %H:%M')} ({relative(secs)})"
+
+
+def relative(secs: float) -> str:
+    future = secs < 0
+    s = abs(secs)
+    if s < 60:
+        text = "less than a minute"
+    elif s < 3600:
+        text = f"{int(s // 60)} min"
+    elif s < 86400 * 2:
+        text = f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    else:
+        text = f"{int(s // 86400)} days"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def short_date(iso: str) -> str:
+    dt = parse_ts(iso)
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M") if dt else ""

@@ -125,8 +125,10 @@ def _sync_to_local_rcm(paths: Paths, root: Path) -> int:
     if not node.exists():
         print("\nSync: skipped — the local RCM peer is not installed (run: bash tests/peer/install.sh)")
         return 0
+    from agent.procenv import clean_env
+
     peer = subprocess.Popen([str(node), str(_peer_dir() / "server.mjs"), "--port", "0"], stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env())
     try:
         assert peer.stdout is not None
         port = int(peer.stdout.readline().split()[1])

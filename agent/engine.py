@@ -148,7 +148,8 @@ class Engine:
         from agent.api import create_app
 
         cfg = uvicorn.Config(create_app(self), host=self.config.api.host, port=self.config.api.port,
-                             log_level="warning", access_log=False, lifespan="off", date_header=False)
+                             log_level="warning", access_log=False, lifespan="off", date_header=False,
+                             timeout_graceful_shutdown=5)
         self.server = _QuietServer(cfg)
         self.server.install_signal_handlers = lambda: None  # signals belong to the engine
         t = threading.Thread(target=self.server.run, name="chargebridge-api", daemon=True)
@@ -190,6 +191,9 @@ class Engine:
         if self.watch is not None:
             self.watch.stop()
         if self.server is not None:
+            from agent import notify
+
+            notify.bump()  # open change-feed long-polls answer now instead of holding shutdown
             self.server.request_exit()
         for t in self._threads:
             t.join(timeout=10)

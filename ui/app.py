@@ -133,6 +133,23 @@ def engine_command(home: Path) -> list[str]:
     return [sys.executable, "-m", "agent.cli", "--home", str(home), "engine"]
 
 
+def _lock_held(paths: Paths) -> bool:
+    """Does a live process hold this home's engine lock? Reads the holder's pid from the lock
+    file (never takes the lock: a probe must not make a starting engine fail)."""
+    from agent.lock import HomeLock
+
+    pid = int(HomeLock(paths.lock, "probe").holder().get("pid", 0) or 0)
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+
+
 def spawn_engine(home: Path) -> subprocess.Popen[bytes]:
     """Start the engine detached from this process: it must outlive the tray (see the module
     docstring) and must not get the tray's Ctrl-C or terminal hang-up."""
@@ -142,7 +159,10 @@ def spawn_engine(home: Path) -> subprocess.Popen[bytes]:
         kw["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
     else:
         kw["start_new_session"] = True
-    return subprocess.Popen(engine_command(home), **kw)
+    from agent.procenv import clean_env
+
+    # a frozen build's own library paths must not leak into the engine it starts
+    return subprocess.Popen(engine_command(home), env=clean_env(self_child=True), **kw)
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -240,7 +260,10 @@ class Bootstrap(QObject):
         from ui.client import engine_url
 
         url = engine_url(self.paths.home)
-        exited = self.engine_proc is not None and self.engine_proc.poll() is not None
+        code = self.engine_proc.poll() if self.engine_proc is not None else None
+        # exit 2 with the lock held = another engine (a service, another tray) is starting up:
+        # keep waiting for its engine.json until the deadline instead of failing
+        exited = code is not None and not (code == 2 and _lock_held(self.paths))
         if url:
             self._probing = True
 

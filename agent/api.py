@@ -107,7 +107,13 @@ def create_app(engine: Engine) -> FastAPI:
         # the page it shows — the encounters table may hold 100,000 rows and more.
         store = engine.store()
         where, args = _encounter_filter(state, q)
-        total = store.conn.execute(f"SELECT count(*) FROM encounters e {where}", args).fetchone()[0]
+        capped = False
+        if q:  # a broad search (e.g. a common code) must not count 100,000 rows before showing any
+            total = store.conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM encounters e {where} LIMIT ?)",
+                                       [*args, SEARCH_COUNT_CAP + 1]).fetchone()[0]
+            capped = total > SEARCH_COUNT_CAP
+        else:
+            total = store.conn.execute(f"SELECT count(*) FROM encounters e {where}", args).fetchone()[0]
         direction = "DESC" if desc else "ASC"
         order = f"e.dos {direction}, e.id {direction}" if sort == "dos" else f"e.id {direction}"
         rows = store.conn.execute(
@@ -129,7 +135,7 @@ def create_app(engine: Engine) -> FastAPI:
                 "findings": json.loads(findings), "sync_state": ob[0] if ob else "",
                 "sync_error": ob[1] if ob else "", "version": version,
             })
-        return {"total": total, "page": page, "page_size": page_size, "items": items}
+        return {"total": total, "total_capped": capped, "page": page, "page_size": page_size, "items": items}
 
     @app.get("/api/v1/quarantine/{qid}/document")
     def quarantine_document(qid: int, max_bytes: int = Query(DOCUMENT_CAP, ge=1, le=DOCUMENT_CAP),
@@ -357,6 +363,9 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+SEARCH_COUNT_CAP = 1000
+
+
 def _encounter_filter(state: str | None, q: str | None) -> tuple[str, list[Any]]:
     """WHERE clause for the encounters list. Every word of ``q`` must match one of: MRN or visit
     (source) id (substring), patient family or given name (substring), a procedure code (prefix).
@@ -373,6 +382,9 @@ def _encounter_filter(state: str | None, q: str | None) -> tuple[str, list[Any]]
         args.append(state)
     for word in (q or "").split()[:8]:
         sub = f"%{_like(word)}%"
+        if len(word) >= 3:  # the trigram index narrows 100,000 rows to the few candidates first
+            clauses.append("e.id IN (SELECT rowid FROM encounter_search WHERE encounter_search MATCH ?)")
+            args.append('"' + word.replace('"', '""') + '"')
         clauses.append(
             "(e.mrn LIKE ? ESCAPE '\\' OR e.source_id LIKE ? ESCAPE '\\' OR (e.data LIKE ? ESCAPE '\\' AND ("
             "json_extract(e.data, '$.patient.family') LIKE ? ESCAPE '\\' "

@@ -24,7 +24,11 @@ log = logging.getLogger("chargebridge.store")
 
 DatabaseError = sqlcipher3.DatabaseError
 
-MIGRATIONS: list[tuple[int, str]] = [
+_SEARCH_BODY = ("{t}.mrn || ' ' || {t}.source_id || ' ' || coalesce(json_extract({t}.data, '$.patient.family'), '')"
+                " || ' ' || coalesce(json_extract({t}.data, '$.patient.given'), '') || ' ' || coalesce("
+                "(SELECT group_concat(json_extract(l.value, '$.code'), ' ') FROM json_each({t}.data, '$.lines') l), '')")
+
+MIGRATIONS: list[tuple[int, str | list[str]]] = [
     (
         1,
         """
@@ -159,6 +163,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX findings_status ON findings(status, kind);
         """,
     ),
+    (
+        4,
+        # Search for the encounters window: a trigram full-text index over MRN, visit id, names
+        # and codes (substring matches without scanning 100,000 encrypted JSON rows). Triggers
+        # keep it in step with every insert, update and delete, whichever code path made them.
+        [
+            "CREATE VIRTUAL TABLE encounter_search USING fts5(body, tokenize='trigram')",
+            "INSERT INTO encounter_search (rowid, body) SELECT e.id, " + _SEARCH_BODY.format(t="e")
+            + " FROM encounters e",
+            "CREATE TRIGGER encounters_search_ins AFTER INSERT ON encounters BEGIN "
+            "INSERT INTO encounter_search (rowid, body) VALUES (new.id, " + _SEARCH_BODY.format(t="new") + "); END",
+            "CREATE TRIGGER encounters_search_upd AFTER UPDATE OF data, mrn, source_id ON encounters BEGIN "
+            "DELETE FROM encounter_search WHERE rowid = old.id; "
+            "INSERT INTO encounter_search (rowid, body) VALUES (new.id, " + _SEARCH_BODY.format(t="new") + "); END",
+            "CREATE TRIGGER encounters_search_del AFTER DELETE ON encounters BEGIN "
+            "DELETE FROM encounter_search WHERE rowid = old.id; END",
+        ],
+    ),
 ]
 
 
@@ -224,7 +246,7 @@ class Store:
             if version in done:
                 continue
             with self.tx():
-                for stmt in sql.split(";"):
+                for stmt in (sql if isinstance(sql, list) else sql.split(";")):
                     if stmt.strip():
                         self.conn.execute(stmt)
                 self.conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now()))

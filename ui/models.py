@@ -124,6 +124,7 @@ class PagedModel(_TableBase):
         raise NotImplementedError
 
     def parse(self, result: Any) -> tuple[list[dict[str, Any]], int]:
+        self.total_capped = bool(result.get("total_capped")) if isinstance(result, dict) else False
         return list(result["items"]), int(result["total"])
 
     # -- state ---------------------------------------------------------------------------------

@@ -176,7 +176,11 @@ class EncountersPage(Page):
             return
         self.stack.setCurrentWidget(self.table)
         more = " — scroll down for more" if shown < m.total else ""
-        self.count_label.setText(f"Showing {shown:,} of {m.total:,} encounters{more}")
+        if getattr(m, "total_capped", False):  # the engine stopped counting a broad search
+            self.count_label.setText(f"Showing {shown:,} of more than {m.total - 1:,} matches — "
+                                     "narrow the search to see them all")
+        else:
+            self.count_label.setText(f"Showing {shown:,} of {m.total:,} encounters{more}")
 
     def _failed(self, failure: ApiFailure) -> None:
         self.banner.show_failure(failure, "load the encounters")

@@ -7,7 +7,6 @@ Runs a real engine in-process on a temp home with the real keyring and SQLCipher
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +16,13 @@ import requests
 from agent import config as configmod
 from agent import keys
 from agent.engine import Engine
-from agent.paths import Paths
-from agent.users import add_user
+from tests.conftest import start_test_engine, wait_until
 from tests.helpers import dft
 
 
 @pytest.fixture()
 def engine(tmp_path: Path, keyring_ok):
-    home = tmp_path / "home"
-    export = tmp_path / "export"
-    export.mkdir()
-    paths = Paths.resolve(home)
-    paths.ensure()
-    paths.config.write_text(f'[api]\nport = 0\n[[folders]]\npath = "{export}"\nsettle_seconds = 0.2\n')
-    eng = Engine(paths, configmod.load(paths.config))
-    eng.start()
-    eng.tokens = {role: add_user(eng.store(), f"{role}-user", role)  # type: ignore[attr-defined]
-                  for role in ("front_desk", "manager", "admin")}
-    eng.export = export  # type: ignore[attr-defined]
-    eng.url = f"http://127.0.0.1:{eng.port}/api/v1"  # type: ignore[attr-defined]
+    eng = start_test_engine(tmp_path)
     yield eng
     eng.stop()
 
@@ -46,12 +33,8 @@ def call(eng: Engine, method: str, path: str, role: str | None = "admin", **kw: 
 
 
 def wait_for(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    if not wait_until(pred, timeout):
+        raise AssertionError("condition not met in time")
 
 
 def keys_in(obj: Any) -> set[str]:

@@ -7,35 +7,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from agent import config as configmod
-from agent.engine import Engine
-from agent.paths import Paths
 from agent.store import Store
-from agent.users import add_user
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, start_test_engine, wait_until
 from tests.helpers import dft
 
 
 @pytest.fixture()
 def engine(tmp_path: Path, keyring_ok):
-    home = tmp_path / "home"
-    export = tmp_path / "export"
-    export.mkdir()
-    paths = Paths.resolve(home)
-    paths.ensure()
-    paths.config.write_text(f'[api]\nport = 0\n[[folders]]\npath = "{export}"\nsettle_seconds = 0.2\n')
-    eng = Engine(paths, configmod.load(paths.config))
-    eng.start()
-    tokens = {role: add_user(eng.store(), f"{role}-user", role) for role in ("front_desk", "manager", "admin")}
-    eng.tokens = tokens  # type: ignore[attr-defined]
-    eng.export = export  # type: ignore[attr-defined]
-    eng.url = f"http://127.0.0.1:{eng.port}/api/v1"  # type: ignore[attr-defined]
+    eng = start_test_engine(tmp_path)
     yield eng
     eng.stop()
 
@@ -73,18 +57,14 @@ def test_change_feed_wakes_on_ingest_and_status_turns_to_attention(engine) -> No
 
     t = threading.Thread(target=wait)
     t.start()
-    time.sleep(0.3)
+    t.join(0.3)
     assert t.is_alive()  # long-poll: it waits for a change instead of answering at once
     (engine.export / "good.hl7").write_text(dft(1))
     t.join(25)
     assert result["seq"] > seq
-    end = time.monotonic() + 20
-    while time.monotonic() < end and call(engine, "GET", "/status").json()["counts"]["ready"] < 1:
-        time.sleep(0.1)
+    assert wait_until(lambda: call(engine, "GET", "/status").json()["counts"]["ready"] >= 1, 20)
     (engine.export / "bad.hl7").write_bytes(b"\x00\x01")
-    end = time.monotonic() + 20
-    while time.monotonic() < end and call(engine, "GET", "/status").json()["state"] != "attention":
-        time.sleep(0.1)
+    assert wait_until(lambda: call(engine, "GET", "/status").json()["state"] == "attention", 20)
     st = call(engine, "GET", "/status").json()
     assert st["state"] == "attention" and "1 in quarantine" in st["reason"]
     enc = call(engine, "GET", "/encounters", role="front_desk").json()

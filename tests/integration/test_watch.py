@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,19 +13,15 @@ from agent import config as configmod
 from agent.pipeline import Pipeline
 from agent.watch import WatchService
 from connectors.ehr.folder import FolderWatcher, WatchError
+from tests.conftest import wait_until
 from tests.helpers import dft
 
 WAIT = 30.0
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Wait for a condition with a hard timeout (not a timed assertion: it only bounds a hang)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
+    """Wait for a condition with a hard timeout (it only bounds a hang; not a timed assertion)."""
+    return wait_until(cond, timeout)
 
 
 def make_service(store, folder: Path, **folder_opts: object) -> WatchService:
@@ -98,7 +93,7 @@ def test_file_still_being_written_is_read_once_complete(running, store, tmp_path
             fh.flush()
             time.sleep(3.0 / len(segs))
     assert wait_for(lambda: svc.handled >= 1)
-    time.sleep(0.5)
+    assert not wait_for(lambda: svc.handled > 1, timeout=0.5)  # and read only once
     encs = encounters(store)
     assert svc.handled == 1 and len(encs) == 1
     assert len(encs[0]["data"]["lines"]) == 5

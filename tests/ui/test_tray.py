@@ -18,10 +18,9 @@ import pytest
 import requests
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from agent import config as configmod
 from agent.engine import Engine
 from agent.paths import Paths
-from agent.users import add_user
+from tests.conftest import start_test_engine
 from tests.helpers import FAMILIES, dft
 from ui.app import check_engine_url, protect_none_refcount
 from ui.client import ApiClient, ApiFailure, ChangeWatcher
@@ -49,16 +48,7 @@ class FakeClock:
 # -- a real engine ---------------------------------------------------------------------------
 @pytest.fixture()
 def engine(tmp_path: Path, keyring_ok: None) -> Iterator[Engine]:
-    home, export = tmp_path / "home", tmp_path / "export"
-    export.mkdir()
-    paths = Paths.resolve(home)
-    paths.ensure()
-    paths.config.write_text(f'[api]\nport = 0\n[[folders]]\npath = "{export}"\nsettle_seconds = 0.2\n')
-    eng = Engine(paths, configmod.load(paths.config))
-    eng.start()
-    eng.tokens = {r: add_user(eng.store(), f"{r}-user", r) for r in ("front_desk", "manager")}  # type: ignore[attr-defined]
-    eng.export = export  # type: ignore[attr-defined]
-    eng.base = f"http://127.0.0.1:{eng.port}"  # type: ignore[attr-defined]
+    eng = start_test_engine(tmp_path, roles=("front_desk", "manager"))
     eng.running = True  # type: ignore[attr-defined]
     yield eng
     if eng.running:  # type: ignore[attr-defined]

@@ -27,9 +27,8 @@ from agent.paths import Paths
 from agent.reconcile import diff as reconcile_diff
 from agent.reconcile import local_from_row
 from agent.store import now
-from agent.users import add_user
 from connectors.rcm.base import RemoteCharge, RemoteLine
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_test_engine
 from tests.helpers import FAMILIES, dft
 from ui.app import protect_none_refcount
 from ui.client import ApiClient
@@ -61,18 +60,7 @@ class FakeClock:
 # -- a real engine ---------------------------------------------------------------------------
 @pytest.fixture()
 def engine(tmp_path: Path, keyring_ok: None) -> Iterator[Engine]:
-    home, export = tmp_path / "home", tmp_path / "export"
-    export.mkdir()
-    paths = Paths.resolve(home)
-    paths.ensure()
-    paths.config.write_text(f'[api]\nport = 0\n[[folders]]\npath = "{export}"\nformat = "hl7v2"\n'
-                            'settle_seconds = 0.2\n')
-    eng = Engine(paths, configmod.load(paths.config))
-    eng.start()
-    eng.tokens = {r: add_user(eng.store(), f"{r}-user", r)  # type: ignore[attr-defined]
-                  for r in ("front_desk", "manager", "admin")}
-    eng.export = export  # type: ignore[attr-defined]
-    eng.base = f"http://127.0.0.1:{eng.port}"  # type: ignore[attr-defined]
+    eng = start_test_engine(tmp_path, folder_format="hl7v2")
     yield eng
     eng.stop()
 

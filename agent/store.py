@@ -212,7 +212,7 @@ class Store:
         conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlcipher3.DatabaseError as exc:
+        except sqlcipher3.DatabaseError:
             conn.close()
             if existed and _looks_plaintext(paths):
                 raise StoreKeyError(

@@ -9,6 +9,7 @@ standardizes and validates); this module only rejects what cannot be read at all
 Reasons (``ParseError`` text, ``Rejected.reason``) name columns, fields and row numbers,
 never cell values: cells hold patient data, header names do not.
 
+Column-agnostic reading (decoding, delimiters, tables, ZIP sets) lives in :mod:`connectors.ehr.csvio`.
 The profile ``synthea`` is different in kind (``format = "synthea"``): the document is a ZIP
 of a Synthea CSV export set, handled by :mod:`connectors.ehr.synthea`.
 :func:`pack_directory` turns such a folder into that ZIP, byte-for-byte reproducibly.
@@ -17,14 +18,9 @@ of a Synthea CSV export set, handled by :mod:`connectors.ehr.synthea`.
 from __future__ import annotations
 
 import codecs
-import csv
-import gc
-import io
 import re
 import tomllib
-import zipfile
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -44,6 +40,18 @@ from agent.model import (
     std_decimal,
 )
 from connectors.ehr.base import ParseError
+from connectors.ehr.csvio import (  # noqa: F401  (re-exported: csvfmt.pack_directory etc. are public)
+    DELIMITERS,
+    Table,
+    column_index,
+    decode,
+    gc_paused,
+    iter_zip_tables,
+    norm_header,
+    pack_directory,
+    read_table,
+    sniff_delimiter,
+)
 
 NAME = "csv"
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -66,12 +74,9 @@ LINE_FIELDS = (
 )
 FIELDS = ("encounter_id", *ENCOUNTER_FIELDS, *LINE_FIELDS, *DX_FIELDS, "diagnoses")
 CONSTANT_ONLY = ("source_system", "dx_system")
-DELIMITERS = (",", ";", "\t", "|")
 _DELIM_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
-MAX_ZIP_BYTES = 2 * 1024 * 1024 * 1024  # uncompressed; a Synthea set this big is not a practice day
 _AUTO_SPLIT = re.compile(r"[\s,;|:]+")
 _PTR_SPLIT = re.compile(r"[\s,;|:/+]+")
-_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -141,11 +146,6 @@ def load_profile(spec: str | None) -> Profile:
     prof = _build_profile(label, raw)
     _PROFILE_CACHE[key] = prof
     return prof
-
-
-def norm_header(text: str) -> str:
-    """Header matching ignores case and all whitespace (and a stray BOM / NBSP)."""
-    return "".join(text.replace("\ufeff", "").split()).casefold()
 
 
 def _build_profile(label: str, raw: dict[str, Any]) -> Profile:
@@ -221,135 +221,6 @@ def _build_profile(label: str, raw: dict[str, Any]) -> Profile:
 # ---------------------------------------------------------------------------
 
 
-def decode(data: bytes, *, encoding: str = "utf-8", fallback: str = "cp1252", what: str = "file") -> str:
-    """Bytes -> text: BOMs honoured (UTF-8, UTF-16), then ``encoding``, then ``fallback``.
-
-    NUL bytes mean a binary file (XLSX, PDF, UTF-16 without BOM): refuse it rather than
-    produce garbage rows, and say how to export properly.
-    """
-    if data.startswith(codecs.BOM_UTF8):
-        try:
-            text = data[3:].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"{what} starts with a UTF-8 byte order mark but is not valid UTF-8 "
-                             f"(first bad byte at offset {exc.start + 3}); re-export it as UTF-8") from exc
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            text = data.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"{what} has a UTF-16 byte order mark but is not valid UTF-16; "
-                             "re-export it as UTF-8 CSV") from exc
-    else:
-        if data.startswith(b"PK\x03\x04"):
-            raise ParseError(f"{what} is a ZIP archive (an .xlsx workbook or a zipped export), not CSV text; "
-                             "save it as CSV, or use the CSV profile 'synthea' for a Synthea CSV set")
-        if b"\x00" in data:
-            raise ParseError(f"{what} contains NUL bytes, so it is binary (a spreadsheet, PDF or UTF-16 text "
-                             "without a byte order mark), not CSV text; export it as CSV (UTF-8)")
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError as exc:
-            if not fallback:
-                raise ParseError(f"{what} is not valid {encoding} (first bad byte at offset {exc.start}); "
-                                 "re-export it as UTF-8 or set the profile's encoding") from exc
-            try:
-                text = data.decode(fallback)
-            except UnicodeDecodeError as exc2:
-                raise ParseError(f"{what} is neither {encoding} nor {fallback} text (first bad byte at offset "
-                                 f"{exc2.start}); re-export it as UTF-8 or set the profile's encoding") from exc2
-    if "\x00" in text:
-        raise ParseError(f"{what} contains NUL characters, so it is not CSV text; export it as CSV (UTF-8)")
-    return text.lstrip("\ufeff")
-
-
-def sniff_delimiter(text: str) -> str:
-    """Pick among , ; TAB | the one that splits the first records most, consistently.
-
-    Quote-aware (it parses a few records with each candidate), so a quoted ``"Smith, John"``
-    in a semicolon file does not vote for the comma.
-    """
-    head = text[:65536]
-    best, best_score = ",", (-1, -1)
-    for d in DELIMITERS:
-        counts = []
-        try:
-            for rec in csv.reader(io.StringIO(head, newline=""), delimiter=d):
-                if rec and "".join(rec).strip():
-                    counts.append(len(rec))
-                if len(counts) >= 6:
-                    break
-        except csv.Error:
-            continue
-        if not counts or counts[0] < 2:
-            continue
-        consistent = sum(1 for c in counts[1:-1] if c == counts[0])  # last may be cut mid-record
-        score = (consistent, counts[0])
-        if score > best_score:
-            best, best_score = d, score
-    return best
-
-
-@dataclass
-class Table:
-    """A header plus data records, each with the line number where it starts."""
-
-    header: list[str]
-    rows: list[tuple[int, list[str]]]
-    header_line: int
-
-
-def read_table(text: str, *, delimiter: str = "auto", header_row: int = 1, what: str = "file") -> Table:
-    """Text -> :class:`Table`. Blank lines and all-empty rows are skipped; trailing empty
-    header cells (a trailing delimiter) are dropped. Handles CRLF, CR, quoted newlines."""
-    if not text.strip():
-        raise ParseError(f"{what} is empty")
-    if delimiter == "auto":
-        head = text
-        for _ in range(header_row - 1):  # sniff from the header row: title lines may not be delimited
-            head = head.lstrip("\r\n").split("\n", 1)[-1] if "\n" in head else ""
-        delimiter = sniff_delimiter(head or text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
-    header: list[str] | None = None
-    header_line = 0
-    seen = 0
-    rows: list[tuple[int, list[str]]] = []
-    append = rows.append
-    prev = 0
-    try:
-        for rec in reader:
-            start = prev + 1
-            prev = reader.line_num
-            if not rec or not (rec[0].strip() or "".join(rec).strip()):
-                continue
-            if header is None:
-                seen += 1
-                if seen == header_row:
-                    header = rec
-                    header_line = start
-                    while header and not header[-1].strip():
-                        header.pop()
-                continue
-            append((start, rec))
-    except csv.Error as exc:
-        raise ParseError(f"{what}: the record starting at line {prev + 1} cannot be read as CSV ({exc}); "
-                         "check that row's quotes") from exc
-    if header is None:
-        raise ParseError(f"{what} has fewer than {header_row} non-blank rows, so it has no header row "
-                         f"(the profile says the header is row {header_row})")
-    return Table(header=header, rows=rows, header_line=header_line)
-
-
-def column_index(header: list[str]) -> dict[str, int]:
-    """Normalized header -> first position. A duplicated header maps to -1 (ambiguous)."""
-    idx: dict[str, int] = {}
-    for i, h in enumerate(header):
-        n = norm_header(h)
-        if not n:
-            continue
-        idx[n] = -1 if n in idx else i
-    return idx
-
-
 def _quote_list(names: Iterable[str], limit: int = 60) -> str:
     names = [n.strip() for n in names if n.strip()]
     shown = ", ".join(f"'{n}'" for n in names[:limit])
@@ -384,22 +255,6 @@ def parse(data: bytes, *, name: str = "", options: Mapping[str, Any] | None = No
     with gc_paused():
         table = read_table(text, delimiter=profile.delimiter, header_row=profile.header_row)
         return _RowsReader(profile, table).run()
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building many small objects that form no cycles.
-
-    A large file allocates hundreds of thousands of lists/dataclasses; the collector would walk
-    them over and over (40% of parse time, measured) and can free nothing.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 _POS = {f: i for i, f in enumerate(FIELDS)}
@@ -747,55 +602,3 @@ def parse_pointers(text: str) -> list[int] | None:
 # ---------------------------------------------------------------------------
 
 
-def pack_directory(path: Path, *, only: Iterable[str] | None = None) -> bytes:
-    """The ``*.csv`` files of ``path`` (not recursive) as one ZIP document.
-
-    Deterministic — names sorted, fixed timestamps and permissions, fixed compression — so
-    the same folder always has the same sha256 and a second ingest is a no-op duplicate.
-    ``only`` limits it to those file names (e.g. the tables the Synthea reader uses, which
-    keeps observations.csv and friends out of the store).
-    """
-    path = Path(path)
-    wanted = {n.lower() for n in only} if only is not None else None
-    files = sorted(
-        (f for f in path.iterdir()
-         if f.is_file() and f.suffix.lower() == ".csv" and not f.name.startswith(".")
-         and (wanted is None or f.name.lower() in wanted)),
-        key=lambda f: f.name,
-    )
-    if not files:
-        raise ParseError(f"folder {path} has no .csv files to read")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in files:
-            info = zipfile.ZipInfo(f.name, date_time=_FIXED_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o100644 << 16
-            info.create_system = 3
-            zf.writestr(info, f.read_bytes(), compresslevel=6)
-    return buf.getvalue()
-
-
-def iter_zip_tables(data: bytes) -> Iterator[tuple[str, zipfile.ZipFile, zipfile.ZipInfo]]:
-    """(lower-case base name, archive, member) for each CSV member; guards size and duplicates."""
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        members = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ParseError(f"the file starts like a ZIP archive but cannot be opened ({exc}); "
-                         "pack the folder again") from exc
-    total = sum(m.file_size for m in members)
-    if total > MAX_ZIP_BYTES:
-        raise ParseError(f"the ZIP unpacks to {total / 2**30:.1f} GiB, over the "
-                         f"{MAX_ZIP_BYTES / 2**30:.0f} GiB limit; pack only the tables needed")
-    seen: set[str] = set()
-    for m in members:
-        if m.is_dir() or "__MACOSX" in m.filename:
-            continue
-        base = m.filename.replace("\\", "/").rsplit("/", 1)[-1].lower()
-        if not base.endswith(".csv") or base.startswith("."):
-            continue
-        if base in seen:
-            raise ParseError(f"the ZIP holds {base} more than once (in different folders); keep one")
-        seen.add(base)
-        yield base, zf, m

@@ -45,7 +45,8 @@ from agent.model import (
     Rejected,
 )
 from connectors.ehr.base import ParseError
-from connectors.ehr.csvfmt import Profile, decode, gc_paused, iter_zip_tables, norm_header, read_table
+from connectors.ehr.csvfmt import Profile
+from connectors.ehr.csvio import decode, gc_paused, iter_zip_tables, norm_header, read_table
 
 REQUIRED_TABLES: dict[str, tuple[str, ...]] = {
     "patients.csv": ("Id", "BIRTHDATE", "FIRST", "LAST", "GENDER"),

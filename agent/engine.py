@@ -150,7 +150,7 @@ class Engine:
         cfg = uvicorn.Config(create_app(self), host=self.config.api.host, port=self.config.api.port,
                              log_level="warning", access_log=False, lifespan="off", date_header=False,
                              timeout_graceful_shutdown=5)
-        self.server = _QuietServer(cfg)
+        self.server = _quiet_server_class()(cfg)
         self.server.install_signal_handlers = lambda: None  # signals belong to the engine
         t = threading.Thread(target=self.server.run, name="chargebridge-api", daemon=True)
         t.start()
@@ -328,11 +328,6 @@ def _quiet_server_class():  # type: ignore[no-untyped-def]
                 self._loop.call_soon_threadsafe(self._exit.set)
 
     return QuietServer
-
-
-class _QuietServer:
-    def __new__(cls, config):  # type: ignore[no-untyped-def]
-        return _quiet_server_class()(config)
 
 
 def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_error: str = "",

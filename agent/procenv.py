@@ -48,6 +48,16 @@ def _without_bundle(value: str) -> str:
     return os.pathsep.join(keep)
 
 
+def _strip_bundle(env: dict[str, str], var: str) -> None:
+    """Drop the bundle's entries from the path list ``env[var]`` (and the variable if empty)."""
+    if var in env:
+        rest = _without_bundle(env[var])
+        if rest:
+            env[var] = rest
+        else:
+            del env[var]
+
+
 def clean_env(env: Mapping[str, str] | None = None, *, self_child: bool = False) -> dict[str, str]:
     """A copy of ``env`` (default ``os.environ``) as it was before the frozen build changed it.
 
@@ -62,12 +72,8 @@ def clean_env(env: Mapping[str, str] | None = None, *, self_child: bool = False)
         orig = out.pop(f"{var}_ORIG", None)
         if orig is not None:
             out[var] = orig
-        elif var in out:
-            rest = _without_bundle(out[var])
-            if rest:
-                out[var] = rest
-            else:
-                del out[var]
+        else:
+            _strip_bundle(out, var)
     before = getattr(sys, "_chargebridge_env_at_start", None)  # saved by installer/rthook_env.py
     for var in _BUNDLE_VARS:
         if var != "PATH" and isinstance(before, dict):
@@ -75,12 +81,8 @@ def clean_env(env: Mapping[str, str] | None = None, *, self_child: bool = False)
                 out[var] = before[var]
             else:
                 out.pop(var, None)
-        elif var in out:
-            rest = _without_bundle(out[var])
-            if rest:
-                out[var] = rest
-            else:
-                del out[var]
+        else:
+            _strip_bundle(out, var)
     for var in [k for k in out if k.startswith("_PYI_") or k == "_MEIPASS2"]:
         del out[var]
     if self_child:

@@ -276,7 +276,7 @@ def create_app(engine: Engine) -> FastAPI:
     def get_config(c: Caller = Depends(need("admin"))) -> dict[str, Any]:
         """The configuration as the file holds it (what the next start uses), never a secret."""
         from agent import keys
-        from agent.errors import ChargeBridgeError
+        from core.errors import ChargeBridgeError
         from agent.rcm import SECRET
 
         on_disk, problem = _file_config(engine)
@@ -294,7 +294,7 @@ def create_app(engine: Engine) -> FastAPI:
         """Validate with the same rules as the engine's start-up, write the file atomically, audit
         it, and apply what can be applied live (RCM connection, sync schedule)."""
         from agent.config import parse
-        from agent.errors import ConfigError
+        from core.errors import ConfigError
 
         _refuse_secrets(body)
         try:
@@ -325,7 +325,7 @@ def create_app(engine: Engine) -> FastAPI:
     def set_rcm_secret(body: RcmSecret, c: Caller = Depends(need("admin"))) -> dict[str, Any]:
         """The RCM secret goes to the OS keyring only — never the config file or the audit trail."""
         from agent import keys
-        from agent.errors import ChargeBridgeError
+        from core.errors import ChargeBridgeError
         from agent.rcm import SECRET
 
         secret = body.secret.strip()
@@ -480,7 +480,7 @@ def write_config(path: Path, data: dict[str, Any]) -> None:
 def _file_config(engine: Engine) -> tuple[Config, str]:
     """The config file as it is now; the running config (and why) when it no longer loads."""
     from agent.config import load
-    from agent.errors import ConfigError
+    from core.errors import ConfigError
 
     try:
         return load(engine.paths.config), ""
@@ -525,7 +525,7 @@ def _apply_live(engine: Engine, new: Config, changed: list[str]) -> list[str]:
 def check_rcm(engine: Engine, settings: RcmSettings | None) -> dict[str, Any]:
     """Run the target's connection check; every failure comes back as text naming the step."""
     from agent import keys
-    from agent.errors import ChargeBridgeError
+    from core.errors import ChargeBridgeError
     from agent.rcm import SECRET, make_target
 
     try:

@@ -4,7 +4,7 @@ Some sources (Synthea above all) code services in SNOMED CT, vaccines in CVX, dr
 RxNorm and lab panels in LOINC, and diagnoses in SNOMED CT. A claim needs CPT/HCPCS and
 ICD-10-CM, and only the practice can say which billing code it uses for a service — so that
 knowledge lives in a data file (TOML), not in code. :meth:`Chargemaster.apply` rewrites one
-:class:`~agent.model.Encounter` in place and reports what it could not map; the pipeline runs
+:class:`~core.model.Encounter` in place and reports what it could not map; the pipeline runs
 it before standardize/validate.
 
 Crosswalk file format (see agent/data/synthea_demo_chargemaster.toml for a full example)::
@@ -56,8 +56,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
-from agent.model import BadValue, ChargeLine, Diagnosis, Encounter, Finding, std_date, std_icd10, std_name_part
+from core.errors import ConfigError
+from core.model import BadValue, ChargeLine, Diagnosis, Encounter, Finding, std_date, std_icd10, std_name_part
 
 DATA_DIR = Path(__file__).with_name("data")
 BUILTIN = {"synthea-demo": DATA_DIR / "synthea_demo_chargemaster.toml"}
@@ -537,7 +537,7 @@ def _std_key(name: str) -> str:
 
 def _name_index(table: Mapping[str, str]) -> dict[str, str]:
     """Exact (case/space-folded) names, plus standardized forms ('Ted955' -> 'ted') where unambiguous,
-    so a lookup works before and after :func:`agent.model.standardize` strips Synthea's digits."""
+    so a lookup works before and after :func:`core.model.standardize` strips Synthea's digits."""
     idx = {_name_key(k): v for k, v in table.items()}
     std: dict[str, str | None] = {}
     for k, v in table.items():

@@ -21,10 +21,10 @@ from typing import Any
 
 from agent import __version__
 from agent import config as configmod
-from agent.errors import ChargeBridgeError, ConfigError
+from core.errors import ChargeBridgeError, ConfigError
 from agent.cli_engine import (_cli_actor, cmd_audit, cmd_engine, cmd_login, cmd_mismatches, cmd_pause, cmd_rcm,
                                cmd_reconcile, cmd_resolve, cmd_status, cmd_sync, cmd_users)
-from agent.paths import Paths
+from core.paths import Paths
 
 log = logging.getLogger("chargebridge")
 
@@ -422,15 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.verb:  # no verb: the tray app (needs the ui extra: PySide6)
-        try:
-            from ui.app import main as ui_main
-        except ImportError as exc:
-            parser.print_help()
-            print(f"\nchargebridge: the tray app is not installed ({exc.name or exc}); "
-                  "install chargebridge[ui] or give a verb", file=sys.stderr)
-            return 2
-        return ui_main(args)
+    if not args.verb:  # the launcher (installer.entry) starts the tray; here there is nothing to do
+        parser.print_help()
+        return 2
     try:
         ctx = Context(args)
         return int(args.func(ctx, args))

@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import ChargeBridgeError, ConfigError
+from core.errors import ChargeBridgeError, ConfigError
 
 if TYPE_CHECKING:
     from agent.cli import Context
@@ -31,13 +31,13 @@ def _cli_actor() -> str:
 
 
 def _client(ctx: Context):  # type: ignore[no-untyped-def]
-    from agent.client import EngineClient
+    from core.client import EngineClient
 
     return EngineClient.discover(ctx.paths)
 
 
 def _api(ctx: Context, client, method: str, path: str, **kw: Any) -> Any:  # type: ignore[no-untyped-def]
-    from agent.client import ApiError
+    from core.client import ApiError
 
     try:
         return client.call(method, path, **kw)
@@ -165,7 +165,7 @@ def cmd_users(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.save:
-        from agent.client import TOKEN_SECRET
+        from core.secrets import API_TOKEN as TOKEN_SECRET
 
         keys.set_secret(ctx.paths, TOKEN_SECRET, token)
     print(f"user {args.name} ({args.role}) created. Token (shown once; give it to the user):\n{token}")
@@ -213,7 +213,7 @@ def cmd_login(ctx: Context, args: argparse.Namespace) -> int:
     import getpass
 
     from agent import keys
-    from agent.client import TOKEN_SECRET
+    from core.secrets import API_TOKEN as TOKEN_SECRET
 
     token = getpass.getpass("API token: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
     if not token:

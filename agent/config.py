@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
+from core.errors import ConfigError
 
 FORMATS = ("auto", "hl7v2", "csv", "fhir", "ccda")
 AFTER_ACTIONS = ("archive", "move")

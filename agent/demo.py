@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as configmod
-from agent.paths import Paths
+from core.paths import Paths
 
 DEMO_FILES = {
     "hl7": ["visit-20261120-0001.hl7", "visits-20261121.hl7", "schedule-20261119.hl7", "truncated-export.hl7"],
@@ -125,7 +125,7 @@ def _sync_to_local_rcm(paths: Paths, root: Path) -> int:
     if not node.exists():
         print("\nSync: skipped — the local RCM peer is not installed (run: bash tests/peer/install.sh)")
         return 0
-    from agent.procenv import clean_env
+    from core.procenv import clean_env
 
     peer = subprocess.Popen([str(node), str(_peer_dir() / "server.mjs"), "--port", "0"], stdout=subprocess.PIPE,
                             stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env())

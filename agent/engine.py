@@ -18,9 +18,9 @@ from typing import Any
 
 from agent import __version__, audit, keys
 from agent.config import Config
-from agent.errors import ChargeBridgeError
+from core.errors import ChargeBridgeError
 from agent.lock import HomeLock
-from agent.paths import Paths
+from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.schedule import in_business_hours
 from agent.store import Store, now
@@ -164,9 +164,9 @@ class Engine:
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         info = {"pid": os.getpid(), "port": self.port, "url": f"http://127.0.0.1:{self.port}",
                 "started_at": now(), "version": __version__}
-        tmp = self.paths.home / "engine.json.tmp"
+        tmp = self.paths.engine_info.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(info))
-        os.replace(tmp, self.paths.home / "engine.json")
+        os.replace(tmp, self.paths.engine_info)
 
     def run(self) -> None:
         """Start, then block until :meth:`request_stop` (SIGTERM / Ctrl-C)."""
@@ -198,7 +198,7 @@ class Engine:
         for t in self._threads:
             t.join(timeout=10)
         try:
-            (self.paths.home / "engine.json").unlink()
+            (self.paths.engine_info).unlink()
         except FileNotFoundError:
             pass
         if self._lock is not None:

@@ -13,27 +13,10 @@ import secrets
 import sys
 from pathlib import Path
 
-from agent.errors import KeyringUnavailable, StoreKeyError
-from agent.paths import Paths
-
-SERVICE = "ChargeBridge"
-PASSPHRASE_ENV = "CHARGEBRIDGE_PASSPHRASE"
-
-# Backends that keep secrets in an OS-protected vault. Anything else (keyrings.alt's plaintext
-# and "encrypted" file backends, the null/fail backends) would be a silent downgrade.
-_TRUSTED_BACKENDS = (
-    "keyring.backends.SecretService",
-    "keyring.backends.libsecret",
-    "keyring.backends.kwallet",
-    "keyring.backends.macOS",
-    "keyring.backends.Windows",
-)
-
-KEYRING_FIX = (
-    "start and unlock the OS keyring (Linux: gnome-keyring-daemon --unlock inside a D-Bus "
-    "session, or log in to a desktop session; Windows/macOS: sign in as the service user), "
-    "or opt in to a passphrase key: set key_source = \"passphrase\" under [store] in "
-    f"chargebridge.toml and provide {PASSPHRASE_ENV} for services"
+from core.errors import KeyringUnavailable, StoreKeyError
+from core.paths import Paths
+from core.secrets import (  # noqa: F401 - re-exported for the engine's callers
+    KEYRING_FIX, PASSPHRASE_ENV, SERVICE, _backend, get_secret, keyring_status, set_secret,
 )
 
 
@@ -41,40 +24,6 @@ def keyring_entry(paths: Paths) -> str:
     """One keyring entry per home, so two practices on one server never share a key."""
     digest = hashlib.sha256(str(paths.home).encode()).hexdigest()[:16]
     return f"store-key:{digest}"
-
-
-def _backend():  # type: ignore[no-untyped-def]
-    try:
-        import keyring
-        from keyring.backends import chainer
-    except Exception as exc:  # pragma: no cover - keyring is a dependency
-        raise KeyringUnavailable("the keyring library cannot be loaded", KEYRING_FIX) from exc
-    kr = keyring.get_keyring()
-    candidates = list(kr.backends) if isinstance(kr, chainer.ChainerBackend) else [kr]
-    for b in candidates:
-        if type(b).__module__ in _TRUSTED_BACKENDS:
-            return b
-    names = ", ".join(f"{type(b).__module__}.{type(b).__name__}" for b in candidates) or "none"
-    raise KeyringUnavailable(f"no usable OS keyring was found (backends seen: {names})", KEYRING_FIX)
-
-
-def keyring_status() -> tuple[bool, str]:
-    """(ok, description) for ``doctor``: can we write and read back a secret right now?"""
-    try:
-        b = _backend()
-        probe = "probe:" + secrets.token_hex(4)
-        b.set_password(SERVICE, probe, "ok")
-        ok = b.get_password(SERVICE, probe) == "ok"
-        try:
-            b.delete_password(SERVICE, probe)
-        except Exception:
-            pass
-        name = f"{type(b).__module__.rsplit('.', 1)[-1]}"
-        return ok, f"{name} keyring is usable" if ok else f"{name} keyring did not return a secret"
-    except KeyringUnavailable as exc:
-        return False, exc.title
-    except Exception as exc:
-        return False, f"the OS keyring refused access ({type(exc).__name__})"
 
 
 def _keyring_get(paths: Paths) -> str | None:
@@ -154,23 +103,3 @@ def _salt(path: Path, *, create: bool) -> bytes:
     return salt
 
 
-def _entry(paths: Paths, name: str) -> str:
-    return f"{name}:{hashlib.sha256(str(paths.home).encode()).hexdigest()[:16]}"
-
-
-def get_secret(paths: Paths, name: str) -> str | None:
-    """A secret kept in the OS keyring for this home (RCM secret, the CLI's API token)."""
-    b = _backend()
-    try:
-        return b.get_password(SERVICE, _entry(paths, name))
-    except Exception as exc:
-        raise KeyringUnavailable(f"the OS keyring refused access ({type(exc).__name__})", KEYRING_FIX) from exc
-
-
-def set_secret(paths: Paths, name: str, value: str) -> None:
-    b = _backend()
-    try:
-        b.set_password(SERVICE, _entry(paths, name), value)
-    except Exception as exc:
-        raise KeyringUnavailable(f"the OS keyring refused to store a secret ({type(exc).__name__})",
-                                 KEYRING_FIX) from exc

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from agent.errors import LockHeld
+from core.errors import LockHeld
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows builds
     import msvcrt
@@ -59,9 +59,10 @@ class HomeLock:
 
     def holder(self) -> dict[str, object]:
         try:
-            return dict(json.loads(self.path.read_text() or "{}"))
+            data = json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):
             return {}
+        return dict(data) if isinstance(data, dict) else {}
 
     def release(self) -> None:
         if self.fd is not None:

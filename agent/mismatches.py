@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from agent import audit
-from agent.model import ChargeLine, Diagnosis, Encounter
+from core.model import ChargeLine, Diagnosis, Encounter
 from agent.store import Store, now
 
 ACTIONS = ("resend", "accept-rcm", "ignore")

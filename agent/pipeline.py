@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from agent import audit
-from agent.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
+from core.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
 from agent.store import Store, now
 from agent.validate import has_errors, validate
 

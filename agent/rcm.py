@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from agent import keys
 from agent.config import Config
-from agent.errors import ConfigError
-from agent.paths import Paths
+from core.errors import ConfigError
+from core.paths import Paths
 from connectors.rcm.base import Target
 
-SECRET = "rcm-secret"
+from core.secrets import RCM_SECRET as SECRET  # noqa: E402
 
 
 def make_target(paths: Paths, cfg: Config) -> Target | None:

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from agent.model import std_name_part
+from core.model import std_name_part
 from agent.store import Store, now
 from connectors.rcm.base import RemoteCharge, RemoteLine
 
@@ -277,7 +277,7 @@ def persist(store: Store, results: list[Result], *, start: date, end: date) -> R
 
 def load_local(store: Store, start: date, end: date, identifier: Any) -> list[LocalCharge]:
     """Documented encounters (and expected visits) with a date of service in the window."""
-    from agent.model import Encounter
+    from core.model import Encounter
 
     out = []
     for enc_id, kind, data in store.conn.execute(

@@ -17,8 +17,8 @@ from typing import Any
 import sqlcipher3
 
 from agent import keys, notify
-from agent.errors import StoreKeyError
-from agent.paths import Paths
+from core.errors import StoreKeyError
+from core.paths import Paths
 
 log = logging.getLogger("chargebridge.store")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from agent.model import Encounter
+from core.model import Encounter
 from agent.store import Store, now
 from connectors.rcm.base import Target, TargetError
 

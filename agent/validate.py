@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
-from agent.model import Encounter, Finding
+from core.model import Encounter, Finding
 
 CPT_RE = re.compile(r"^\d{4}[0-9FTU]$")
 HCPCS_RE = re.compile(r"^[A-V]\d{4}$")

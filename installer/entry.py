@@ -1,20 +1,35 @@
-"""Frozen entry point of the ``chargebridge`` executable (PyInstaller builds only).
+"""The ``chargebridge`` command: picks the tray or a CLI verb. It sits above both layers.
 
-Same command line as the ``chargebridge`` console script (``agent.cli:main``); the only
-addition is ``multiprocessing.freeze_support()``: ``chargebridge ingest`` parses large batches
-in ``spawn`` worker processes, and in a frozen build those workers are this executable started
-again with ``--multiprocessing-fork``, which must run the worker instead of the CLI.
+``chargebridge`` with no verb starts the tray (``ui.app``, needs the ``ui`` extra: PySide6);
+with a verb it runs the CLI (``agent.cli``). The console script and the frozen build both start
+here. ``multiprocessing.freeze_support()`` matters in a frozen build: ``chargebridge ingest``
+parses large batches in ``spawn`` worker processes, which are this executable started again
+with ``--multiprocessing-fork`` and must run the worker instead of the CLI.
 """
+
+from __future__ import annotations
 
 import multiprocessing
 import sys
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
+    from agent.cli import build_parser
     from agent.cli import main as cli_main
 
-    return int(cli_main() or 0)
+    args = sys.argv[1:] if argv is None else argv
+    ns = build_parser().parse_args(args)
+    if ns.verb:
+        return int(cli_main(args) or 0)
+    try:
+        from ui.app import main as ui_main
+    except ImportError as exc:
+        build_parser().print_help()
+        print(f"\nchargebridge: the tray app is not installed ({exc.name or exc}); "
+              "install chargebridge[ui] or give a verb", file=sys.stderr)
+        return 2
+    return int(ui_main(ns) or 0)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture()
 def paths(tmp_path: Path):
-    from agent.paths import Paths
+    from core.paths import Paths
 
     p = Paths.resolve(tmp_path / "home")
     p.ensure()
@@ -76,7 +76,7 @@ def start_test_engine(tmp_path: Path, *, roles=("front_desk", "manager", "admin"
     per role. The engine carries ``tokens``, ``export``, ``base`` and ``url`` for tests."""
     from agent import config as configmod
     from agent.engine import Engine
-    from agent.paths import Paths
+    from core.paths import Paths
     from agent.users import add_user
 
     export = tmp_path / "export"

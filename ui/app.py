@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtWidgets import QApplication, QDialog, QInputDialog, QLineEdit, QMessageBox, QWidget
 
-from agent.paths import Paths
+from core.paths import Paths, holder_alive
 
 log = logging.getLogger("chargebridge.ui")
 
@@ -97,11 +97,20 @@ def check_engine_url(url: str) -> str:
     return base[: -len("/api/v1")] if base.endswith("/api/v1") else base
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The tray's own options (``python -m ui.app``); the ``chargebridge`` launcher passes the
+    same names from its parser."""
+    p = argparse.ArgumentParser(prog="chargebridge", description="ChargeBridge tray and window.")
+    p.add_argument("--home", help="directory for config, store, logs and lock (or CHARGEBRIDGE_HOME)")
+    p.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    p.add_argument("--engine-url", metavar="URL", help="a remote engine (https; http only on loopback)")
+    p.add_argument("--ca-bundle", metavar="PEM", help="with --engine-url: the practice CA's certificates")
+    return p
+
+
 def _parse(args: argparse.Namespace | list[str] | None) -> argparse.Namespace:
     if isinstance(args, argparse.Namespace):
         return args
-    from agent.cli import build_parser
-
     return build_parser().parse_args(args)
 
 
@@ -134,20 +143,9 @@ def engine_command(home: Path) -> list[str]:
 
 
 def _lock_held(paths: Paths) -> bool:
-    """Does a live process hold this home's engine lock? Reads the holder's pid from the lock
-    file (never takes the lock: a probe must not make a starting engine fail)."""
-    from agent.lock import HomeLock
-
-    pid = int(HomeLock(paths.lock, "probe").holder().get("pid", 0) or 0)
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
+    """Does a live process hold this home's engine lock? (never takes the lock: a probe must
+    not make a starting engine fail)."""
+    return holder_alive(paths)
 
 
 def spawn_engine(home: Path) -> subprocess.Popen[bytes]:
@@ -159,7 +157,7 @@ def spawn_engine(home: Path) -> subprocess.Popen[bytes]:
         kw["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
     else:
         kw["start_new_session"] = True
-    from agent.procenv import clean_env
+    from core.procenv import clean_env
 
     # a frozen build's own library paths must not leak into the engine it starts
     return subprocess.Popen(engine_command(home), env=clean_env(self_child=True), **kw)
@@ -199,7 +197,7 @@ class Bootstrap(QObject):
         if self.remote_url:
             self._have_engine(self.remote_url)
             return
-        if not (self.paths.home / "engine.json").exists() and not self.paths.config.exists():
+        if not self.paths.engine_info.exists() and not self.paths.config.exists():
             if not self._first_run():
                 self.quit(0)
                 return
@@ -288,12 +286,12 @@ class Bootstrap(QObject):
                    f"`chargebridge --home \"{self.paths.home}\" doctor` lists what to fix.")
 
     def _have_engine(self, url: str) -> None:
-        from agent import keys
-        from agent.client import TOKEN_SECRET
-        from agent.errors import ChargeBridgeError
+        from core import secrets
+        from core.secrets import API_TOKEN as TOKEN_SECRET
+        from core.errors import ChargeBridgeError
 
         try:
-            token = keys.get_secret(self.paths, TOKEN_SECRET) or ""
+            token = secrets.get_secret(self.paths, TOKEN_SECRET) or ""
         except ChargeBridgeError as exc:
             log.warning("no token from the keyring: %s", exc.title)
             token = ""

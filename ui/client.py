@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from core.paths import ENGINE_INFO
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 
@@ -163,6 +165,6 @@ class _Bad(Exception):
 def engine_url(home: Path) -> str:
     """The local engine's API URL from ``engine.json`` in the home ("" if none is running)."""
     try:
-        return str(json.loads((home / "engine.json").read_text())["url"])
+        return str(json.loads((home / ENGINE_INFO).read_text())["url"])
     except (OSError, ValueError, KeyError):
         return ""

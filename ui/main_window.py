@@ -15,7 +15,7 @@ from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
 
-from agent.paths import Paths
+from core.paths import Paths
 from ui.client import ApiClient
 from ui.pages import IDLE_TIMEOUT_S, Page, Session, role_label
 from ui.pages.activity import ActivityPage

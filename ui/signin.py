@@ -14,11 +14,11 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout,
                                QWidget)
 
-from agent.paths import Paths
+from core.paths import Paths
 from ui.client import ApiClient, ApiFailure
 from ui.pages import alive, role_label
 
-TOKEN_SECRET = "api-token"  # agent.client.TOKEN_SECRET: the CLI reads the same keyring entry
+from core.secrets import API_TOKEN as TOKEN_SECRET
 
 
 class SignInDialog(QDialog):
@@ -114,11 +114,11 @@ class SignInDialog(QDialog):
         who = status.get("user") or {}
         self.token, self.user, self.role = token, str(who.get("name", "")), str(who.get("role", ""))
         if self.remember.isChecked() and self.paths is not None:
-            from agent import keys
-            from agent.errors import ChargeBridgeError
+            from core import secrets
+            from core.errors import ChargeBridgeError
 
             try:
-                keys.set_secret(self.paths, TOKEN_SECRET, token)
+                secrets.set_secret(self.paths, TOKEN_SECRET, token)
             except ChargeBridgeError as exc:
                 self._say(f"Signed in, but the token could not be remembered: {exc.title}. Fix: {exc.fix}. "
                           "Untick “Remember” to continue without saving it.", "#c62828")

@@ -29,12 +29,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
 
-from agent.paths import Paths
+from core.paths import Paths
 from ui.pages import Worker, alive
 from ui.pages.settings import DAY_LABEL, FORMATS, days_spec, parse_days
 
-RCM_SECRET = "rcm-secret"  # agent.rcm.SECRET
-TOKEN_SECRET = "api-token"  # agent.client.TOKEN_SECRET
+from core.secrets import RCM_SECRET
+from core.secrets import API_TOKEN as TOKEN_SECRET
 _KEY = re.compile(r"'([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*)'")
 
 
@@ -351,7 +351,7 @@ class AccountPage(QWizardPage):
 
         def work() -> str:
             # No engine yet: open the store directly (the documented exception, see the module doc).
-            from agent import keys
+            from core import secrets
             from agent.store import Store
             from agent.users import add_user
 
@@ -360,7 +360,7 @@ class AccountPage(QWizardPage):
                 token = add_user(store, name, "manager", actor=f"wizard:{getpass.getuser()}")
             finally:
                 store.close()
-            keys.set_secret(paths, TOKEN_SECRET, token)
+            secrets.set_secret(paths, TOKEN_SECRET, token)
             return token
 
         self.worker.run(work, alive(self, self._created))
@@ -372,9 +372,9 @@ class AccountPage(QWizardPage):
 
         def ok(out: dict[str, str]) -> None:
             def save() -> str:
-                from agent import keys
+                from core import secrets
 
-                keys.set_secret(self.wiz.paths, TOKEN_SECRET, out["token"])
+                secrets.set_secret(self.wiz.paths, TOKEN_SECRET, out["token"])
                 return out["token"]
 
             self.worker.run(save, alive(self, self._created))
@@ -425,7 +425,7 @@ class FirstRunWizard(QWizard):
         """A re-run starts from the current file (keeping keys the wizard does not ask about)."""
         from agent.api import config_to_dict
         from agent.config import Config, load
-        from agent.errors import ConfigError
+        from core.errors import ConfigError
 
         try:
             cfg = load(self.paths.config)
@@ -466,7 +466,7 @@ class FirstRunWizard(QWizard):
     def check(self, error: QLabel, *, partial: bool = False) -> bool:
         """Validate with the engine's own rules; on failure name the key, say what is allowed."""
         from agent.config import parse
-        from agent.errors import ConfigError
+        from core.errors import ConfigError
 
         cfg = self.config_dict()
         if partial:  # the folders page: the later pages' values are not chosen yet
@@ -505,23 +505,23 @@ class FirstRunWizard(QWizard):
         return ""
 
     def secret_saved(self) -> bool:
-        from agent import keys
-        from agent.errors import ChargeBridgeError
+        from core import secrets
+        from core.errors import ChargeBridgeError
 
         try:
-            return bool(keys.get_secret(self.paths, RCM_SECRET))
+            return bool(secrets.get_secret(self.paths, RCM_SECRET))
         except ChargeBridgeError:
             return False
 
     def save(self, error: QLabel, *, secret: str) -> bool:
         """Write the validated config atomically and the secret to the keyring."""
-        from agent import keys
+        from core import secrets
         from agent.api import write_config
-        from agent.errors import ChargeBridgeError
+        from core.errors import ChargeBridgeError
 
         try:
             if secret:
-                keys.set_secret(self.paths, RCM_SECRET, secret)
+                secrets.set_secret(self.paths, RCM_SECRET, secret)
             self.paths.ensure()
             write_config(self.paths.config, self.config_dict())
         except ChargeBridgeError as exc:

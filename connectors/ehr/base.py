@@ -2,8 +2,8 @@
 
 A parser is a module with ``NAME`` and ``parse(data, *, name, options) -> list[Parsed]``.
 It turns one raw document (the bytes of one file) into canonical records
-(:class:`~agent.model.Encounter`, :class:`~agent.model.PatientUpdate`) and
-:class:`~agent.model.Rejected` parts. A document that cannot be read at all raises
+(:class:`~core.model.Encounter`, :class:`~core.model.PatientUpdate`) and
+:class:`~core.model.Rejected` parts. A document that cannot be read at all raises
 :class:`ParseError`; its message is shown to people, so it says what is wrong and what to do,
 and never quotes patient data.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from agent.model import Parsed
+from core.model import Parsed
 
 
 class ParseError(Exception):

@@ -31,7 +31,7 @@ from typing import Any
 import defusedxml.ElementTree as DET
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
-from agent.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected
+from core.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected
 from connectors.ehr.base import ParseError
 
 NAME = "ccda"

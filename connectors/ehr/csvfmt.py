@@ -3,7 +3,7 @@
 Every EHR's "charges export" has its own column names, delimiter and encoding, so the
 reader itself knows no column names: a TOML *profile* maps the export's headers onto the
 canonical fields below. One data row is one charge line; rows that share an encounter id
-become one :class:`~agent.model.Encounter`. Values are copied raw (the pipeline
+become one :class:`~core.model.Encounter`. Values are copied raw (the pipeline
 standardizes and validates); this module only rejects what cannot be read at all.
 
 Reasons (``ParseError`` text, ``Rejected.reason``) name columns, fields and row numbers,
@@ -26,7 +26,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from agent.model import (
+from core.model import (
     Address,
     BadValue,
     ChargeLine,

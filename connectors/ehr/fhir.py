@@ -34,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-from agent.model import (
+from core.model import (
     Address, ChargeLine, Coverage, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected,
 )
 from connectors.ehr.base import ParseError

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from agent.model import Rejected
+from core.model import Rejected
 from connectors.ehr.base import ParseError
 
 # Every resource type of FHIR R4 (4.0.1). Anything else in ``resourceType`` is not FHIR R4.

@@ -7,7 +7,7 @@ read (PID, PV1, FT1, DG1, PR1, IN1, SCH, AI*), and only unescape values that con
 escape character.
 
 What this module does not do: standardize or validate codes, dates, names. It copies what the
-sender said (stripped of whitespace) into :mod:`agent.model`; ``standardize()`` and validation
+sender said (stripped of whitespace) into :mod:`core.model`; ``standardize()`` and validation
 run later in the pipeline, so they see exactly what the EHR sent. Rejection reasons are shown
 to people and logged, so they quote only message types, versions, segment and field names
 and positions -- never a field value that could be patient data.
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from agent.model import (
+from core.model import (
     Address, ChargeLine, Coverage, Diagnosis, Encounter, Parsed, Patient, PatientUpdate,
     Provider, Rejected,
 )

@@ -5,7 +5,7 @@ charges export, so a column-mapping profile cannot express it: the join lives he
 profile TOML only carries constants (source_system) and the ENCOUNTERCLASS -> place of
 service table.
 
-The mapping (one :class:`~agent.model.Encounter` per encounters.csv row that has a claim):
+The mapping (one :class:`~core.model.Encounter` per encounters.csv row that has a claim):
 
 * claims.csv rows whose APPOINTMENTID is the encounter Id (Synthea files medications on
   their own claim of the same visit, so there may be several) give the diagnoses
@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.model import (
+from core.model import (
     Address,
     ChargeLine,
     Coverage,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
-from agent.model import Encounter
+from core.model import Encounter
 
 
 class TargetError(Exception):

@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from agent.model import Encounter
+from core.model import Encounter
 from connectors.rcm.base import PushResult, RemoteCharge, RemoteLine, TargetError
 
 log = logging.getLogger("chargebridge.rcm.fhir")
@@ -512,6 +512,6 @@ def _remote_charge(c: dict[str, Any], patients: dict[str, dict[str, Any]]) -> Re
 def _num(v: Any, places: int | None = None) -> str:
     if v is None:
         return ""
-    from agent.model import std_decimal
+    from core.model import std_decimal
 
     return std_decimal(str(v), places=places)

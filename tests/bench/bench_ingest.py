@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from agent import config as configmod
-from agent.paths import Paths
+from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.store import Store
 from agent.watch import WatchService

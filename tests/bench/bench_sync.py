@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.model import standardize
+from core.model import standardize
 from connectors.ehr import hl7v2
 from connectors.rcm.fhir import FhirTarget, build_transaction
 from tests.conftest import ROOT, run_cli

@@ -7,7 +7,7 @@ sources). Prints figures; asserts only that things worked, never how fast (targe
   engine service is up — unpack-free onedir start, Python + Qt start, keyring token read,
   /status from the engine, icon embedded;
 * frozen tray, cold (median of 3): the tray finds no engine and starts one itself first;
-* for comparison, the same tray run from source (``python -m agent.cli``, engine running);
+* for comparison, the same tray run from source (``python -m installer.entry``, engine running);
 * baseline, same run, same display: a bare Python + PySide6 script (the venv's interpreter)
   that only shows a QSystemTrayIcon — the floor for "a Qt tray icon appears";
 * baseline: the frozen ``chargebridge --version`` (bootloader + Python start, no Qt).
@@ -113,7 +113,7 @@ def test_tray_start_time(tmp_path: Path) -> None:
             src_env = dict(os.environ, XDG_CACHE_HOME=env["XDG_CACHE_HOME"])
             src_env.pop("CHARGEBRIDGE_HOME", None)
             for _ in range(RUNS):
-                source.append(_time_icon([sys.executable, "-m", "agent.cli", "--home", str(home)], src_env, disp,
+                source.append(_time_icon([sys.executable, "-m", "installer.entry", "--home", str(home)], src_env, disp,
                                          state))
         finally:
             smoke.stop(engine)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent import config as configmod
 from agent.engine import Engine
-from agent.paths import Paths
+from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.users import add_user
 from tests.helpers import dft

@@ -111,10 +111,10 @@ def test_tray_starts_engine_shows_icon_and_exits_cleanly(frozen_exe: Path, env: 
         assert res["engine_exit"] == 0
 
 
-# -- agent.procenv.clean_env: what the frozen app gives the processes it starts -------------
+# -- core.procenv.clean_env: what the frozen app gives the processes it starts -------------
 def test_clean_env_restores_the_environment_of_a_frozen_build(monkeypatch: pytest.MonkeyPatch,
                                                                tmp_path: Path) -> None:
-    from agent import procenv
+    from core import procenv
 
     bundle = tmp_path / "dist" / "chargebridge" / "_internal"
     bundle.mkdir(parents=True)

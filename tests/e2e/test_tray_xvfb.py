@@ -72,7 +72,7 @@ class App:
         self.log = workdir / "app.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "--home", str(home.home)], cwd=ROOT, stdout=out, stderr=out,
+                [sys.executable, "-m", "installer.entry", "--home", str(home.home)], cwd=ROOT, stdout=out, stderr=out,
                 stdin=subprocess.DEVNULL, env=x_env(display, CHARGEBRIDGE_UI_STATE_FILE=str(self.state_file)))
 
     def state(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.model import Encounter, PatientUpdate
+from core.model import Encounter, PatientUpdate
 from connectors.ehr import detect_format, get_parser
 from tests.conftest import DATA, run_cli
 

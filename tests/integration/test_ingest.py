@@ -136,7 +136,7 @@ def test_store_holds_no_plaintext_phi(tmp_path: Path, keyring_ok) -> None:
 
 
 def test_lock_refuses_a_second_writer(tmp_path: Path, keyring_ok) -> None:
-    from agent.errors import LockHeld
+    from core.errors import LockHeld
     from agent.lock import HomeLock
 
     home = tmp_path / "home"

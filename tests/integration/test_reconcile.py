@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.paths import Paths
+from core.paths import Paths
 from agent.store import Store
 from connectors.rcm.fhir import ID_CLAIM
 from tests.conftest import run_cli

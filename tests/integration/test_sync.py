@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.paths import Paths
+from core.paths import Paths
 from agent.store import Store
 from tests.conftest import ROOT, run_cli
 from tests.helpers import dft

@@ -19,7 +19,7 @@ import requests
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from agent.engine import Engine
-from agent.paths import Paths
+from core.paths import Paths
 from tests.conftest import start_test_engine
 from tests.helpers import FAMILIES, dft
 from ui.app import check_engine_url, protect_none_refcount
@@ -337,7 +337,7 @@ def test_app_signs_in_again_when_the_saved_token_is_refused(engine: Engine, qtbo
     engineer's window and dialog are swapped for the plain-Qt fallbacks, so this tests only
     this app's flow."""
     from agent import keys
-    from agent.client import TOKEN_SECRET
+    from core.client import TOKEN_SECRET
     from PySide6.QtWidgets import QInputDialog
     from ui.app import Bootstrap
 

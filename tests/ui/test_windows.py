@@ -23,7 +23,7 @@ from PySide6.QtWidgets import QApplication, QWidget
 from agent import config as configmod
 from agent import keys
 from agent.engine import Engine
-from agent.paths import Paths
+from core.paths import Paths
 from agent.reconcile import diff as reconcile_diff
 from agent.reconcile import local_from_row
 from agent.store import now

@@ -19,7 +19,7 @@ import requests
 from agent import audit
 from agent import config as configmod
 from agent.audit import GENESIS, Problem
-from agent.paths import Paths
+from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.store import Store
 from agent.users import add_user

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import Encounter, Rejected, standardize
+from core.model import Encounter, Rejected, standardize
 from connectors.ehr import ccda, get_parser
 from connectors.ehr.base import ParseError
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.chargemaster import BUILTIN, Chargemaster, ChargemasterError, norm_system, npi_with_check_digit
-from agent.model import ChargeLine, Diagnosis, Encounter, Patient, Provider, standardize
+from core.model import ChargeLine, Diagnosis, Encounter, Patient, Provider, standardize
 from agent.validate import npi_is_valid, validate
 from connectors.ehr import csvfmt
 

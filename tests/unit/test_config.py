@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from agent import config
-from agent.errors import ConfigError
+from core.errors import ConfigError
 
 
 def load_text(tmp_path: Path, text: str) -> config.Config:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.model import Encounter, Rejected, standardize
+from core.model import Encounter, Rejected, standardize
 from connectors.ehr import csvfmt, get_parser
 from connectors.ehr.base import ParseError
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import Encounter, Rejected, standardize
+from core.model import Encounter, Rejected, standardize
 from connectors.ehr import fhir, get_parser
 from connectors.ehr.base import ParseError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import Encounter, PatientUpdate, Rejected, standardize
+from core.model import Encounter, PatientUpdate, Rejected, standardize
 from connectors.ehr import get_parser, hl7v2
 from connectors.ehr.base import ParseError
 

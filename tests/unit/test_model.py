@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.model import (Address, ChargeLine, Diagnosis, Encounter, Patient, BadValue, standardize, std_date,
+from core.model import (Address, ChargeLine, Diagnosis, Encounter, Patient, BadValue, standardize, std_date,
                          std_decimal, std_icd10, std_name_part, std_phone, std_zip)
 
 

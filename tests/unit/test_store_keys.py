@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from agent import keys
-from agent.errors import KeyringUnavailable, StoreKeyError
+from core.errors import KeyringUnavailable, StoreKeyError
 from agent.store import Store
 from tests.conftest import ROOT
 
@@ -30,7 +30,7 @@ def test_key_is_created_in_the_keyring_and_reused(paths, keyring_ok) -> None:
 
 
 def test_each_home_gets_its_own_entry(tmp_path) -> None:
-    from agent.paths import Paths
+    from core.paths import Paths
 
     assert keys.keyring_entry(Paths.resolve(tmp_path / "a")) != keys.keyring_entry(Paths.resolve(tmp_path / "b"))
 

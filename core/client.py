@@ -9,9 +9,9 @@ from typing import Any
 
 import requests
 
-from agent.paths import Paths
+from core.paths import Paths
 
-TOKEN_SECRET = "api-token"
+from core.secrets import API_TOKEN as TOKEN_SECRET  # noqa: E402,F401
 
 
 class ApiError(Exception):
@@ -32,7 +32,7 @@ class EngineClient:
     def discover(cls, paths: Paths, token: str | None = None) -> EngineClient | None:
         """The running engine of ``paths``, or None when none answers."""
         try:
-            info = json.loads((paths.home / "engine.json").read_text())
+            info = json.loads(paths.engine_info.read_text())
         except (OSError, ValueError):
             return None
         pid = int(info.get("pid", 0))
@@ -44,9 +44,9 @@ class EngineClient:
             except PermissionError:
                 pass
         if token is None:
-            from agent import keys
+            from core.secrets import get_secret
 
-            token = keys.get_secret(paths, TOKEN_SECRET) or ""
+            token = get_secret(paths, TOKEN_SECRET) or ""
         client = cls(str(info["url"]), token)
         try:
             r = client.session.get(f"{client.url}/api/v1/health", timeout=3)

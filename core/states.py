@@ -1,0 +1,127 @@
+"""Every state and kind ChargeBridge stores, sends or shows, as one set of ``StrEnum``s.
+
+They are ``str`` subclasses, so a member compares equal to the text stored in SQLite or sent as
+JSON (``EncounterState.READY == "ready"``), and the API schemas list their values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DocumentStatus(StrEnum):
+    """A raw document in the store: committed, then read."""
+
+    PENDING = "pending"  # committed, not yet parsed (a restart finishes it)
+    PROCESSED = "processed"
+    QUARANTINED = "quarantined"
+
+
+class EncounterState(StrEnum):
+    READY = "ready"  # no error findings: will be synced
+    NEEDS_REVIEW = "needs_review"  # validation found errors a person must fix
+    EXPECTED = "expected"  # a scheduled visit (SIU) with no charge yet
+
+
+class EncounterKind(StrEnum):
+    CHARGE = "charge"
+    EXPECTED = "expected"
+
+
+class QuarantineStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class OutboxState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # committed before the request; a crash puts it back in the queue
+    DELIVERED = "delivered"
+    FAILED = "failed"  # retryable; next attempt after backoff
+    REJECTED = "rejected"  # the RCM refused this encounter; a person must act
+
+
+class FindingKind(StrEnum):
+    """What reconciliation found for one visit."""
+
+    MATCHED = "matched"
+    MISSING_IN_RCM = "missing_in_rcm"
+    ORPHAN_IN_RCM = "orphan_in_rcm"
+    FIELD_MISMATCH = "field_mismatch"
+    MISSING_CHARGE = "missing_charge"
+
+
+class FindingStatus(StrEnum):
+    OPEN = "open"
+    REOPENED = "reopened"
+    RESOLVED = "resolved"
+    IGNORED = "ignored"
+    CLOSED = "closed"  # gone at the RCM
+
+
+class ResolveAction(StrEnum):
+    RESEND = "resend"
+    ACCEPT_RCM = "accept-rcm"
+    IGNORE = "ignore"
+
+
+class TargetErrorKind(StrEnum):
+    """Why a push to the RCM failed as a whole."""
+
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    AUTH = "auth"
+    THROTTLED = "throttled"
+    SERVER = "server"
+    PROTOCOL = "protocol"
+    CONFIG = "config"
+    CONNECTOR = "connector"  # the connector itself raised something unexpected
+
+    @property
+    def retryable(self) -> bool:
+        return self not in NON_RETRYABLE
+
+
+NON_RETRYABLE = frozenset({TargetErrorKind.AUTH, TargetErrorKind.TLS, TargetErrorKind.PROTOCOL,
+                           TargetErrorKind.CONFIG})
+
+
+class EngineState(StrEnum):
+    """What the tray shows. ``offline`` is the client's own state when no engine answers."""
+
+    IDLE = "idle"
+    SYNCING = "syncing"
+    PAUSED = "paused"
+    ATTENTION = "attention"
+    ERROR = "error"
+    OFFLINE = "offline"
+
+
+class Role(StrEnum):
+    FRONT_DESK = "front_desk"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def at_least(self, other: Role) -> bool:
+        return self.rank >= other.rank
+
+
+_RANK = {Role.FRONT_DESK: 0, Role.MANAGER: 1, Role.ADMIN: 2}
+
+
+class ConnectorKind(StrEnum):
+    EHR = "ehr"
+    RCM = "rcm"
+
+
+class Severity(StrEnum):
+    """Of a validation finding: an ``error`` holds the encounter for review."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"

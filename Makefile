@@ -1,5 +1,5 @@
 # Quick start: `make demo` runs ChargeBridge on its built-in demo data; `make test` runs every test.
-.PHONY: setup demo test bench clean
+.PHONY: setup demo check test bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -7,7 +7,11 @@ setup:
 demo: setup
 	@bash scripts/with-keyring.sh .venv/bin/chargebridge demo
 
-test: setup
+check: setup
+	@bash scripts/check.sh
+
+# static checks (ruff, mypy, import contracts) first, then every test
+test: check
 	@bash scripts/with-keyring.sh .venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -276,8 +276,8 @@ def create_app(engine: Engine) -> FastAPI:
     def get_config(c: Caller = Depends(need("admin"))) -> dict[str, Any]:
         """The configuration as the file holds it (what the next start uses), never a secret."""
         from agent import keys
-        from core.errors import ChargeBridgeError
         from agent.rcm import SECRET
+        from core.errors import ChargeBridgeError
 
         on_disk, problem = _file_config(engine)
         try:
@@ -325,8 +325,8 @@ def create_app(engine: Engine) -> FastAPI:
     def set_rcm_secret(body: RcmSecret, c: Caller = Depends(need("admin"))) -> dict[str, Any]:
         """The RCM secret goes to the OS keyring only — never the config file or the audit trail."""
         from agent import keys
-        from core.errors import ChargeBridgeError
         from agent.rcm import SECRET
+        from core.errors import ChargeBridgeError
 
         secret = body.secret.strip()
         if not secret:
@@ -525,8 +525,8 @@ def _apply_live(engine: Engine, new: Config, changed: list[str]) -> list[str]:
 def check_rcm(engine: Engine, settings: RcmSettings | None) -> dict[str, Any]:
     """Run the target's connection check; every failure comes back as text naming the step."""
     from agent import keys
-    from core.errors import ChargeBridgeError
     from agent.rcm import SECRET, make_target
+    from core.errors import ChargeBridgeError
 
     try:
         if settings is None:

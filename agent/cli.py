@@ -21,9 +21,21 @@ from typing import Any
 
 from agent import __version__
 from agent import config as configmod
+from agent.cli_engine import (
+    _cli_actor,
+    cmd_audit,
+    cmd_engine,
+    cmd_login,
+    cmd_mismatches,
+    cmd_pause,
+    cmd_rcm,
+    cmd_reconcile,
+    cmd_resolve,
+    cmd_status,
+    cmd_sync,
+    cmd_users,
+)
 from core.errors import ChargeBridgeError, ConfigError
-from agent.cli_engine import (_cli_actor, cmd_audit, cmd_engine, cmd_login, cmd_mismatches, cmd_pause, cmd_rcm,
-                               cmd_reconcile, cmd_resolve, cmd_status, cmd_sync, cmd_users)
 from core.paths import Paths
 
 log = logging.getLogger("chargebridge")

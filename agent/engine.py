@@ -13,19 +13,19 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent import __version__, audit, keys
 from agent.config import Config
-from core.errors import ChargeBridgeError
 from agent.lock import HomeLock
-from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.schedule import in_business_hours
 from agent.store import Store, now
 from agent.sync import Breaker, Outbox, SyncJob, SyncResult
 from agent.watch import WatchService
+from core.errors import ChargeBridgeError
+from core.paths import Paths
 
 log = logging.getLogger("chargebridge.engine")
 
@@ -134,7 +134,7 @@ class Engine:
             # coalesce: runs missed while asleep collapse into one; grace: a late run still happens
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         )
-        first = datetime.now(timezone.utc) + timedelta(seconds=2)
+        first = datetime.now(UTC) + timedelta(seconds=2)
         sched.add_job(self.scheduled_sync, "interval", minutes=self.config.sync.interval_minutes, id="sync",
                       next_run_time=first)
         sched.add_job(self._clock_check, "interval", seconds=30, id="clock")
@@ -300,7 +300,7 @@ class Engine:
     def _next_sync(self) -> str:
         job = self.scheduler.get_job("sync") if self.scheduler is not None else None
         t = getattr(job, "next_run_time", None)
-        return t.astimezone(timezone.utc).isoformat(timespec="seconds") if t else ""
+        return t.astimezone(UTC).isoformat(timespec="seconds") if t else ""
 
 
 def _quiet_server_class():  # type: ignore[no-untyped-def]

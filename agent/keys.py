@@ -16,7 +16,13 @@ from pathlib import Path
 from core.errors import KeyringUnavailable, StoreKeyError
 from core.paths import Paths
 from core.secrets import (  # noqa: F401 - re-exported for the engine's callers
-    KEYRING_FIX, PASSPHRASE_ENV, SERVICE, _backend, get_secret, keyring_status, set_secret,
+    KEYRING_FIX,
+    PASSPHRASE_ENV,
+    SERVICE,
+    _backend,
+    get_secret,
+    keyring_status,
+    set_secret,
 )
 
 

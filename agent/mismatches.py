@@ -6,12 +6,12 @@ Every resolution is written to the audit trail in the same transaction as the ch
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from agent import audit
-from core.model import ChargeLine, Diagnosis, Encounter
 from agent.store import Store, now
+from core.model import ChargeLine, Diagnosis, Encounter
 
 ACTIONS = ("resend", "accept-rcm", "ignore")
 ALLOWED = {
@@ -42,7 +42,7 @@ def list_findings(store: Store, *, status: str | None = "open", kind: str | None
     cols = ["id", "kind", "encounter_id", "remote_id", "dos", "local", "remote", "diff", "status", "first_seen",
             "last_seen", "reopened", "assignee", "comments", "resolution", "resolved_by", "resolved_at"]
     out = []
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     for row in store.conn.execute(sql, args):
         d = dict(zip(cols, row))
         for k in ("local", "remote", "diff", "comments"):

@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from agent import audit
-from core.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
 from agent.store import Store, now
 from agent.validate import has_errors, validate
+from core.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
 
 log = logging.getLogger("chargebridge.pipeline")
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from agent import keys
 from agent.config import Config
+from connectors.rcm.base import Target
 from core.errors import ConfigError
 from core.paths import Paths
-from connectors.rcm.base import Target
-
-from core.secrets import RCM_SECRET as SECRET  # noqa: E402
+from core.secrets import RCM_SECRET as SECRET
 
 
 def make_target(paths: Paths, cfg: Config) -> Target | None:

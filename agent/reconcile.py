@@ -19,9 +19,9 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from core.model import std_name_part
 from agent.store import Store, now
 from connectors.rcm.base import RemoteCharge, RemoteLine
+from core.model import std_name_part
 
 KINDS = ("matched", "missing_in_rcm", "orphan_in_rcm", "field_mismatch", "missing_charge")
 

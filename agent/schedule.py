@@ -27,7 +27,7 @@ def parse_days(spec: str) -> set[int]:
         if "-" in part:
             a, b = part.split("-")
             i, j = DAYS.index(a), DAYS.index(b)
-            out |= set(range(i, j + 1)) if i <= j else set(range(i, 7)) | set(range(0, j + 1))
+            out |= set(range(i, j + 1)) if i <= j else set(range(i, 7)) | set(range(j + 1))
         else:
             out.add(DAYS.index(part))
     if not out:

@@ -14,12 +14,12 @@ import logging
 import random
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.model import Encounter
 from agent.store import Store, now
 from connectors.rcm.base import Target, TargetError
+from core.model import Encounter
 
 log = logging.getLogger("chargebridge.sync")
 
@@ -45,7 +45,7 @@ class SyncResult:
 
 
 def _ts(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> float:
@@ -88,7 +88,7 @@ class Outbox:
             " AND next_attempt_at <= ? AND id > ? ORDER BY id LIMIT ?", (when, after_id, limit))]
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("queued", "sending", "delivered", "failed", "rejected")}
+        out = dict.fromkeys(("queued", "sending", "delivered", "failed", "rejected"), 0)
         for state, n in self.store.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"):
             out[str(state)] = int(n)
         return out
@@ -124,7 +124,7 @@ class Breaker:
             self.store.set_setting("sync.failures", str(n))
             self.store.set_setting("sync.last_error", error)
             if n >= self.max_failures:
-                until = _ts(datetime.now(timezone.utc) + timedelta(seconds=self.cooldown_s))
+                until = _ts(datetime.now(UTC) + timedelta(seconds=self.cooldown_s))
                 self.store.set_setting("sync.breaker_until", until)
                 log.warning("sync paused by the circuit breaker after %d failed runs", n)
 
@@ -216,12 +216,12 @@ class SyncJob:
         ts = now()
         with self.store.tx():
             if exc.retry_after is not None:
-                self.store.set_setting("sync.not_before", _ts(datetime.now(timezone.utc)
+                self.store.set_setting("sync.not_before", _ts(datetime.now(UTC)
                                                               + timedelta(seconds=exc.retry_after)))
             for oid in ids:
                 if exc.retryable:
                     delay = exc.retry_after if exc.retry_after is not None else backoff(attempts[oid] + 1)
-                    nxt = _ts(datetime.now(timezone.utc) + timedelta(seconds=delay))
+                    nxt = _ts(datetime.now(UTC) + timedelta(seconds=delay))
                     conn.execute("UPDATE outbox SET state = 'failed', last_error = ?, next_attempt_at = ?, "
                                  "updated_at = ? WHERE id = ?", (str(exc), nxt, ts, oid))
                 else:  # a configuration problem (credentials, TLS): keep them queued for after the fix

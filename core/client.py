@@ -10,8 +10,7 @@ from typing import Any
 import requests
 
 from core.paths import Paths
-
-from core.secrets import API_TOKEN as TOKEN_SECRET  # noqa: E402,F401
+from core.secrets import API_TOKEN as TOKEN_SECRET
 
 
 class ApiError(Exception):

@@ -12,9 +12,9 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 # ---------------------------------------------------------------------------

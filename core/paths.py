@@ -13,7 +13,6 @@ from pathlib import Path
 
 import platformdirs
 
-
 ENGINE_INFO = "engine.json"
 
 

@@ -76,8 +76,8 @@ def start_test_engine(tmp_path: Path, *, roles=("front_desk", "manager", "admin"
     per role. The engine carries ``tokens``, ``export``, ``base`` and ``url`` for tests."""
     from agent import config as configmod
     from agent.engine import Engine
-    from core.paths import Paths
     from agent.users import add_user
+    from core.paths import Paths
 
     export = tmp_path / "export"
     export.mkdir(exist_ok=True)

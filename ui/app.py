@@ -287,8 +287,8 @@ class Bootstrap(QObject):
 
     def _have_engine(self, url: str) -> None:
         from core import secrets
-        from core.secrets import API_TOKEN as TOKEN_SECRET
         from core.errors import ChargeBridgeError
+        from core.secrets import API_TOKEN as TOKEN_SECRET
 
         try:
             token = secrets.get_secret(self.paths, TOKEN_SECRET) or ""

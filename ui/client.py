@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from core.paths import ENGINE_INFO
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 
 @dataclass

@@ -29,8 +29,18 @@ import math
 from collections.abc import Callable
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import (QBrush, QColor, QIcon, QImage, QPainter, QPainterPath, QPainterPathStroker, QPen,
-                           QPixmap, QPolygonF)
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QIcon,
+    QImage,
+    QPainter,
+    QPainterPath,
+    QPainterPathStroker,
+    QPen,
+    QPixmap,
+    QPolygonF,
+)
 
 STATES: tuple[str, ...] = ("idle", "syncing", "paused", "attention", "error", "offline")
 SIZES: tuple[int, ...] = (16, 20, 22, 24, 32, 48, 64)

@@ -11,14 +11,12 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from core.paths import Paths
+from core.secrets import API_TOKEN as TOKEN_SECRET
 from ui.client import ApiClient, ApiFailure
 from ui.pages import alive, role_label
-
-from core.secrets import API_TOKEN as TOKEN_SECRET
 
 
 class SignInDialog(QDialog):
@@ -142,6 +140,6 @@ class SignInDialog(QDialog):
         self.token_edit.setFocus()
         self.token_edit.selectAll()
 
-    def done(self, result: int) -> None:  # noqa: A003 - Qt's name
+    def done(self, result: int) -> None:
         self._attempt += 1  # an answer still in flight no longer matters
         super().done(result)

@@ -25,16 +25,33 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+    QWizard,
+    QWizardPage,
+)
 
 from core.paths import Paths
+from core.secrets import API_TOKEN as TOKEN_SECRET
+from core.secrets import RCM_SECRET
 from ui.pages import Worker, alive
 from ui.pages.settings import DAY_LABEL, FORMATS, days_spec, parse_days
 
-from core.secrets import RCM_SECRET
-from core.secrets import API_TOKEN as TOKEN_SECRET
 _KEY = re.compile(r"'([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*)'")
 
 
@@ -351,9 +368,9 @@ class AccountPage(QWizardPage):
 
         def work() -> str:
             # No engine yet: open the store directly (the documented exception, see the module doc).
-            from core import secrets
             from agent.store import Store
             from agent.users import add_user
+            from core import secrets
 
             store = Store.open(paths, key_source)
             try:
@@ -515,8 +532,8 @@ class FirstRunWizard(QWizard):
 
     def save(self, error: QLabel, *, secret: str) -> bool:
         """Write the validated config atomically and the secret to the keyring."""
-        from core import secrets
         from agent.api import write_config
+        from core import secrets
         from core.errors import ChargeBridgeError
 
         try:

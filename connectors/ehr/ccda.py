@@ -31,8 +31,8 @@ from typing import Any
 import defusedxml.ElementTree as DET
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
-from core.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected
 from connectors.ehr.base import ParseError
+from core.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected
 
 NAME = "ccda"
 

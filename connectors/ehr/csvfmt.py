@@ -26,19 +26,6 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from core.model import (
-    Address,
-    BadValue,
-    ChargeLine,
-    Coverage,
-    Diagnosis,
-    Encounter,
-    Parsed,
-    Patient,
-    Provider,
-    Rejected,
-    std_decimal,
-)
 from connectors.ehr.base import ParseError
 from connectors.ehr.csvio import (  # noqa: F401  (re-exported: csvfmt.pack_directory etc. are public)
     DELIMITERS,
@@ -51,6 +38,19 @@ from connectors.ehr.csvio import (  # noqa: F401  (re-exported: csvfmt.pack_dire
     pack_directory,
     read_table,
     sniff_delimiter,
+)
+from core.model import (
+    Address,
+    BadValue,
+    ChargeLine,
+    Coverage,
+    Diagnosis,
+    Encounter,
+    Parsed,
+    Patient,
+    Provider,
+    Rejected,
+    std_decimal,
 )
 
 NAME = "csv"
@@ -186,7 +186,7 @@ def _build_profile(label: str, raw: dict[str, Any]) -> Profile:
 
     constants = {str(k): str(v) for k, v in (raw.get("constants") or {}).items()}
     for k in constants:
-        if k not in FIELDS and k not in CONSTANT_ONLY or k == "encounter_id":
+        if (k not in FIELDS and k not in CONSTANT_ONLY) or k == "encounter_id":
             raise bad(f"unknown constant '{k}'; constants may set any field except encounter_id, "
                       "or source_system / dx_system")
     required = tuple(raw.get("required") or ())

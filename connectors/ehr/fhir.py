@@ -34,11 +34,19 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-from core.model import (
-    Address, ChargeLine, Coverage, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected,
-)
 from connectors.ehr.base import ParseError
 from connectors.ehr.fhir_read import R4_RESOURCE_TYPES, Item, load  # noqa: F401  (R4_RESOURCE_TYPES: public)
+from core.model import (
+    Address,
+    ChargeLine,
+    Coverage,
+    Diagnosis,
+    Encounter,
+    Parsed,
+    Patient,
+    Provider,
+    Rejected,
+)
 
 NAME = "fhir"
 

@@ -21,11 +21,19 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from core.model import (
-    Address, ChargeLine, Coverage, Diagnosis, Encounter, Parsed, Patient, PatientUpdate,
-    Provider, Rejected,
-)
 from connectors.ehr.base import ParseError
+from core.model import (
+    Address,
+    ChargeLine,
+    Coverage,
+    Diagnosis,
+    Encounter,
+    Parsed,
+    Patient,
+    PatientUpdate,
+    Provider,
+    Rejected,
+)
 
 NAME = "hl7v2"
 
@@ -39,8 +47,7 @@ _BOM = b"\xef\xbb\xbf"
 _BATCH = frozenset({"FHS", "BHS", "BTS", "FTS"})
 # Segment IDs that may be named in a reason (anything else could be a fragment of text).
 _KNOWN_SEGMENTS = frozenset(
-    "EVN PID PD1 PV1 PV2 FT1 DG1 PR1 IN1 IN2 IN3 GT1 NK1 ORC OBR OBX NTE SCH TQ1 RGS AIS AIG "
-    "AIL AIP ROL PRT ZPI".split()
+    ["EVN", "PID", "PD1", "PV1", "PV2", "FT1", "DG1", "PR1", "IN1", "IN2", "IN3", "GT1", "NK1", "ORC", "OBR", "OBX", "NTE", "SCH", "TQ1", "RGS", "AIS", "AIG", "AIL", "AIP", "ROL", "PRT", "ZPI"]
 )
 
 # HL7 table 0211 (MSH-18) -> Python codec. ASCII maps to None: the default chain

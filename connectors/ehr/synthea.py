@@ -33,6 +33,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from connectors.ehr.base import ParseError
+from connectors.ehr.csvfmt import Profile
+from connectors.ehr.csvio import decode, gc_paused, iter_zip_tables, norm_header, read_table
 from core.model import (
     Address,
     ChargeLine,
@@ -44,9 +47,6 @@ from core.model import (
     Provider,
     Rejected,
 )
-from connectors.ehr.base import ParseError
-from connectors.ehr.csvfmt import Profile
-from connectors.ehr.csvio import decode, gc_paused, iter_zip_tables, norm_header, read_table
 
 REQUIRED_TABLES: dict[str, tuple[str, ...]] = {
     "patients.csv": ("Id", "BIRTHDATE", "FIRST", "LAST", "GENDER"),

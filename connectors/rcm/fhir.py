@@ -16,15 +16,15 @@ import re
 import threading
 import time
 import uuid
-from urllib.parse import quote, urlencode
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import requests
 
-from core.model import Encounter
 from connectors.rcm.base import PushResult, RemoteCharge, RemoteLine, TargetError
+from core.model import Encounter
 
 log = logging.getLogger("chargebridge.rcm.fhir")
 
@@ -257,7 +257,7 @@ def build_transaction(encounters: Sequence[Encounter],
     entries: list[dict[str, Any]] = []
     seen: dict[str, str] = {}  # conditional URL -> fullUrl, so a patient seen twice is created once
     claim_index: list[int] = []
-    created = datetime.now(timezone.utc).date().isoformat()
+    created = datetime.now(UTC).date().isoformat()
 
     def add(resource: dict[str, Any], system: str, value: str) -> str:
         cond = _ifnone(system, value)
@@ -447,7 +447,7 @@ def _retry_after(r: requests.Response) -> float | None:
         from email.utils import parsedate_to_datetime
 
         try:
-            return max(0.0, (parsedate_to_datetime(v) - datetime.now(timezone.utc)).total_seconds())
+            return max(0.0, (parsedate_to_datetime(v) - datetime.now(UTC)).total_seconds())
         except (TypeError, ValueError):
             return None
 

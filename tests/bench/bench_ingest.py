@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from agent import config as configmod
-from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.store import Store
 from agent.watch import WatchService
+from core.paths import Paths
 from tests.helpers import CSV_HEADER, csv_row, dft
 
 N_HL7_FILES, HL7_PER_FILE = 200, 100

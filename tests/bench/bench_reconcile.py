@@ -28,7 +28,7 @@ def _sides(n_lines: int) -> tuple[list[LocalCharge], list[RemoteCharge]]:
         if kind == 1:  # orphan at the RCM
             remote.append(RemoteCharge(f"R{i}", "", f"X{i}", "Roe", "Ann", "1980-01-01", lc.dos, "", ["J02.9"], lines))
             continue
-        rlines = [RemoteLine(**{**ln.__dict__}) for ln in lines]
+        rlines = [RemoteLine(**ln.__dict__) for ln in lines]
         if kind in (2, 3):  # a changed field
             rlines[0] = RemoteLine("99213", [], "2", "98.00", "2026-10-01", ["I10"])
         rident = "" if kind == 4 else ident  # keyed by the RCM itself: matched by patient + date

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from core.model import standardize
 from connectors.ehr import hl7v2
 from connectors.rcm.fhir import FhirTarget, build_transaction
+from core.model import standardize
 from tests.conftest import ROOT, run_cli
 from tests.helpers import dft
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from agent import config as configmod
 from agent.engine import Engine
-from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.users import add_user
+from core.paths import Paths
 from tests.helpers import dft
 
 N = 100_000

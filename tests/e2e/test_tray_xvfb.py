@@ -20,8 +20,19 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, run_cli
-from tests.e2e.xvfb import (embedded_in_tray, require_tools, screenshot, selection_owner, stop_pid, stop_process,
-                            trayer, wait_for, window_tree, x_env, xvfb)
+from tests.e2e.xvfb import (
+    embedded_in_tray,
+    require_tools,
+    screenshot,
+    selection_owner,
+    stop_pid,
+    stop_process,
+    trayer,
+    wait_for,
+    window_tree,
+    x_env,
+    xvfb,
+)
 from tests.helpers import FAMILIES, dft
 
 ARTIFACTS = Path(os.environ.get("CHARGEBRIDGE_ARTIFACTS") or ROOT / "tests" / "artifacts")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.model import Encounter, PatientUpdate
 from connectors.ehr import detect_format, get_parser
+from core.model import Encounter, PatientUpdate
 from tests.conftest import DATA, run_cli
 
 

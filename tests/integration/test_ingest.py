@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.pipeline import Pipeline
-from tests.conftest import DATA, run_cli
+from tests.conftest import run_cli
 from tests.helpers import FAMILIES, GIVENS, dft
 
 
@@ -136,8 +136,8 @@ def test_store_holds_no_plaintext_phi(tmp_path: Path, keyring_ok) -> None:
 
 
 def test_lock_refuses_a_second_writer(tmp_path: Path, keyring_ok) -> None:
-    from core.errors import LockHeld
     from agent.lock import HomeLock
+    from core.errors import LockHeld
 
     home = tmp_path / "home"
     home.mkdir()

@@ -7,7 +7,8 @@ import copy
 import json
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -243,7 +244,7 @@ def test_example_transaction_creates_linked_resources(clean_peer: FhirPeer) -> N
     assert resp["type"] == "transaction-response"
     assert [e["response"]["status"] for e in resp["entry"]] == ["201"] * len(EXAMPLE["entry"])
     loc = {e["resource"]["resourceType"]: e["response"]["location"] for e in resp["entry"]}
-    assert counts(clean_peer) == {t: 1 for t in TYPES}
+    assert counts(clean_peer) == dict.fromkeys(TYPES, 1)
 
     claim = clean_peer.fhir("GET", loc["Claim"]).json()
     assert claim["patient"]["reference"] == loc["Patient"]
@@ -270,7 +271,7 @@ def test_same_transaction_twice_is_exactly_once(clean_peer: FhirPeer) -> None:
     assert [e["response"]["status"] for e in second.json()["entry"]] == ["200"] * len(EXAMPLE["entry"])
     assert ([e["response"]["location"] for e in first.json()["entry"]]
             == [e["response"]["location"] for e in second.json()["entry"]])
-    assert counts(clean_peer) == {t: 1 for t in TYPES}
+    assert counts(clean_peer) == dict.fromkeys(TYPES, 1)
 
 
 def test_new_claim_for_existing_patient_reuses_it(clean_peer: FhirPeer) -> None:
@@ -282,7 +283,7 @@ def test_new_claim_for_existing_patient_reuses_it(clean_peer: FhirPeer) -> None:
                         "Encounter": "200", "Claim": "201"}
     patient_loc = entry_of(first, "Patient")["response"]["location"]
     assert entry_of(r.json(), "Claim")["resource"]["patient"]["reference"] == patient_loc
-    assert counts(clean_peer) == {**{t: 1 for t in TYPES}, "Claim": 2}
+    assert counts(clean_peer) == {**dict.fromkeys(TYPES, 1), "Claim": 2}
 
 
 def test_invalid_entry_fails_whole_transaction(clean_peer: FhirPeer) -> None:
@@ -294,7 +295,7 @@ def test_invalid_entry_fails_whole_transaction(clean_peer: FhirPeer) -> None:
     text = issues_text(r.json())
     assert "Bundle.entry[5]" in text and "Claim.status" in text
     assert "Bundle.entry[0]" in text and "banana" in text
-    assert counts(clean_peer) == {t: 0 for t in TYPES}
+    assert counts(clean_peer) == dict.fromkeys(TYPES, 0)
 
 
 def test_failed_transaction_rolls_back(clean_peer: FhirPeer) -> None:
@@ -333,7 +334,7 @@ def test_misspelt_if_none_exist_in_bundle_is_400(clean_peer: FhirPeer) -> None:
     r = clean_peer.fhir("POST", "", json=bundle)
     assert r.status_code == 400
     assert "identfier" in issues_text(r.json()) and "Bundle.entry[5]" in issues_text(r.json())
-    assert counts(clean_peer) == {t: 0 for t in TYPES}
+    assert counts(clean_peer) == dict.fromkeys(TYPES, 0)
 
 
 def test_conditional_transaction_is_limited_to_8_entries(clean_peer: FhirPeer) -> None:
@@ -506,6 +507,6 @@ def test_reset_and_stats(clean_peer: FhirPeer) -> None:
     clean_peer.reset()
     assert clean_peer.admin("faults")["faults"] == []
     assert clean_peer.stats() == {"requests": 0, "fhir_requests": 0, "token_requests": 0, "faults_served": 0}
-    assert counts(clean_peer) == {t: 0 for t in TYPES}
+    assert counts(clean_peer) == dict.fromkeys(TYPES, 0)
     r = requests.get(f"{clean_peer.base_url}/Patient", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 200  # tokens survive a reset

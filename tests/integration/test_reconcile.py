@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
-from core.paths import Paths
-from agent.store import Store
 from connectors.rcm.fhir import ID_CLAIM
+from core.paths import Paths
 from tests.conftest import run_cli
-from tests.helpers import dft
 from tests.integration.test_sync import make_home, sync
 
 WINDOW = ("--from", "2026-10-01", "--to", "2026-10-31")
@@ -85,8 +82,8 @@ def seeded(tmp_path: Path, clean_peer, keyring_ok):
     orphan["patient"] = {"reference": f"Patient/{r.json()['id']}"}
     assert peer.fhir("POST", "Claim", json=orphan).status_code == 201
     # a scheduled visit (SIU) 10 days ago that never produced a charge
-    siu = (f"MSH|^~\\&|EHR|TESTFAC|CB|BILL|202610010800||SIU^S12|S1|P|2.5.1\rSCH|APT9|APT9|||||Visit||15|min|"
-           f"^^15^20261015090000^20261015091500\rPID|1||MRN900001^^^TESTFAC^MR||Quist^Anna||19800101|F\r")
+    siu = ("MSH|^~\\&|EHR|TESTFAC|CB|BILL|202610010800||SIU^S12|S1|P|2.5.1\rSCH|APT9|APT9|||||Visit||15|min|"
+           "^^15^20261015090000^20261015091500\rPID|1||MRN900001^^^TESTFAC^MR||Quist^Anna||19800101|F\r")
     (home.parent / "siu.hl7").write_text(siu)
     run_cli("ingest", str(home.parent / "siu.hl7"), home=home)
     return home, peer

@@ -6,21 +6,18 @@ import datetime as dt
 import json
 import signal
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-from core.paths import Paths
 from agent.store import Store
+from connectors.rcm.fhir import ID_CLAIM
+from core.paths import Paths
 from tests.conftest import ROOT, run_cli
 from tests.helpers import dft
-from connectors.rcm.fhir import ID_CLAIM
 
 
 def make_home(tmp_path: Path, peer, *, n: int = 6, secret: str | None = None, extra: str = "",
@@ -110,8 +107,8 @@ def test_server_rejection_rejects_only_that_encounter(tmp_path: Path, clean_peer
 
 def test_expired_token_is_refreshed_once(tmp_path: Path, clean_peer, keyring_ok) -> None:
     home = make_home(tmp_path, clean_peer, n=2)
-    from agent.engine import Engine
     from agent import config as configmod
+    from agent.engine import Engine
 
     eng = Engine(Paths.resolve(home), configmod.load(home / "chargebridge.toml"))
     eng.open_local()
@@ -142,7 +139,7 @@ def test_throttling_honours_retry_after(tmp_path: Path, clean_peer, keyring_ok, 
     rc, res = sync(home)
     assert rc == 1 and res["failed"] == 3 and res["delivered"] == 0
     rows = outbox_rows(home)
-    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=100)).isoformat()
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=100)).isoformat()
     assert all(r[0] == "failed" and r[2] > soon for r in rows)
     rc, res = sync(home)  # even "sync now" waits for the server's Retry-After
     assert "wait until" in res["skipped"]

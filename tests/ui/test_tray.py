@@ -7,8 +7,8 @@ cover the no-tray fallback. The real XEmbed tray is exercised by tests/e2e/test_
 from __future__ import annotations
 
 import itertools
-import sys
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -336,9 +336,10 @@ def test_app_signs_in_again_when_the_saved_token_is_refused(engine: Engine, qtbo
     then the tray follows the engine and "Open ChargeBridge" shows a window. The other
     engineer's window and dialog are swapped for the plain-Qt fallbacks, so this tests only
     this app's flow."""
+    from PySide6.QtWidgets import QInputDialog
+
     from agent import keys
     from core.client import TOKEN_SECRET
-    from PySide6.QtWidgets import QInputDialog
     from ui.app import Bootstrap
 
     monkeypatch.setitem(sys.modules, "ui.main_window", None)  # import → ImportError → fallback

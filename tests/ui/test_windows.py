@@ -23,11 +23,11 @@ from PySide6.QtWidgets import QApplication, QWidget
 from agent import config as configmod
 from agent import keys
 from agent.engine import Engine
-from core.paths import Paths
 from agent.reconcile import diff as reconcile_diff
 from agent.reconcile import local_from_row
 from agent.store import now
 from connectors.rcm.base import RemoteCharge, RemoteLine
+from core.paths import Paths
 from tests.conftest import ROOT, start_test_engine
 from tests.helpers import FAMILIES, dft
 from ui.app import protect_none_refcount

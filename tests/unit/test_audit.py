@@ -19,10 +19,10 @@ import requests
 from agent import audit
 from agent import config as configmod
 from agent.audit import GENESIS, Problem
-from core.paths import Paths
 from agent.pipeline import Pipeline
 from agent.store import Store
 from agent.users import add_user
+from core.paths import Paths
 from tests.conftest import run_cli
 
 COLS = ("seq", "at", "actor", "action", "target", "before_sha256", "after_sha256", "detail", "prev_hash", "hash")

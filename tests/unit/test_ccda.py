@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.model import Encounter, Rejected, standardize
 from connectors.ehr import ccda, get_parser
 from connectors.ehr.base import ParseError
+from core.model import Encounter, Rejected, standardize
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ccda"
 CPT = "2.16.840.1.113883.6.12"

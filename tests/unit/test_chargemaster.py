@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from agent.chargemaster import BUILTIN, Chargemaster, ChargemasterError, norm_system, npi_with_check_digit
-from core.model import ChargeLine, Diagnosis, Encounter, Patient, Provider, standardize
 from agent.validate import npi_is_valid, validate
 from connectors.ehr import csvfmt
+from core.model import ChargeLine, Diagnosis, Encounter, Patient, Provider, standardize
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SYNTHEA = DATA / "synthea-csv"

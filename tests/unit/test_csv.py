@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core.model import Encounter, Rejected, standardize
 from connectors.ehr import csvfmt, get_parser
 from connectors.ehr.base import ParseError
+from core.model import Encounter, Rejected, standardize
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GENERIC = DATA / "csv" / "generic-charges.csv"

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.model import Encounter, Rejected, standardize
 from connectors.ehr import fhir, get_parser
 from connectors.ehr.base import ParseError
+from core.model import Encounter, Rejected, standardize
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "fhir"
 TEMIKA = DATA / "Temika453_Wuckert783_b37f7960-7e9e-f3f7-f891-79ae4f632406.json"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from core.model import Encounter, PatientUpdate, Rejected, standardize
 from connectors.ehr import get_parser, hl7v2
 from connectors.ehr.base import ParseError
+from core.model import Encounter, PatientUpdate, Rejected, standardize
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hl7v2"
 SUPPORTED = "ChargeBridge reads DFT^P03, ADT^A04/A08 and SIU^S12"

@@ -2,8 +2,21 @@ from __future__ import annotations
 
 import pytest
 
-from core.model import (Address, ChargeLine, Diagnosis, Encounter, Patient, BadValue, standardize, std_date,
-                         std_decimal, std_icd10, std_name_part, std_phone, std_zip)
+from core.model import (
+    Address,
+    BadValue,
+    ChargeLine,
+    Diagnosis,
+    Encounter,
+    Patient,
+    standardize,
+    std_date,
+    std_decimal,
+    std_icd10,
+    std_name_part,
+    std_phone,
+    std_zip,
+)
 
 
 @pytest.mark.parametrize("raw,iso", [

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from agent import keys
-from core.errors import KeyringUnavailable, StoreKeyError
 from agent.store import Store
+from core.errors import KeyringUnavailable, StoreKeyError
 from tests.conftest import ROOT
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from core.model import Address, ChargeLine, Diagnosis, Encounter, Patient, Provider, standardize
 from agent.validate import npi_is_valid, validate
+from core.model import Address, ChargeLine, Diagnosis, Encounter, Patient, Provider, standardize
 
 GOOD_NPI = "1234567893"  # the CMS example NPI (check digit 3)
 

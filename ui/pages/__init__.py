@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 import shiboken6
@@ -255,7 +255,7 @@ def parse_ts(iso: str) -> datetime | None:
         dt = datetime.fromisoformat(iso)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def when(iso: str, *, now: datetime | None = None) -> str:
@@ -263,7 +263,7 @@ def when(iso: str, *, now: datetime | None = None) -> str:
     dt = parse_ts(iso)
     if dt is None:
         return ""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     secs = (now - dt).total_seconds()
     return f"{dt.astimezone().strftime('%Y-%m-%d %H:%M')} ({relative(secs)})"
 

@@ -3,8 +3,16 @@ refuses others); front-desk users get a plain explanation instead of an error.""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QStackedWidget,
-                               QTableView, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QStackedWidget,
+    QTableView,
+    QWidget,
+)
 
 from ui.client import ApiFailure
 from ui.models import ACTION_LABEL, AuditModel

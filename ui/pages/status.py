@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCommandLinkButton, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCommandLinkButton,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ui.client import ApiFailure
 from ui.pages import Page, Session, alive, gate, parse_ts, relative, when
@@ -174,7 +182,7 @@ class StatusPage(Page):
             self.next_sync_label.setText("paused — press Resume sync")
         elif nxt:
             dt = parse_ts(nxt)
-            secs = (dt - datetime.now(timezone.utc)).total_seconds() if dt else 0
+            secs = (dt - datetime.now(UTC)).total_seconds() if dt else 0
             self.next_sync_label.setText(f"{when(nxt).split(' (')[0]} ({relative(-secs) if secs > 0 else 'now'})")
         else:
             self.next_sync_label.setText("not scheduled")

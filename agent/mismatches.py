@@ -11,7 +11,7 @@ from typing import Any
 
 from agent import audit
 from agent.store import Store, now
-from core.model import ChargeLine, Diagnosis, Encounter
+from core.model import ChargeLine, Diagnosis, Encounter, content_hash
 
 ACTIONS = ("resend", "accept-rcm", "ignore")
 ALLOWED = {
@@ -137,7 +137,6 @@ def _mark_delivered(store: Store, enc_id: int, remote_ids: dict[str, str]) -> No
 
 def _accept_remote(store: Store, enc_id: int, remote: dict[str, Any], *, actor: str) -> None:
     """Rewrite the local encounter with the RCM's codes, units, charges, diagnoses and date."""
-    import hashlib
 
     enc = _encounter(store, enc_id)
     before = enc.to_dict()
@@ -154,11 +153,11 @@ def _accept_remote(store: Store, enc_id: int, remote: dict[str, Any], *, actor: 
     if remote.get("rendering_npi"):
         enc.rendering.npi = remote["rendering_npi"]
     data = enc.to_dict()
-    blob = json.dumps(data, separators=(",", ":"))
+    blob = enc.to_json()
     with store.tx():
         version = store.conn.execute("SELECT version FROM encounters WHERE id = ?", (enc_id,)).fetchone()[0] + 1
         store.conn.execute("UPDATE encounters SET data = ?, content_hash = ?, version = ?, dos = ?, updated_at = ? "
-                           "WHERE id = ?", (blob, hashlib.sha256(blob.encode()).hexdigest(), version, enc.dos_start,
+                           "WHERE id = ?", (blob, content_hash(blob), version, enc.dos_start,
                                             now(), enc_id))
         store.event("encounter.accepted_rcm", encounter_id=enc_id, detail={"version": version})
         audit.record(store, actor=actor, action="encounter.accept_rcm", target=f"encounter:{enc_id}",

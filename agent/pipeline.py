@@ -22,7 +22,7 @@ from typing import Any
 from agent import audit
 from agent.store import Store, now
 from agent.validate import has_errors, validate
-from core.model import Encounter, Finding, PatientUpdate, Rejected, standardize, standardize_patient
+from core.model import Encounter, Finding, PatientUpdate, Rejected, content_hash, standardize, standardize_patient
 
 log = logging.getLogger("chargebridge.pipeline")
 
@@ -319,9 +319,8 @@ class Pipeline:
     def _encounter_row(self, enc: Encounter) -> tuple[Any, ...]:
         """Everything the store needs for one encounter, computed outside the write transaction."""
         state, findings = self.prepare(enc)
-        # to_dict() has a fixed key order, so the JSON (and its hash) is canonical without sort_keys
-        blob = json.dumps(enc.to_dict(), separators=(",", ":"))
-        chash = hashlib.sha256(blob.encode()).hexdigest()
+        blob = enc.to_json()
+        chash = content_hash(blob)
         fjson = json.dumps([f.to_dict() for f in findings]) if findings else "[]"
         return (enc.business_key, enc.kind, enc.source, enc.source_id, state, enc.patient.mrn, enc.dos_start,
                 blob, fjson, chash, len(findings))
@@ -380,7 +379,7 @@ class Pipeline:
             return
         pdata = _asdict(upd.patient)
         blob = json.dumps({"patient": pdata, "event": upd.event}, sort_keys=True)
-        chash = hashlib.sha256(json.dumps(pdata, sort_keys=True).encode()).hexdigest()
+        chash = content_hash(json.dumps(pdata, sort_keys=True))
         key = upd.business_key
         row = conn.execute("SELECT content_hash FROM patients WHERE business_key = ?", (key,)).fetchone()
         if row is not None and row[0] == chash:

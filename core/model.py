@@ -17,6 +17,13 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+
+def content_hash(blob: str) -> str:
+    """The one content hash of a stored record (encounter, patient): SHA-256 of its JSON text.
+    Same hash = same content, which is how a re-export is told from a revision."""
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
@@ -108,9 +115,10 @@ class Encounter:
         system = self.source_system or self.source
         return f"{self.kind}|{system}|{self.source_id}"
 
-    def content_hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+    def to_json(self) -> str:
+        """The stored form. ``to_dict()`` has a fixed key order, so this text (and its
+        :func:`content_hash`) is canonical without ``sort_keys``."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def to_dict(self) -> dict[str, Any]:
         # Hand-written rather than dataclasses.asdict: asdict deep-copies every leaf and was

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent import config as configmod
+from agent.cli_context import Context
 from agent.cli_engine import (
     _cli_actor,
     cmd_audit,
@@ -36,50 +36,10 @@ from agent.cli_engine import (
     cmd_users,
 )
 from core.errors import ChargeBridgeError, ConfigError
-from core.paths import Paths
 
 log = logging.getLogger("chargebridge")
 
 SYNTHEA_MARKERS = ("patients.csv", "encounters.csv", "claims.csv")
-
-
-def _setup_logging(paths: Paths, verbose: bool) -> None:
-    paths.ensure()
-    root = logging.getLogger("chargebridge")
-    if root.handlers:
-        return
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    fh = logging.handlers.RotatingFileHandler(paths.logs / "chargebridge.log", maxBytes=5_000_000,
-                                              backupCount=5, encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
-    root.addHandler(fh)
-    eh = logging.StreamHandler(sys.stderr)
-    eh.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    eh.setFormatter(logging.Formatter("chargebridge: %(message)s"))
-    root.addHandler(eh)
-
-
-class Context:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.paths = Paths.resolve(args.home)
-        self.config = configmod.load(self.paths.config)
-        _setup_logging(self.paths, getattr(args, "verbose", False))
-
-    def open_store(self, *, create: bool = True):  # type: ignore[no-untyped-def]
-        from agent.store import Store
-
-        return Store.open(self.paths, self.config.key_source, create=create)
-
-    def lock(self, purpose: str):  # type: ignore[no-untyped-def]
-        from agent.lock import HomeLock
-
-        return HomeLock(self.paths.lock, purpose)
-
-    def pipeline(self, store, chargemaster: str | None = None):  # type: ignore[no-untyped-def]
-        from agent.pipeline import Pipeline
-
-        cm = self.config.chargemaster if chargemaster is None else chargemaster
-        return Pipeline(store, max_file_bytes=self.config.max_file_bytes, chargemaster=cm)
 
 
 def _expand(paths: list[str]) -> Iterator[tuple[Path, bool]]:
@@ -119,7 +79,8 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
 
                 cm = args.chargemaster if args.chargemaster is not None else (
                     ctx.config.chargemaster or "synthea-demo")
-                out = ctx.pipeline(store, cm).ingest_bytes(pack_directory(path, only=USED_TABLES), origin=str(path), fmt="csv",
+                packed = pack_directory(path, only=USED_TABLES)
+                out = ctx.pipeline(store, cm).ingest_bytes(packed, origin=str(path), fmt="csv",
                                                            profile=args.profile or "synthea")
                 totals.add(out)
                 if out.quarantined:
@@ -265,7 +226,8 @@ def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
             fixes.append(fix)
 
     print(f"ChargeBridge {__version__}, home {ctx.paths.home}")
-    check(True, f"config {ctx.paths.config.name} " + ("is valid" if ctx.paths.config.exists() else "not present (defaults)"))
+    present = ctx.paths.config.exists()
+    check(True, f"config {ctx.paths.config.name} " + ("is valid" if present else "not present (defaults)"))
     if ctx.config.key_source == "keyring":
         ok, desc = keys.keyring_status()
         check(ok, desc, keys.KEYRING_FIX)

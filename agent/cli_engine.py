@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import ChargeBridgeError, ConfigError
 
 if TYPE_CHECKING:
-    from agent.cli import Context
+    from agent.cli_context import Context
 
 
 def _cli_actor() -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import config as configmod
 from core.paths import Paths
+from core.states import Severity
 
 DEMO_FILES = {
     "hl7": ["visit-20261120-0001.hl7", "visits-20261121.hl7", "schedule-20261119.hl7", "truncated-export.hl7"],
@@ -96,7 +97,7 @@ def _report(store: Any, handled: int, dropped: int) -> int:
         print(f"{r['id']:>3}  {r['state']:<12} {r['source']:<6} {r['source_id'][:14]:<14} {r['dos']:<10} "
               f"{codes[:24]:<24} {total:>9.2f}")
         for f in r["findings"]:
-            if f["severity"] == "error":
+            if f["severity"] == Severity.ERROR:
                 print(f"{'':>5}needs review: {f['message']}")
     q = store.quarantine_list()
     print(f"\nQuarantine: {len(q)}")

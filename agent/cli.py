@@ -36,6 +36,7 @@ from agent.cli_engine import (
     cmd_users,
 )
 from core.errors import ChargeBridgeError, ConfigError
+from core.states import EncounterState, FindingKind, ResolveAction, Role, Severity
 
 log = logging.getLogger("chargebridge")
 
@@ -136,7 +137,7 @@ def cmd_encounters(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':>6}  {'state':<12} {'source':<6} {'date':<10}  lines  findings")
     for r in rows:
-        errs = [f for f in r["findings"] if f["severity"] == "error"]
+        errs = [f for f in r["findings"] if f["severity"] == Severity.ERROR]
         first = f"  {errs[0]['message']}" if errs else ""
         print(f"{r['id']:>6}  {r['state']:<12} {r['source']:<6} {r['dos']:<10}  {len(r['data']['lines']):>5}"
               f"  {len(errs):>8}{first}")
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("encounters", help="list encounters")
-    s.add_argument("--state", choices=["ready", "needs_review", "expected"])
+    s.add_argument("--state", choices=[v.value for v in EncounterState])
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--offset", type=int, default=0)
     s.add_argument("--json", action="store_true")
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     us = s.add_subparsers(dest="action", required=True)
     ua = us.add_parser("add", help="create a user and print its token once")
     ua.add_argument("name")
-    ua.add_argument("--role", required=True, choices=["front_desk", "manager", "admin"])
+    ua.add_argument("--role", required=True, choices=[v.value for v in Role])
     ua.add_argument("--save", action="store_true", help="also keep the token in this machine's keyring for the CLI")
     us.add_parser("list")
     s.set_defaults(func=cmd_users)
@@ -377,13 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("mismatches", help="the mismatch queue")
     s.add_argument("--all", action="store_true", help="include resolved, ignored and closed ones")
-    s.add_argument("--kind", choices=["missing_in_rcm", "orphan_in_rcm", "field_mismatch", "missing_charge"])
+    s.add_argument("--kind", choices=[v.value for v in FindingKind if v != FindingKind.MATCHED])
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_mismatches)
 
     s = sub.add_parser("resolve", help="resolve a mismatch")
     s.add_argument("id", type=int)
-    s.add_argument("--action", required=True, choices=["resend", "accept-rcm", "ignore"])
+    s.add_argument("--action", required=True, choices=[v.value for v in ResolveAction])
     s.add_argument("--reason")
     s.set_defaults(func=cmd_resolve)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,18 @@ from typing import Any
 from agent import audit
 from agent.store import Store, now
 from agent.validate import has_errors, validate
+from connectors.ehr.limits import DEFAULT as DEFAULT_BUDGETS
+from connectors.ehr.limits import Budgets
 from core.model import Encounter, Finding, PatientUpdate, Rejected, content_hash, standardize, standardize_patient
+from core.states import DocumentStatus, EncounterKind, EncounterState
 
 log = logging.getLogger("chargebridge.pipeline")
 
 CHUNK = 1024 * 1024
+# A document whose processing was started this many times without finishing (the process died,
+# e.g. out of memory, or an unexpected error escaped) is quarantined instead of tried again.
+MAX_ATTEMPTS = 3
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass
@@ -79,9 +87,10 @@ class Totals:
 
 class Pipeline:
     def __init__(self, store: Store | None, *, max_file_bytes: int = 50 * 1024 * 1024,
-                 chargemaster: str = "") -> None:
+                 chargemaster: str = "", budgets: Budgets | None = None) -> None:
         self.store: Store = store  # type: ignore[assignment]  # None only inside parse workers
         self.max_file_bytes = max_file_bytes
+        self.budgets = budgets or DEFAULT_BUDGETS
         self._chargemaster_name = chargemaster
         self._chargemasters: dict[str, Any] = {}
         self._events: list[tuple[Any, ...]] = []
@@ -105,7 +114,7 @@ class Pipeline:
     def ingest_bytes(self, data: bytes, *, origin: str, source: str = "cli", fmt: str = "auto",
                      profile: str = "") -> Outcome:
         doc_id, status = self.admit(data, origin=origin, source=source, fmt=fmt, profile=profile)
-        if status != "pending":
+        if status != DocumentStatus.PENDING:
             log.debug("document %d already %s (same sha256)", doc_id, status)
             return self._seen_before(doc_id, status)
         return self.process(doc_id)
@@ -114,7 +123,7 @@ class Pipeline:
         """Same bytes again. A file quarantined before still belongs in the quarantine folder
         (e.g. the engine died between committing it and moving it there)."""
         out = Outcome(document_id=doc_id, status="duplicate", duplicates=1)
-        if status == "quarantined":
+        if status == DocumentStatus.QUARANTINED:
             out.seen_quarantined = True
             out.reasons = [f"{p}: {r}" if p else r for p, r in self.store.conn.execute(
                 "SELECT part, reason FROM quarantine WHERE document_id = ? ORDER BY id", (doc_id,))]
@@ -132,19 +141,20 @@ class Pipeline:
         from collections import deque
         from concurrent.futures import Future, ProcessPoolExecutor
 
-        window: deque[tuple[Path, int, Future[Analysis], tuple[bytes, str, str, str]]] = deque()
+        window: deque[tuple[Path, int, Future[Analysis]]] = deque()
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may run watcher threads
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(self.max_file_bytes, self._chargemaster_name)) as pool:
+                                 initargs=(self.max_file_bytes, self._chargemaster_name, self.budgets)) as pool:
 
             def drain(limit: int) -> Iterator[tuple[Path, Outcome]]:
                 while len(window) > limit:
-                    path, doc_id, fut, args = window.popleft()
+                    path, doc_id, fut = window.popleft()
                     try:
                         analysis = fut.result()
                     except Exception as exc:  # broken worker: do the work here instead
                         log.warning("parse worker failed (%s); parsing in-process", type(exc).__name__)
-                        analysis = self.analyze(*args)
+                        yield path, self.process(doc_id)  # counted: a file that kills us is not retried forever
+                        continue
                     yield path, self.commit(doc_id, analysis)
 
             for path, fmt, profile in jobs:
@@ -158,11 +168,11 @@ class Pipeline:
                     yield path, Outcome(status="vanished")
                     continue
                 doc_id, status = self.admit(data, origin=str(path), source="cli", fmt=fmt, profile=profile)
-                if status != "pending":
+                if status != DocumentStatus.PENDING:
                     yield path, self._seen_before(doc_id, status)
                     continue
                 args = (data, fmt, profile, path.name)
-                window.append((path, doc_id, pool.submit(_worker_analyze, *args), args))
+                window.append((path, doc_id, pool.submit(_worker_analyze, *args)))
                 yield from drain(workers * 2)
             yield from drain(0)
 
@@ -176,16 +186,17 @@ class Pipeline:
         with self.store.tx():
             cur = conn.execute(
                 "INSERT INTO documents (sha256, origin, source, format, profile, size, content, status, received_at)"
-                " VALUES (?,?,?,?,?,?,?, 'pending', ?)",
-                (sha, origin, source, fmt, profile, len(data), data, now()),
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (sha, origin, source, fmt, profile, len(data), data, DocumentStatus.PENDING, now()),
             )
             doc_id = int(cur.lastrowid)
             self.store.event("document.received", document_id=doc_id, detail={"size": len(data)})
-        return doc_id, "pending"
+        return doc_id, DocumentStatus.PENDING
 
     def recover(self) -> list[Outcome]:
         """Finish documents committed by a run that crashed before processing them."""
-        ids = [r[0] for r in self.store.conn.execute("SELECT id FROM documents WHERE status = 'pending' ORDER BY id")]
+        ids = [r[0] for r in self.store.conn.execute("SELECT id FROM documents WHERE status = ? ORDER BY id",
+                                                     (DocumentStatus.PENDING,))]
         if ids:
             log.info("recovering %d document(s) left pending by an earlier run", len(ids))
         return [self.process(i) for i in ids]
@@ -211,7 +222,7 @@ class Pipeline:
             conn.execute(
                 "UPDATE quarantine SET resolved_at = ?, resolution = 'reprocessed' "
                 "WHERE document_id = ? AND resolved_at IS NULL", (now(), doc_id))
-            conn.execute("UPDATE documents SET status = 'pending' WHERE id = ?", (doc_id,))
+            conn.execute("UPDATE documents SET status = ?, attempts = 0 WHERE id = ?", (DocumentStatus.PENDING, doc_id))
             self.store.event("document.reprocess", document_id=doc_id, detail={"quarantine_id": quarantine_id})
             audit.record(self.store, actor=actor, action="quarantine.reprocess", target=f"quarantine:{quarantine_id}",
                          detail={"document_id": doc_id})
@@ -219,13 +230,34 @@ class Pipeline:
 
     # -- processing ----------------------------------------------------------------------
     def process(self, doc_id: int) -> Outcome:
-        origin, fmt, profile, content = self.store.conn.execute(
-            "SELECT origin, format, profile, content FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        """Analyse and commit one stored document. The attempt is counted (and committed) first,
+        so a document that kills the process every time it is read -- out of memory, a crash in
+        a library -- is quarantined after :data:`MAX_ATTEMPTS` instead of blocking every start."""
+        conn = self.store.conn
+        with self.store.tx():
+            conn.execute("UPDATE documents SET attempts = attempts + 1 WHERE id = ?", (doc_id,))
+        origin, fmt, profile, content, attempts = conn.execute(
+            "SELECT origin, format, profile, content, attempts FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if attempts > MAX_ATTEMPTS:
+            log.error("document %d: %d attempts did not finish; quarantining it", doc_id, attempts - 1)
+            return self.commit(doc_id, Analysis(fmt=fmt, file_reason=(
+                f"reading this file was started {attempts - 1} times and never finished (the engine stopped "
+                "or ran out of memory while reading it); it is kept in the store and not read again - check "
+                "that the export is a normal file of its format, then reprocess it or report it to support")))
         return self.commit(doc_id, self.analyze(bytes(content or b""), fmt, profile, Path(origin).name))
 
     def analyze(self, content: bytes, fmt: str, profile: str, name: str) -> Analysis:
         """Parse, standardize, validate and serialize one document. Touches no store, so it can
-        run in a worker process while the main process commits the previous file."""
+        run in a worker process while the main process commits the previous file.
+
+        Never raises: whatever goes wrong becomes the file's quarantine reason."""
+        try:
+            return self._analyze(content, fmt, profile, name)
+        except Exception as exc:  # MemoryError, RecursionError, a bug: quarantine, don't block the home
+            log.error("analysing a %s file failed with %s", fmt, type(exc).__name__)
+            return Analysis(fmt=fmt, file_reason=_unexpected(fmt or "input", exc))
+
+    def _analyze(self, content: bytes, fmt: str, profile: str, name: str) -> Analysis:
         from connectors.ehr import detect_format, get_parser
         from connectors.ehr.base import ParseError
 
@@ -242,18 +274,32 @@ class Pipeline:
             return a
         try:
             parser = get_parser(fmt)
-            items = list(parser.parse(content, name=name, options={"profile": profile}))
+            items = list(parser.parse(content, name=name, options={"profile": profile, "budgets": self.budgets}))
         except ParseError as exc:
             a.file_reason = str(exc)
         except Exception as exc:  # a reader bug must not stop the engine or lose the file
             log.error("a %s reader failed with %s", fmt, type(exc).__name__)
-            a.file_reason = (f"the {fmt} reader failed unexpectedly ({type(exc).__name__}); the file is kept "
-                             "in the store — report this to ChargeBridge support, then reprocess it")
+            a.file_reason = _unexpected(fmt, exc)
         if not a.file_reason and not items:
             a.file_reason = f"no encounters, charges or patient updates found in this {fmt} file"
+        max_lines = self.budgets.max_lines_per_encounter
+        n = 0
         for item in items:
             if isinstance(item, Encounter):
-                a.rows.append(self._encounter_row(item))
+                n += 1
+                if len(item.lines) > max_lines:
+                    a.others.append(Rejected(f"encounter {n}", (
+                        f"the encounter has {len(item.lines):,} charge lines, over the limit of {max_lines:,} per "
+                        "encounter (ingest.max_lines_per_encounter); check the export - one visit is not billed "
+                        "with that many lines")))
+                    continue
+                try:
+                    a.rows.append(self._encounter_row(item))
+                except Exception as exc:  # one encounter must not sink the file, nor escape
+                    log.error("checking encounter %d of a %s file failed with %s", n, fmt, type(exc).__name__)
+                    a.others.append(Rejected(f"encounter {n}", (
+                        f"the encounter could not be checked ({type(exc).__name__}); the file is kept in the "
+                        "store - report this to ChargeBridge support, then reprocess it")))
             elif isinstance(item, (Rejected, PatientUpdate)):
                 a.others.append(item)
         return a
@@ -265,14 +311,22 @@ class Pipeline:
         fmt = a.fmt
         self._events = []
         file_reason, items, rows = a.file_reason, a.others, a.rows
+        cap = max(1, self.budgets.max_quarantine_per_file)
+        overflow: list[Rejected] = []
         with self.store.tx():
             if file_reason:
                 self._quarantine(doc_id, "", file_reason, out)
             for item in items:
                 if isinstance(item, Rejected):
-                    self._quarantine(doc_id, item.part, item.reason, out)
+                    if out.quarantined < cap:
+                        self._quarantine(doc_id, item.part, item.reason, out)
+                    else:
+                        overflow.append(item)
                 elif isinstance(item, PatientUpdate):
                     self._upsert_patient(doc_id, item, out)
+            if overflow:
+                self._quarantine(doc_id, f"{len(overflow):,} more parts", _overflow_reason(overflow, cap), out)
+                out.quarantined += len(overflow) - 1
             self._store_encounters(doc_id, rows, out)
             if out.accepted:
                 out.status = "partial" if out.quarantined else "accepted"
@@ -283,7 +337,7 @@ class Pipeline:
             if self._events:
                 conn.executemany("INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
                                  self._events)
-            doc_status = "quarantined" if out.status == "quarantined" else "processed"
+            doc_status = DocumentStatus.QUARANTINED if out.status == "quarantined" else DocumentStatus.PROCESSED
             conn.execute("UPDATE documents SET status = ?, processed_at = ?, format = ? WHERE id = ?",
                          (doc_status, now(), fmt or "auto", doc_id))
         log.info("document %d: %s (accepted %d, duplicates %d, quarantined %d)",
@@ -312,9 +366,12 @@ class Pipeline:
             findings += self._chargemaster(self._chargemaster_name).apply(enc)
         findings += standardize(enc)
         findings += validate(enc)
-        if enc.kind == "expected":
-            return "expected", findings
-        return ("needs_review" if has_errors(findings) else "ready"), findings
+        if len(findings) > 1:  # standardize and validate may both report one unreadable value
+            seen: set[tuple[str, str]] = set()
+            findings = [f for f in findings if (f.code, f.field) not in seen and not seen.add((f.code, f.field))]
+        if enc.kind == EncounterKind.EXPECTED:
+            return EncounterState.EXPECTED, findings
+        return (EncounterState.NEEDS_REVIEW if has_errors(findings) else EncounterState.READY), findings
 
     def _encounter_row(self, enc: Encounter) -> tuple[Any, ...]:
         """Everything the store needs for one encounter, computed outside the write transaction."""
@@ -414,8 +471,8 @@ class Pipeline:
         with self.store.tx():
             cur = conn.execute(
                 "INSERT INTO documents (sha256, origin, source, format, profile, size, content, status, received_at,"
-                " processed_at) VALUES (?,?,?,?,?,?,NULL,'quarantined',?,?)",
-                (sha, str(path), source, fmt, profile, size, now(), now()))
+                " processed_at) VALUES (?,?,?,?,?,?,NULL,?,?,?)",
+                (sha, str(path), source, fmt, profile, size, DocumentStatus.QUARANTINED, now(), now()))
             out.document_id = int(cur.lastrowid)
             self._quarantine(out.document_id, "", reason, out)
         return out
@@ -424,9 +481,9 @@ class Pipeline:
 _WORKER: Pipeline | None = None
 
 
-def _worker_init(max_file_bytes: int, chargemaster: str) -> None:
+def _worker_init(max_file_bytes: int, chargemaster: str, budgets: Budgets) -> None:
     global _WORKER
-    _WORKER = Pipeline(None, max_file_bytes=max_file_bytes, chargemaster=chargemaster)
+    _WORKER = Pipeline(None, max_file_bytes=max_file_bytes, chargemaster=chargemaster, budgets=budgets)
 
 
 def _worker_analyze(content: bytes, fmt: str, profile: str, name: str) -> Analysis:
@@ -438,3 +495,28 @@ def _asdict(obj: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(obj)
+
+
+def _unexpected(fmt: str, exc: BaseException) -> str:
+    """A quarantine reason for a failure no reader anticipated, naming the problem when known."""
+    if isinstance(exc, RecursionError):
+        return (f"the {fmt} file is nested too deeply to read (elements inside elements, thousands of "
+                "levels); no EHR export looks like that - export it again")
+    if isinstance(exc, MemoryError):
+        return (f"the {fmt} file needs more memory to read than this computer has; split the export into "
+                "smaller files and drop them again")
+    return (f"the {fmt} reader failed unexpectedly ({type(exc).__name__}); the file is kept in the store - "
+            "report this to ChargeBridge support, then reprocess it")
+
+
+def _overflow_reason(rest: list[Rejected], shown: int) -> str:
+    """One entry for the parts over the per-file quarantine budget: how many, and the usual reason
+    (reasons hold no data values, only positions, so the most common one is safe to repeat)."""
+    counts: dict[str, int] = {}
+    for r in rest[:10_000]:
+        key = _DIGITS.sub("#", r.reason)
+        counts[key] = counts.get(key, 0) + 1
+    common = max(counts, key=counts.__getitem__)
+    example = next(r.reason for r in rest if _DIGITS.sub("#", r.reason) == common)
+    return (f"{len(rest):,} more parts of this file could not be used, beyond the {shown} listed separately "
+            f"(ingest.max_quarantine_per_file); most are like this: {example}")

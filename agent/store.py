@@ -181,6 +181,12 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
             "DELETE FROM encounter_search WHERE rowid = old.id; END",
         ],
     ),
+    (
+        5,
+        # Processing attempts per document: a document that never finishes (the process dies
+        # reading it) is quarantined after a few tries instead of blocking every start.
+        ["ALTER TABLE documents ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"],
+    ),
 ]
 
 

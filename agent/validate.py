@@ -10,11 +10,20 @@ from __future__ import annotations
 import os
 import re
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
-from core.model import Encounter, Finding
+from core.model import (
+    MAX_LINES_PER_ENCOUNTER,
+    MAX_MONEY,
+    MAX_UNITS,
+    MONEY_PLACES,
+    UNITS_PLACES,
+    BadValue,
+    Encounter,
+    Finding,
+    read_decimal,
+)
 
 CPT_RE = re.compile(r"^\d{4}[0-9FTU]$")
 HCPCS_RE = re.compile(r"^[A-V]\d{4}$")
@@ -109,7 +118,8 @@ def validate(enc: Encounter, *, today: date | None = None) -> list[Finding]:
         add(Finding("dos.missing", "dos_start", "date of service is missing"))
     elif ISO_RE.match(enc.dos_start):
         if enc.kind == "charge" and enc.dos_start > today.isoformat():
-            add(Finding("dos.future", "dos_start", "date of service is in the future; charges are billed after the visit"))
+            add(Finding("dos.future", "dos_start",
+                        "date of service is in the future; charges are billed after the visit"))
         if p.dob and ISO_RE.match(p.dob) and enc.dos_start < p.dob:
             add(Finding("dos.before_birth", "dos_start", "date of service is before the patient's date of birth"))
         if enc.dos_end and ISO_RE.match(enc.dos_end) and enc.dos_end < enc.dos_start:
@@ -124,10 +134,10 @@ def validate(enc: Encounter, *, today: date | None = None) -> list[Finding]:
         add(Finding("npi.missing", "rendering.npi", "rendering provider NPI is missing"))
     elif not npi_is_valid(npi):
         add(Finding("npi.check_digit", "rendering.npi",
-                    f"rendering provider NPI {npi} is not a valid NPI (10 digits with a correct check digit)"))
+                    f"rendering provider NPI {_shown(npi)} is not a valid NPI (10 digits with a correct check digit)"))
     if enc.billing.npi and not npi_is_valid(enc.billing.npi):
         add(Finding("npi.check_digit", "billing.npi",
-                    f"billing provider NPI {enc.billing.npi} is not a valid NPI"))
+                    f"billing provider NPI {_shown(enc.billing.npi)} is not a valid NPI"))
 
     # -- diagnoses -------------------------------------------------------------------
     if not enc.diagnoses:
@@ -135,12 +145,12 @@ def validate(enc: Encounter, *, today: date | None = None) -> list[Finding]:
     for i, dx in enumerate(enc.diagnoses):
         f = f"diagnoses[{i}]"
         if dx.system != "ICD-10-CM":
-            add(Finding("dx.system", f, f"diagnosis {dx.code} is coded in {dx.system}, not ICD-10-CM; "
+            add(Finding("dx.system", f, f"diagnosis {_shown(dx.code)} is coded in {_shown(dx.system)}, not ICD-10-CM; "
                         "map it in the chargemaster or recode it"))
             continue
         status = icd10_status(dx.code)
         if status == "unknown":
-            add(Finding("dx.unknown", f, f"{dx.code} is not an ICD-10-CM code"))
+            add(Finding("dx.unknown", f, f"{_shown(dx.code)} is not an ICD-10-CM code"))
         elif status == "header":
             add(Finding("dx.not_billable", f, f"{dx.code} is an ICD-10-CM category, not a billable code; "
                         "add the missing characters"))
@@ -148,48 +158,65 @@ def validate(enc: Encounter, *, today: date | None = None) -> list[Finding]:
     # -- charge lines ----------------------------------------------------------------
     if not enc.lines:
         add(Finding("lines.missing", "lines", "no charge lines: nothing to bill for this encounter"))
+    elif len(enc.lines) > MAX_LINES_PER_ENCOUNTER:
+        add(Finding("lines.count", "lines", f"{len(enc.lines):,} charge lines; an encounter takes at most "
+                    f"{MAX_LINES_PER_ENCOUNTER} - check the export"))
     for i, ln in enumerate(enc.lines):
         f = f"lines[{i}]"
         if ln.code_system == "CPT":
             if not CPT_RE.match(ln.code):
-                add(Finding("code.format", f"{f}.code", f"{ln.code} is not a CPT code (5 characters: 4 digits, then a digit or F/T/U)"))
+                add(Finding("code.format", f"{f}.code",
+                            f"{_shown(ln.code)} is not a CPT code (5 characters: 4 digits, then a digit or F/T/U)"))
         elif ln.code_system == "HCPCS":
             if not HCPCS_RE.match(ln.code):
-                add(Finding("code.format", f"{f}.code", f"{ln.code} is not a HCPCS Level II code (a letter A-V and 4 digits)"))
+                add(Finding("code.format", f"{f}.code",
+                            f"{_shown(ln.code)} is not a HCPCS Level II code (a letter A-V and 4 digits)"))
         else:
-            add(Finding("code.system", f"{f}.code", f"charge code {ln.code} is coded in {ln.code_system}, not CPT/HCPCS; "
+            add(Finding("code.system", f"{f}.code",
+                        f"charge code {_shown(ln.code)} is coded in {_shown(ln.code_system)}, not CPT/HCPCS; "
                         "map it in the chargemaster"))
         if len(ln.modifiers) > MAX_MODIFIERS:
-            add(Finding("modifiers.count", f"{f}.modifiers", f"{len(ln.modifiers)} modifiers; a line takes at most {MAX_MODIFIERS}"))
+            add(Finding("modifiers.count", f"{f}.modifiers",
+                        f"{len(ln.modifiers)} modifiers; a line takes at most {MAX_MODIFIERS}"))
         for m in ln.modifiers:
             if not MODIFIER_RE.match(m):
-                add(Finding("modifier.format", f"{f}.modifiers", f"modifier {m} is not 2 letters/digits"))
+                add(Finding("modifier.format", f"{f}.modifiers", f"modifier {_shown(m)} is not 2 letters/digits"))
         if len(ln.dx_pointers) > MAX_POINTERS:
-            add(Finding("pointers.count", f"{f}.dx_pointers", f"{len(ln.dx_pointers)} diagnosis pointers; a line takes at most {MAX_POINTERS}"))
+            add(Finding("pointers.count", f"{f}.dx_pointers",
+                        f"{len(ln.dx_pointers)} diagnosis pointers; a line takes at most {MAX_POINTERS}"))
         for ptr in ln.dx_pointers:
             if not 1 <= ptr <= len(enc.diagnoses):
                 add(Finding("pointer.range", f"{f}.dx_pointers", f"diagnosis pointer {ptr} points at no diagnosis "
                             f"(the encounter has {len(enc.diagnoses)})"))
         if not ln.dx_pointers and enc.diagnoses:
-            add(Finding("pointer.missing", f"{f}.dx_pointers", "line has no diagnosis pointer; the first diagnosis will be used",
-                        severity="warning"))
+            add(Finding("pointer.missing", f"{f}.dx_pointers",
+                        "line has no diagnosis pointer; the first diagnosis will be used", severity="warning"))
+        # Numbers go through the model's checked reader: validation never raises on a
+        # hostile value (NaN, sNaN, 1e999999999), it reports it.
         try:
-            units = Decimal(ln.units)
-        except (InvalidOperation, TypeError):
-            units = Decimal(0)
-            if not any(x.field == f"{f}.units" for x in out):
-                add(Finding("units.format", f"{f}.units", "units is not a number"))
-        if units <= 0:
-            add(Finding("units.range", f"{f}.units", "units must be greater than 0"))
+            units = read_decimal(ln.units, limit=MAX_UNITS, places=UNITS_PLACES, what="units")
+        except BadValue as exc:
+            add(Finding("units.format", f"{f}.units", f"{exc}; enter the units (0 < units <= {MAX_UNITS:,})"))
+        else:
+            if units <= 0:
+                add(Finding("units.range", f"{f}.units", "units must be greater than 0"))
         if ln.unit_charge:
             try:
-                if Decimal(ln.unit_charge) < 0:
+                charge = read_decimal(ln.unit_charge, limit=MAX_MONEY, places=MONEY_PLACES, what="unit charge")
+            except BadValue as exc:
+                add(Finding("charge.format", f"{f}.unit_charge", f"{exc}; enter the amount"))
+            else:
+                if charge < 0:
                     add(Finding("charge.range", f"{f}.unit_charge", "unit charge is negative"))
-            except InvalidOperation:
-                pass
         if ln.service_date and ISO_RE.match(ln.service_date) and ln.service_date > today.isoformat():
             add(Finding("dos.future", f"{f}.service_date", "line date of service is in the future"))
     return out
+
+
+def _shown(value: str, limit: int = 24) -> str:
+    """A code as quoted in a message: codes are not PHI, but a file may put anything there."""
+    v = str(value)
+    return v if len(v) <= limit and v.isprintable() else v[:limit].encode("ascii", "replace").decode() + "..."
 
 
 def has_errors(findings: list[Finding]) -> bool:

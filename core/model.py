@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -86,9 +86,6 @@ class ChargeLine:
     unit_charge: str = ""  # decimal money text, "" when the source has no price
     line_id: str = ""
     service_date: str = ""  # ISO; "" means the encounter's date of service
-
-
-ENCOUNTER_KINDS = ("charge", "expected")
 
 
 @dataclass
@@ -427,24 +424,91 @@ def std_modifier(m: str) -> str:
     return _MOD_STRIP.sub("", m or "").upper()
 
 
+# ---------------------------------------------------------------------------
+# Numbers from outside: checked at the boundary
+#
+# Every unit count and amount an EHR sends passes :func:`read_decimal` before any arithmetic
+# or formatting. It reads plain ASCII decimal text only (``12``, ``-3.50``, ``.5``, ``1.5E2``
+# with at most a 2-digit exponent), at most ``MAX_NUMBER_CHARS`` characters, and refuses
+# ``NaN``, ``sNaN``, ``Infinity``, ``-0``, ``1_000``, Unicode digits and huge exponents -- so a
+# value like ``1e999999999`` is never written out as a billion-digit string. The ranges:
+#
+# * units: 0 < units <= 9,999, at most 4 decimal places (drug units like 0.25 are real)
+# * money: |amount| <= 10,000,000.00, at most 4 decimal places in the source, stored in cents
+# ---------------------------------------------------------------------------
+
+MAX_NUMBER_CHARS = 32
+MAX_UNITS = Decimal(9999)
+UNITS_PLACES = 4
+MAX_MONEY = Decimal(10_000_000)
+MONEY_PLACES = 4
+# Charge lines on one encounter (an 837P takes 50 per claim; a big visit has a few dozen).
+MAX_LINES_PER_ENCOUNTER = 999
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?")
+_MAX_ADJUSTED = 12  # |exponent| of a sane amount; checked before any arithmetic
+
+
+def read_decimal(value: Any, *, limit: Decimal, places: int, what: str = "value") -> Decimal:
+    """Text (or a Decimal/int from a JSON reader) -> a finite Decimal within ``+-limit`` with at
+    most ``places`` decimal places. Raises :class:`BadValue` naming ``what``, never the value."""
+    if isinstance(value, bool):
+        raise BadValue(f"{what} is not a number")
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int):
+        if not -10**15 < value < 10**15:
+            raise BadValue(f"{what} is out of range")
+        d = Decimal(value)
+    elif isinstance(value, str):
+        v = value.strip()
+        if len(v) > MAX_NUMBER_CHARS:
+            raise BadValue(f"{what} is not a number (more than {MAX_NUMBER_CHARS} characters)")
+        if not _NUMBER_TEXT.fullmatch(v):
+            raise BadValue(f"{what} is not a number")
+        d = Decimal(v)
+    else:
+        raise BadValue(f"{what} is not a number")
+    if not d.is_finite():
+        raise BadValue(f"{what} is not a number")
+    if d.is_zero():
+        if d.is_signed():
+            raise BadValue(f"{what} is negative zero")
+        return Decimal(0)
+    if not -_MAX_ADJUSTED <= d.adjusted() <= _MAX_ADJUSTED or abs(d) > limit:
+        raise BadValue(f"{what} is out of range (the largest allowed is {limit:,})")
+    if d.as_tuple().exponent < -places and d != d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN):
+        raise BadValue(f"{what} has more than {places} decimal places")
+    return d
+
+
+def money_text(d: Decimal) -> str:
+    """A checked amount -> text with exactly 2 decimal places (cents, half-even)."""
+    return format(d.quantize(_CENT), "f")
+
+
+def units_text(d: Decimal) -> str:
+    """A checked unit count -> its shortest text ('2', '0.5')."""
+    d = d.normalize()
+    return format(d.quantize(Decimal(1)) if d == d.to_integral() else d, "f")
+
+
+_CENT = Decimal("0.01")
+
+
 def std_decimal(value: str, *, places: int | None = None) -> str:
-    """'$1,234.5' -> '1234.50' (places=2). Raises :class:`BadValue` on junk."""
+    """'$1,234.5' -> '1234.50' (places=2). Raises :class:`BadValue` on junk or an absurd size.
+
+    ``places`` given: an amount (money range, rounded to that many places); else a unit count
+    (units range, shortest form).
+    """
     v = (value or "").strip().replace(",", "").replace("$", "")
     if not v:
         return ""
-    try:
-        d = Decimal(v)
-    except InvalidOperation as exc:
-        raise BadValue("not a number") from exc
-    if not d.is_finite():
-        raise BadValue("not a number")
     if places is not None:
-        d = d.quantize(Decimal(1).scaleb(-places))
-    else:
-        d = d.normalize()
-        if d == d.to_integral():
-            d = d.quantize(Decimal(1))
-    return format(d, "f")
+        d = read_decimal(v, limit=MAX_MONEY, places=max(places, MONEY_PLACES), what="amount")
+        return format(d.quantize(Decimal(1).scaleb(-places)), "f")
+    d = read_decimal(v, limit=MAX_UNITS, places=UNITS_PLACES, what="units")
+    return units_text(d)
 
 
 def standardize(enc: Encounter) -> list[Finding]:
@@ -483,19 +547,33 @@ def standardize(enc: Encounter) -> list[Finding]:
         line.code = _WS.sub("", line.code or "").upper()
         line.code_system = std_proc_system(line.code_system, line.code)
         line.modifiers = [m for m in (std_modifier(x) for x in line.modifiers) if m]
+        # A refused number is dropped (set to ""), not kept: the raw document holds what the
+        # EHR sent, and no later reader (sync, X12, the window) ever sees NaN or 1e999999999.
         try:
-            line.units = std_decimal(str(line.units)) or "1"
-        except BadValue:
-            findings.append(Finding("units.format", f"lines[{i}].units", "units is not a number"))
+            line.units = std_decimal(_text_of(line.units)) or "1"
+        except BadValue as exc:
+            findings.append(Finding("units.format", f"lines[{i}].units",
+                                    f"{exc}; the source value was dropped - enter the units (0 < units <= 9999)"))
+            line.units = ""
         try:
-            line.unit_charge = std_decimal(str(line.unit_charge), places=2)
-        except BadValue:
-            findings.append(
-                Finding("charge.format", f"lines[{i}].unit_charge", "unit charge is not an amount")
-            )
+            line.unit_charge = std_decimal(_text_of(line.unit_charge), places=2)
+        except BadValue as exc:
+            findings.append(Finding("charge.format", f"lines[{i}].unit_charge",
+                                    f"unit charge: {exc}; the source value was dropped - enter the amount"))
+            line.unit_charge = ""
         if line.service_date:
             line.service_date = _date(f"lines[{i}].service_date", line.service_date)
     return findings
+
+
+def _text_of(value: Any) -> str:
+    """A model field that should be text; a reader that left a number there is tolerated."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Decimal) or (isinstance(value, int) and not isinstance(value, bool)
+                                      and -10**15 < value < 10**15):
+        return str(value)  # a huge Decimal prints as 1E+999999999, which read_decimal refuses
+    return "" if value is None else "?"
 
 
 def standardize_patient(p: Patient, findings: list[Finding] | None = None) -> None:

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors.ehr import FORMATS as _EHR_FORMATS
+from connectors.rcm import target_types
 from core.errors import ConfigError
+from core.urls import check_url
 
-FORMATS = ("auto", "hl7v2", "csv", "fhir", "ccda")
+FORMATS = ("auto", *_EHR_FORMATS)  # the registered EHR formats
 AFTER_ACTIONS = ("archive", "move")
 OBSERVERS = ("native", "polling")
 KEY_SOURCES = ("keyring", "passphrase")
@@ -119,9 +122,9 @@ def load(path: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path.name} is not valid TOML: {exc}", "correct the syntax at that line")
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}", "correct the syntax at that line") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path.name} cannot be read: {exc}", "check the file's permissions")
+        raise ConfigError(f"{path.name} cannot be read: {exc}", "check the file's permissions") from None
     cfg = parse(raw, origin=path.name)
     cfg.source = path
     return cfg
@@ -149,7 +152,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
             v.fail(f"rcm.{secret_key}", "must not be in the config file (secrets live in the OS keyring)",
                    "remove it and run: chargebridge rcm set-secret")
     cfg.rcm = RcmConfig(
-        type=v.choice(rcm, "rcm.type", "", ("", "fhir")),
+        type=v.choice(rcm, "rcm.type", "", ("", *target_types())),
         base_url=v.string(rcm, "rcm.base_url", ""),
         token_url=v.string(rcm, "rcm.token_url", ""),
         client_id=v.string(rcm, "rcm.client_id", ""),
@@ -161,8 +164,8 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     )
     if cfg.rcm.type and not cfg.rcm.base_url:
         v.fail("rcm.base_url", "is required when rcm.type is set", "the RCM's FHIR base URL (https://...)")
-    if cfg.rcm.base_url and not cfg.rcm.base_url.startswith(("https://", "http://127.", "http://localhost")):
-        v.fail("rcm.base_url", "must use https", "an https:// URL (plain http only on loopback)")
+    for url_key in ("rcm.base_url", "rcm.token_url"):  # every URL in the config: one parsed rule
+        v.url(rcm, url_key)
     if cfg.rcm.type and cfg.rcm.auth == "client_credentials" and not (cfg.rcm.token_url and cfg.rcm.client_id):
         v.fail("rcm.token_url", "and rcm.client_id are required for OAuth2 client credentials",
                "the RCM's token URL and client id (the secret goes in the keyring)")
@@ -234,7 +237,12 @@ class _Validator:
         self.origin = origin
 
     def fail(self, key: str, problem: str, allowed: str) -> None:
-        raise ConfigError(f"{self.origin}: '{key}' {problem}", f"allowed: {allowed}")
+        raise ConfigError(f"{self.origin}: '{key}' {problem}", f"allowed: {allowed}", key=key)
+
+    def url(self, t: dict[str, Any], key: str) -> str:
+        """An optional URL setting: "" or an address that passes :func:`core.urls.check_url`."""
+        val = self.string(t, key, "")
+        return check_url(val, key=key, what=f"{self.origin}: '{key}'") if val else ""
 
     def known(self, t: dict[str, Any], section: str, allowed: set[str]) -> None:
         for k in t:

@@ -11,14 +11,16 @@ from typing import Any
 
 from agent import audit
 from agent.store import Store, now
+from connectors.rcm.base import Target
 from core.model import ChargeLine, Diagnosis, Encounter, content_hash
+from core.states import FindingKind, FindingStatus, OutboxState, ResolveAction
 
-ACTIONS = ("resend", "accept-rcm", "ignore")
-ALLOWED = {
-    "missing_in_rcm": ("resend", "ignore"),
-    "field_mismatch": ("resend", "accept-rcm", "ignore"),
-    "orphan_in_rcm": ("accept-rcm", "ignore"),
-    "missing_charge": ("ignore",),
+RESEND, ACCEPT_RCM, IGNORE = ResolveAction.RESEND, ResolveAction.ACCEPT_RCM, ResolveAction.IGNORE
+ALLOWED: dict[str, tuple[ResolveAction, ...]] = {
+    FindingKind.MISSING_IN_RCM: (RESEND, IGNORE),
+    FindingKind.FIELD_MISMATCH: (RESEND, ACCEPT_RCM, IGNORE),
+    FindingKind.ORPHAN_IN_RCM: (ACCEPT_RCM, IGNORE),
+    FindingKind.MISSING_CHARGE: (IGNORE,),
 }
 
 
@@ -26,7 +28,8 @@ class ResolveError(Exception):
     """The action cannot be done; ``str()`` says why, for people."""
 
 
-def list_findings(store: Store, *, status: str | None = "open", kind: str | None = None) -> list[dict[str, Any]]:
+def list_findings(store: Store, *, status: str | None = FindingStatus.OPEN,
+                  kind: str | None = None) -> list[dict[str, Any]]:
     sql = ("SELECT id, kind, encounter_id, remote_id, dos, local, remote, diff, status, first_seen, last_seen, "
            "reopened, assignee, comments, resolution, resolved_by, resolved_at FROM findings")
     where, args = [], []
@@ -44,12 +47,12 @@ def list_findings(store: Store, *, status: str | None = "open", kind: str | None
     out = []
     today = datetime.now(UTC)
     for row in store.conn.execute(sql, args):
-        d = dict(zip(cols, row))
+        d = dict(zip(cols, row, strict=True))
         for k in ("local", "remote", "diff", "comments"):
             d[k] = json.loads(d[k])
         first = datetime.fromisoformat(d["first_seen"])
         d["age_days"] = (today - first).days
-        d["actions"] = list(ALLOWED.get(d["kind"], ()))
+        d["actions"] = [a.value for a in ALLOWED.get(d["kind"], ())]
         out.append(d)
     return out
 
@@ -59,7 +62,7 @@ def comment(store: Store, finding_id: int, *, actor: str, text: str, assignee: s
         row = store.conn.execute("SELECT comments FROM findings WHERE id = ?", (finding_id,)).fetchone()
         if row is None:
             raise ResolveError(f"no mismatch {finding_id}")
-        comments = json.loads(row[0]) + [{"at": now(), "by": actor, "text": text}]
+        comments = [*json.loads(row[0]), {"at": now(), "by": actor, "text": text}]
         store.conn.execute("UPDATE findings SET comments = ? WHERE id = ?", (json.dumps(comments), finding_id))
         if assignee is not None:
             store.conn.execute("UPDATE findings SET assignee = ? WHERE id = ?", (assignee, finding_id))
@@ -67,42 +70,44 @@ def comment(store: Store, finding_id: int, *, actor: str, text: str, assignee: s
                      detail={"assignee": assignee or ""})
 
 
-def resolve(store: Store, target: Any, finding_id: int, action: str, *, actor: str, reason: str = "") -> dict[str, Any]:
+def resolve(store: Store, target: Target | None, finding_id: int, action: str, *, actor: str,
+            reason: str = "") -> dict[str, Any]:
     row = store.conn.execute("SELECT kind, encounter_id, remote_id, status, remote FROM findings WHERE id = ?",
                              (finding_id,)).fetchone()
     if row is None:
         raise ResolveError(f"no mismatch {finding_id}; list them with chargebridge mismatches")
     kind, enc_id, remote_id, status, remote_json = row
-    if status not in ("open",):
+    if status != FindingStatus.OPEN:
         raise ResolveError(f"mismatch {finding_id} is {status}, not open")
     if action not in ALLOWED.get(kind, ()):
         raise ResolveError(f"'{action}' does not apply to a {kind.replace('_', ' ')} finding; "
                            f"use one of: {', '.join(ALLOWED.get(kind, ()))}")
-    if action == "ignore":
+    if action == IGNORE:
         if not reason.strip():
             raise ResolveError("ignoring a mismatch needs a reason (e.g. --reason \"not billable\")")
-        _close(store, finding_id, "ignored", f"ignored: {reason.strip()}", actor, action, enc_id)
-        return {"id": finding_id, "status": "ignored"}
-    if action == "resend":
+        _close(store, finding_id, FindingStatus.IGNORED, f"ignored: {reason.strip()}", actor, action, enc_id)
+        return {"id": finding_id, "status": FindingStatus.IGNORED.value}
+    if action == RESEND:
         if target is None:
             raise ResolveError("no RCM is configured, so nothing can be re-sent")
         enc = _encounter(store, enc_id)
-        corrections = {enc.business_key: remote_id} if kind == "field_mismatch" and remote_id else None
+        corrections = {enc.business_key: remote_id} if kind == FindingKind.FIELD_MISMATCH and remote_id else None
         result = target.push([enc], corrections=corrections)[0]
         if not result.delivered:
             raise ResolveError(f"the RCM refused the corrected claim: {result.reason}")
         _mark_delivered(store, enc_id, result.remote_ids)
-        _close(store, finding_id, "resolved", "re-sent the EHR version" + (" as a correction" if corrections else ""),
+        _close(store, finding_id, FindingStatus.RESOLVED,
+               "re-sent the EHR version" + (" as a correction" if corrections else ""),
                actor, action, enc_id, extra=result.remote_ids)
-        return {"id": finding_id, "status": "resolved", "remote_ids": result.remote_ids}
+        return {"id": finding_id, "status": FindingStatus.RESOLVED.value, "remote_ids": result.remote_ids}
     # accept-rcm
-    if kind == "orphan_in_rcm":
-        _close(store, finding_id, "resolved", "accepted as billed by the RCM" + (f": {reason}" if reason else ""),
-               actor, action, None)
-        return {"id": finding_id, "status": "resolved"}
+    if kind == FindingKind.ORPHAN_IN_RCM:
+        _close(store, finding_id, FindingStatus.RESOLVED,
+               "accepted as billed by the RCM" + (f": {reason}" if reason else ""), actor, action, None)
+        return {"id": finding_id, "status": FindingStatus.RESOLVED.value}
     _accept_remote(store, enc_id, json.loads(remote_json), actor=actor)
-    _close(store, finding_id, "resolved", "took the RCM's values locally", actor, action, enc_id)
-    return {"id": finding_id, "status": "resolved"}
+    _close(store, finding_id, FindingStatus.RESOLVED, "took the RCM's values locally", actor, action, enc_id)
+    return {"id": finding_id, "status": FindingStatus.RESOLVED.value}
 
 
 def _encounter(store: Store, enc_id: int) -> Encounter:
@@ -130,9 +135,10 @@ def _mark_delivered(store: Store, enc_id: int, remote_ids: dict[str, str]) -> No
         version = store.conn.execute("SELECT version FROM encounters WHERE id = ?", (enc_id,)).fetchone()[0]
         store.conn.execute(
             "INSERT INTO outbox (encounter_id, version, state, next_attempt_at, remote_ids, created_at, updated_at)"
-            " VALUES (?, ?, 'delivered', ?, ?, ?, ?) ON CONFLICT(encounter_id, version) DO UPDATE SET"
-            " state = 'delivered', remote_ids = excluded.remote_ids, last_error = '', updated_at = excluded.updated_at",
-            (enc_id, version, ts, json.dumps(remote_ids), ts, ts))
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(encounter_id, version) DO UPDATE SET"
+            " state = excluded.state, remote_ids = excluded.remote_ids, last_error = '',"
+            " updated_at = excluded.updated_at",
+            (enc_id, version, OutboxState.DELIVERED, ts, json.dumps(remote_ids), ts, ts))
 
 
 def _accept_remote(store: Store, enc_id: int, remote: dict[str, Any], *, actor: str) -> None:

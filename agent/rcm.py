@@ -1,16 +1,40 @@
-"""Builds the configured RCM target. Adding a vendor: a module under connectors/rcm and a line here."""
+"""Builds the configured RCM target from the registry (:data:`connectors.rcm.TARGETS`).
+
+Adding a vendor touches nothing here: a module under ``connectors/rcm`` and a line there.
+"""
 
 from __future__ import annotations
 
 from agent import keys
-from agent.config import Config
-from connectors.rcm.base import Target
+from agent.config import Config, RcmConfig
+from connectors.rcm import make_target as _registry_make
+from connectors.rcm.base import Target, TargetSettings
 from core.errors import ConfigError
 from core.paths import Paths
 from core.secrets import RCM_SECRET as SECRET
 
+__all__ = ["SECRET", "build_target", "make_target", "settings_of"]
+
+
+def settings_of(rc: RcmConfig) -> TargetSettings:
+    """The connector's view of an ``[rcm]`` section."""
+    return TargetSettings(base_url=rc.base_url, token_url=rc.token_url, client_id=rc.client_id, auth=rc.auth,
+                          timeout_seconds=rc.timeout_seconds, ca_bundle=rc.ca_bundle, bundle=rc.bundle)
+
+
+def build_target(rc: RcmConfig, secret: str) -> Target:
+    """A target for ``rc`` with ``secret`` (a saved or a candidate configuration, e.g. for a
+    connection test). Raises :class:`ConfigError` with the key at fault; URLs pass the same
+    rule (:func:`core.urls.check_url`) whichever way the settings came."""
+    if not rc.type:
+        raise ConfigError("no RCM is configured", "set [rcm] type (and its address) first", key="rcm.type")
+    if not secret:
+        raise ConfigError("no RCM secret was given", "type the client secret, or save it first", key="secret")
+    return _registry_make(rc.type, settings_of(rc), secret)
+
 
 def make_target(paths: Paths, cfg: Config) -> Target | None:
+    """The saved configuration's target with the keyring's secret; ``None`` when no RCM is set."""
     rc = cfg.rcm
     if not rc.type:
         return None
@@ -18,10 +42,4 @@ def make_target(paths: Paths, cfg: Config) -> Target | None:
     if not secret:
         raise ConfigError("the RCM secret is not in the OS keyring",
                           "run: chargebridge rcm set-secret (it reads the secret from a prompt or stdin)")
-    if rc.type == "fhir":
-        from connectors.rcm.fhir import FhirTarget
-
-        return FhirTarget(rc.base_url, token_url=rc.token_url, client_id=rc.client_id, secret=secret,
-                          auth=rc.auth, timeout=rc.timeout_seconds, ca_bundle=rc.ca_bundle,
-                          bundle=rc.bundle)
-    raise ConfigError(f"unknown RCM type {rc.type!r}", "use: fhir")
+    return build_target(rc, secret)

@@ -14,23 +14,23 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from agent.store import Store, now
-from connectors.rcm.base import RemoteCharge, RemoteLine
-from core.model import std_name_part
-
-KINDS = ("matched", "missing_in_rcm", "orphan_in_rcm", "field_mismatch", "missing_charge")
+from connectors.rcm.base import RemoteCharge, RemoteLine, Target
+from core.model import Encounter, std_name_part
+from core.states import EncounterKind, EncounterState, FindingKind, FindingStatus
 
 
 @dataclass
 class LocalCharge:
     encounter_id: int
     identifier: str
-    kind: str  # charge | expected
+    kind: str  # an EncounterKind: charge | expected
     mrn: str
     family: str
     given: str
@@ -43,16 +43,16 @@ class LocalCharge:
 
 @dataclass
 class Result:
-    kind: str
+    kind: FindingKind
     local: LocalCharge | None = None
     remote: RemoteCharge | None = None
     diff: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
-        if self.kind == "orphan_in_rcm":
+        if self.kind == FindingKind.ORPHAN_IN_RCM:
             assert self.remote is not None
-            return f"orphan_in_rcm|{self.remote.remote_id}"
+            return f"{FindingKind.ORPHAN_IN_RCM}|{self.remote.remote_id}"
         assert self.local is not None
         return f"{self.kind}|enc:{self.local.encounter_id}"
 
@@ -86,8 +86,8 @@ def _num(v: str) -> Decimal | None:
 
 def classify(local: list[LocalCharge], remote: list[RemoteCharge], *, today: date,
              missing_charge_days: int = 3) -> list[Result]:
-    charges = [lc for lc in local if lc.kind == "charge"]
-    expected = [lc for lc in local if lc.kind == "expected"]
+    charges = [lc for lc in local if lc.kind == EncounterKind.CHARGE]
+    expected = [lc for lc in local if lc.kind == EncounterKind.EXPECTED]
     by_ident: dict[str, RemoteCharge] = {}
     for rc in remote:
         if rc.identifier:
@@ -96,10 +96,10 @@ def classify(local: list[LocalCharge], remote: list[RemoteCharge], *, today: dat
     pairs: list[tuple[LocalCharge, RemoteCharge]] = []
     unpaired: list[LocalCharge] = []
     for lc in charges:
-        rc = by_ident.get(lc.identifier)
-        if rc is not None and rc.remote_id not in used:
-            used.add(rc.remote_id)
-            pairs.append((lc, rc))
+        hit = by_ident.get(lc.identifier)
+        if hit is not None and hit.remote_id not in used:
+            used.add(hit.remote_id)
+            pairs.append((lc, hit))
         else:
             unpaired.append(lc)
     # second pass: patient + date of service (+ codes) for claims the RCM keyed itself
@@ -130,15 +130,15 @@ def classify(local: list[LocalCharge], remote: list[RemoteCharge], *, today: dat
     results: list[Result] = []
     for lc, rc in pairs:
         d = diff(lc, rc)
-        results.append(Result("field_mismatch" if d else "matched", lc, rc, d))
-    results += [Result("missing_in_rcm", lc) for lc in missing]
-    results += [Result("orphan_in_rcm", remote=rc) for rc in remote if rc.remote_id not in used]
+        results.append(Result(FindingKind.FIELD_MISMATCH if d else FindingKind.MATCHED, lc, rc, d))
+    results += [Result(FindingKind.MISSING_IN_RCM, lc) for lc in missing]
+    results += [Result(FindingKind.ORPHAN_IN_RCM, remote=rc) for rc in remote if rc.remote_id not in used]
     # expected visits that never turned into a charge, locally or at the RCM
     billed = {(lc.mrn, lc.dos) for lc in charges} | {(rc.patient_mrn, rc.dos) for rc in remote}
     cutoff = (today - timedelta(days=missing_charge_days)).isoformat()
     for ex in expected:
         if ex.dos and ex.dos <= cutoff and (ex.mrn, ex.dos) not in billed:
-            results.append(Result("missing_charge", ex))
+            results.append(Result(FindingKind.MISSING_CHARGE, ex))
     return results
 
 
@@ -156,7 +156,7 @@ def _quick_equal(lc: LocalCharge, rc: RemoteCharge) -> bool:
         return False
     if (rc.patient_family and lc.family != rc.patient_family) or (rc.patient_given and lc.given != rc.patient_given):
         return False
-    for a, b in zip(lc.lines, rc.lines):
+    for a, b in zip(lc.lines, rc.lines, strict=True):
         if (a.code != b.code or a.modifiers != b.modifiers or a.units != b.units or a.unit_charge != b.unit_charge
                 or (b.dx_codes and a.dx_codes != b.dx_codes)
                 or (b.service_date and a.service_date and a.service_date != b.service_date)):
@@ -232,7 +232,7 @@ def persist(store: Store, results: list[Result], *, start: date, end: date) -> R
     """Fold one run into the mismatch queue: new findings open, old ones update, findings whose
     problem is gone close, and a problem that comes back after being resolved reopens."""
     counts = Counter(r.kind for r in results)
-    summary = RunSummary({k: counts.get(k, 0) for k in KINDS})
+    summary = RunSummary({k.value: counts.get(k, 0) for k in FindingKind})
     ts = now()
     seen: set[str] = set()
     conn = store.conn
@@ -241,7 +241,7 @@ def persist(store: Store, results: list[Result], *, start: date, end: date) -> R
             "SELECT id, fingerprint, status FROM findings WHERE dos BETWEEN ? AND ? OR dos = ''",
             (start.isoformat(), end.isoformat()))}
         for r in results:
-            if r.kind == "matched":
+            if r.kind == FindingKind.MATCHED:
                 continue
             fp = r.fingerprint
             seen.add(fp)
@@ -253,42 +253,42 @@ def persist(store: Store, results: list[Result], *, start: date, end: date) -> R
             fid, status = existing[fp]
             if fid is None:
                 conn.execute(
-                    "INSERT INTO findings (fingerprint, kind, encounter_id, remote_id, dos, local, remote, diff, status,"
-                    " first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?, 'open', ?, ?)",
+                    "INSERT INTO findings (fingerprint, kind, encounter_id, remote_id, dos, local, remote, diff,"
+                    " status, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (fp, r.kind, r.local.encounter_id if r.local else None, r.remote.remote_id if r.remote else "",
-                     dos, *payload, ts, ts))
+                     dos, *payload, FindingStatus.OPEN, ts, ts))
                 summary.opened += 1
-            elif status in ("resolved", "closed"):
-                conn.execute("UPDATE findings SET status = 'open', reopened = reopened + 1, last_seen = ?, local = ?,"
+            elif status in (FindingStatus.RESOLVED, FindingStatus.CLOSED):
+                conn.execute("UPDATE findings SET status = ?, reopened = reopened + 1, last_seen = ?, local = ?,"
                              " remote = ?, diff = ?, resolution = '', resolved_by = '', resolved_at = '' WHERE id = ?",
-                             (ts, *payload, fid))
+                             (FindingStatus.OPEN, ts, *payload, fid))
                 summary.reopened += 1
             else:  # open or ignored: same finding, fresh sides
                 conn.execute("UPDATE findings SET last_seen = ?, local = ?, remote = ?, diff = ? WHERE id = ?",
                              (ts, *payload, fid))
         for fp, (fid, status) in existing.items():
-            if fid is not None and fp not in seen and status == "open":
-                conn.execute("UPDATE findings SET status = 'closed', resolution = 'no longer found', "
-                             "resolved_at = ? WHERE id = ?", (ts, fid))
+            if fid is not None and fp not in seen and status == FindingStatus.OPEN:
+                conn.execute("UPDATE findings SET status = ?, resolution = 'no longer found', "
+                             "resolved_at = ? WHERE id = ?", (FindingStatus.CLOSED, ts, fid))
                 summary.closed += 1
         store.event("reconcile.run", detail=summary.to_dict())
     return summary
 
 
-def load_local(store: Store, start: date, end: date, identifier: Any) -> list[LocalCharge]:
-    """Documented encounters (and expected visits) with a date of service in the window."""
-    from core.model import Encounter
-
+def load_local(store: Store, start: date, end: date, identifier: Callable[[Encounter], str]) -> list[LocalCharge]:
+    """Documented encounters (and expected visits) with a date of service in the window;
+    ``identifier`` is the target's (:meth:`Target.identifier`), so pairing uses its scheme."""
     out = []
     for enc_id, kind, data in store.conn.execute(
-            "SELECT id, kind, data FROM encounters WHERE dos BETWEEN ? AND ? AND state IN "
-            "('ready', 'needs_review', 'expected')", (start.isoformat(), end.isoformat())):
+            "SELECT id, kind, data FROM encounters WHERE dos BETWEEN ? AND ? AND state IN (?, ?, ?)",
+            (start.isoformat(), end.isoformat(), EncounterState.READY, EncounterState.NEEDS_REVIEW,
+             EncounterState.EXPECTED)):
         d = json.loads(data)
         out.append(local_from_row(int(enc_id), str(kind), d, identifier(Encounter.from_dict(d))))
     return out
 
 
-def run(store: Store, target: Any, *, start: date, end: date, today: date | None = None,
+def run(store: Store, target: Target, *, start: date, end: date, today: date | None = None,
         missing_charge_days: int = 3) -> RunSummary:
     remote = target.fetch_charges(start, end)
     local = load_local(store, start, end, target.identifier)

@@ -20,6 +20,7 @@ from typing import Any
 from agent.store import Store, now
 from connectors.rcm.base import Target, TargetError
 from core.model import Encounter
+from core.states import EncounterKind, EncounterState, OutboxState, TargetErrorKind
 
 log = logging.getLogger("chargebridge.sync")
 
@@ -34,7 +35,7 @@ class SyncResult:
     failed: int = 0
     remaining: int = 0
     error: str = ""
-    error_kind: str = ""
+    error_kind: TargetErrorKind | str = ""  # "" when the run had no error
     skipped: str = ""  # why the run did nothing (paused, breaker open, no RCM)
     rejections: list[dict[str, str]] = field(default_factory=list)
 
@@ -63,17 +64,17 @@ class Outbox:
         with self.store.tx():
             cur = self.store.conn.execute(
                 "INSERT INTO outbox (encounter_id, version, state, next_attempt_at, created_at, updated_at)"
-                " SELECT e.id, e.version, 'queued', ?, ?, ? FROM encounters e"
-                " WHERE e.state = 'ready' AND e.kind = 'charge' AND NOT EXISTS"
+                " SELECT e.id, e.version, ?, ?, ?, ? FROM encounters e"
+                " WHERE e.state = ? AND e.kind = ? AND NOT EXISTS"
                 " (SELECT 1 FROM outbox o WHERE o.encounter_id = e.id AND o.version = e.version)",
-                (ts, ts, ts))
+                (OutboxState.QUEUED, ts, ts, ts, EncounterState.READY, EncounterKind.CHARGE))
         return int(cur.rowcount or 0)
 
     def recover_sending(self) -> int:
         """After a crash: a batch that was in flight goes back to the queue (re-send is idempotent)."""
         with self.store.tx():
-            cur = self.store.conn.execute(
-                "UPDATE outbox SET state = 'queued', updated_at = ? WHERE state = 'sending'", (now(),))
+            cur = self.store.conn.execute("UPDATE outbox SET state = ?, updated_at = ? WHERE state = ?",
+                                          (OutboxState.QUEUED, now(), OutboxState.SENDING))
         n = int(cur.rowcount or 0)
         if n:
             log.info("re-queued %d outbox item(s) left in flight by an earlier run", n)
@@ -84,11 +85,12 @@ class Outbox:
         out a backoff go too (the server's Retry-After is still honoured by the caller)."""
         when = "9999" if now_too else now()
         return [(int(a), int(b), int(c)) for a, b, c in self.store.conn.execute(
-            "SELECT id, encounter_id, attempts FROM outbox WHERE state IN ('queued', 'failed')"
-            " AND next_attempt_at <= ? AND id > ? ORDER BY id LIMIT ?", (when, after_id, limit))]
+            "SELECT id, encounter_id, attempts FROM outbox WHERE state IN (?, ?)"
+            " AND next_attempt_at <= ? AND id > ? ORDER BY id LIMIT ?",
+            (OutboxState.QUEUED, OutboxState.FAILED, when, after_id, limit))]
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("queued", "sending", "delivered", "failed", "rejected"), 0)
+        out = {s.value: 0 for s in OutboxState}
         for state, n in self.store.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"):
             out[str(state)] = int(n)
         return out
@@ -159,7 +161,7 @@ class SyncJob:
             last = batch[-1][0]  # each item at most once per run, even when it fails again
             if not self._send(batch, res):
                 break
-        res.remaining = sum(v for k, v in self.outbox.counts().items() if k in ("queued", "failed"))
+        res.remaining = sum(v for k, v in self.outbox.counts().items() if k in (OutboxState.QUEUED, OutboxState.FAILED))
         if self.breaker:
             self.breaker.record(not res.error, res.error)
         log.info("sync run: delivered %d, rejected %d, failed %d, remaining %d%s", res.delivered, res.rejected,
@@ -178,8 +180,8 @@ class SyncJob:
         attempts = {b[0]: b[2] for b in batch}
         ts = now()
         with self.store.tx():  # committed before the request: a crash now means "re-send", never "lost"
-            conn.execute(f"UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ? "
-                         f"WHERE id IN ({qmarks})", [ts, *ids])
+            conn.execute(f"UPDATE outbox SET state = ?, attempts = attempts + 1, updated_at = ? "
+                         f"WHERE id IN ({qmarks})", [OutboxState.SENDING, ts, *ids])
         try:
             results = self.target.push(encounters)
         except TargetError as exc:
@@ -188,7 +190,7 @@ class SyncJob:
         except Exception as exc:  # a connector bug: keep the items, report, never crash the engine
             log.error("RCM connector failed with %s", type(exc).__name__)
             self._failed(ids, attempts, TargetError(f"the RCM connector failed ({type(exc).__name__})",
-                                                    retryable=True, kind="connector"), res)
+                                                    kind=TargetErrorKind.CONNECTOR), res)
             return False
         ts = now()
         with self.store.tx():
@@ -197,15 +199,16 @@ class SyncJob:
                 if oid is None:
                     continue
                 if r.delivered:
-                    conn.execute("UPDATE outbox SET state = 'delivered', remote_ids = ?, last_error = '', "
-                                 "updated_at = ? WHERE id = ?", (json.dumps(r.remote_ids), ts, oid))
-                    self.store.event("outbox.delivered", encounter_id=_enc_id(conn, oid),
+                    conn.execute("UPDATE outbox SET state = ?, remote_ids = ?, last_error = '', updated_at = ? "
+                                 "WHERE id = ?", (OutboxState.DELIVERED, json.dumps(r.remote_ids), ts, oid))
+                    self.store.event("outbox.delivered", encounter_id=_enc_id(self.store, oid),
                                      detail={"outbox_id": oid, **r.remote_ids})
                     res.delivered += 1
                 else:
-                    conn.execute("UPDATE outbox SET state = 'rejected', last_error = ?, updated_at = ? WHERE id = ?",
-                                 (r.reason, ts, oid))
-                    self.store.event("outbox.rejected", encounter_id=_enc_id(conn, oid), detail={"outbox_id": oid})
+                    conn.execute("UPDATE outbox SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                                 (OutboxState.REJECTED, r.reason, ts, oid))
+                    self.store.event("outbox.rejected", encounter_id=_enc_id(self.store, oid),
+                                     detail={"outbox_id": oid})
                     res.rejected += 1
                     res.rejections.append({"outbox_id": str(oid), "reason": r.reason})
         return True
@@ -222,13 +225,13 @@ class SyncJob:
                 if exc.retryable:
                     delay = exc.retry_after if exc.retry_after is not None else backoff(attempts[oid] + 1)
                     nxt = _ts(datetime.now(UTC) + timedelta(seconds=delay))
-                    conn.execute("UPDATE outbox SET state = 'failed', last_error = ?, next_attempt_at = ?, "
-                                 "updated_at = ? WHERE id = ?", (str(exc), nxt, ts, oid))
+                    conn.execute("UPDATE outbox SET state = ?, last_error = ?, next_attempt_at = ?, "
+                                 "updated_at = ? WHERE id = ?", (OutboxState.FAILED, str(exc), nxt, ts, oid))
                 else:  # a configuration problem (credentials, TLS): keep them queued for after the fix
-                    conn.execute("UPDATE outbox SET state = 'queued', attempts = attempts - 1, last_error = ?, "
-                                 "updated_at = ? WHERE id = ?", (str(exc), ts, oid))
+                    conn.execute("UPDATE outbox SET state = ?, attempts = attempts - 1, last_error = ?, "
+                                 "updated_at = ? WHERE id = ?", (OutboxState.QUEUED, str(exc), ts, oid))
         res.failed += len(ids) if exc.retryable else 0
 
 
-def _enc_id(conn: Any, outbox_id: int) -> int:
-    return int(conn.execute("SELECT encounter_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()[0])
+def _enc_id(store: Store, outbox_id: int) -> int:
+    return int(store.conn.execute("SELECT encounter_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()[0])

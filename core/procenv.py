@@ -13,7 +13,7 @@ ChargeBridge process believe it belongs to the first one. So every ``subprocess`
     subprocess.Popen(self_command("--home", h, "engine"), env=clean_env(self_child=True))
 
 Qt's own launchers (``QDesktopServices.openUrl``, ``QProcess``) pass the process environment
-as it is: in a frozen build open local files and folders with ``open_path()`` below instead.
+as it is: in a frozen build start the opener with ``subprocess`` and ``clean_env()`` instead.
 
 Outside a frozen build both are no-ops (a copy of ``os.environ``; ``sys.executable -m agent.cli``).
 """
@@ -97,20 +97,3 @@ def self_command(*args: str) -> list[str]:
     if is_frozen():
         return [sys.executable, *args]
     return [sys.executable, "-m", "agent.cli", *args]
-
-
-def open_path(path: str | os.PathLike[str]) -> None:
-    """Open a file or folder with the desktop's default application, with the user's environment
-    (not the bundle's). Raises OSError when there is no opener."""
-    import subprocess
-
-    target = os.fspath(path)
-    kw: dict[str, object] = {"env": clean_env(), "stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
-                             "stderr": subprocess.DEVNULL}
-    if sys.platform == "win32":  # explorer opens folders, and files with their associated program
-        opener = ["explorer.exe", target]
-        kw["creationflags"] = subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
-    else:
-        opener = ["open", target] if sys.platform == "darwin" else ["xdg-open", target]
-        kw["start_new_session"] = True
-    subprocess.Popen(opener, **kw)  # type: ignore[call-overload]

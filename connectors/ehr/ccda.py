@@ -37,7 +37,6 @@ from core.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patien
 NAME = "ccda"
 
 V3 = "{urn:hl7-org:v3}"
-XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 
 OID_SSN = "2.16.840.1.113883.4.1"
 OID_NPI = "2.16.840.1.113883.4.6"
@@ -49,7 +48,6 @@ ENCOUNTERS_SECTION = ({"2.16.840.1.113883.10.20.22.2.22", "2.16.840.1.113883.10.
 PROCEDURES_SECTION = ({"2.16.840.1.113883.10.20.22.2.7", "2.16.840.1.113883.10.20.22.2.7.1"}, "47519-4")
 PROBLEMS_SECTION = ({"2.16.840.1.113883.10.20.22.2.5", "2.16.840.1.113883.10.20.22.2.5.1"}, "11450-4")
 CCD_TEMPLATE = "2.16.840.1.113883.10.20.22.1.2"
-ENCOUNTER_DX_ACT = "2.16.840.1.113883.10.20.22.4.80"
 DX_OBSERVATIONS = {"2.16.840.1.113883.10.20.22.4.4", "2.16.840.1.113883.10.20.22.4.19"}
 _NOT_DONE = ("cancelled", "nullified", "aborted", "obsolete")
 

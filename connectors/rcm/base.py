@@ -7,26 +7,44 @@ identifier), which is what makes the outbox's "at least once" delivery exactly o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.model import Encounter
+from core.states import TargetErrorKind
 
 
 class TargetError(Exception):
     """The whole push failed (nothing known to be delivered). ``str()`` is for people, no PHI.
 
-    ``retryable`` says whether trying again later may help; ``retry_after`` is the server's
-    Retry-After in seconds when it gave one; ``kind`` is a short machine word for the status.
+    ``kind`` says why (:class:`~core.states.TargetErrorKind`); ``retryable`` (whether trying
+    again later may help) follows from it unless the connector knows better — a garbled answer
+    is a ``protocol`` error yet worth a retry. ``retry_after`` is the server's Retry-After in
+    seconds when it gave one.
     """
 
-    def __init__(self, message: str, *, retryable: bool, kind: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, kind: TargetErrorKind, retryable: bool | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
-        self.kind = kind  # unreachable | timeout | tls | auth | throttled | server | protocol
+        self.kind = TargetErrorKind(kind)
+        self.retryable = self.kind.retryable if retryable is None else retryable
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """What a target is built from: the ``[rcm]`` section minus the engine's own keys (type,
+    batch size). Vendors read what they need; the secret comes separately, from the keyring."""
+
+    base_url: str
+    token_url: str = ""
+    client_id: str = ""
+    auth: str = "client_credentials"  # client_credentials | bearer (static token)
+    timeout_seconds: float = 30.0
+    ca_bundle: str = ""
+    bundle: str = "batch"  # FHIR: batch (phased) | transaction
 
 
 @dataclass
@@ -65,11 +83,29 @@ class RemoteCharge:
     lines: list[RemoteLine]
 
 
+@runtime_checkable
 class Target(Protocol):
+    """Everything sync, reconcile and the mismatch queue call on an RCM connector."""
+
     name: str
 
-    def push(self, encounters: Sequence[Encounter]) -> list[PushResult]: ...
+    def identifier(self, enc: Encounter) -> str:
+        """The stable identifier our claims carry at the RCM for ``enc`` (reconciliation pairs on
+        it; :attr:`RemoteCharge.identifier` holds the same value for claims that came from us)."""
+        ...
 
-    def fetch_charges(self, start: date, end: date) -> list[RemoteCharge]: ...
+    def push(self, encounters: Sequence[Encounter], *,
+             corrections: Mapping[str, str] | None = None) -> list[PushResult]:
+        """One :class:`PushResult` per encounter, in order; idempotent (the same encounter twice
+        creates nothing new). ``corrections``: business key -> the RCM's claim id that a re-sent
+        encounter replaces (a new version of that claim, not a second claim). Raises
+        :class:`TargetError` when the push failed as a whole."""
+        ...
 
-    def check(self) -> tuple[bool, str]: ...
+    def fetch_charges(self, start: date, end: date) -> list[RemoteCharge]:
+        """The RCM's claims with a date of service in [start, end]. Raises :class:`TargetError`."""
+        ...
+
+    def check(self) -> tuple[bool, str]:
+        """Test the connection and credentials: (ok, what happened, for people). Never raises."""
+        ...

@@ -6,25 +6,37 @@ a batch that is re-sent after a crash or a timeout finds what the first attempt 
 creates nothing new. A batch goes as one transaction Bundle; when the server rejects it (400),
 the batch is split until the offending encounter is alone, and only that one is rejected with
 the server's OperationOutcome text.
+
+Secrets and charges go only where the settings say: both URLs pass :func:`core.urls.check_url`
+(https, plain http only to this computer), TLS is verified against ``ca_bundle`` when one is set
+— passed with every request, so ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` in the environment
+cannot replace it — and redirects are never followed automatically: one that stays on the same
+scheme, host and port is followed by hand, anything else (another host, https -> http) is an
+error, so neither the bearer token, the client secret nor a Bundle of claims can be carried off.
+Paging links from the server are held to the same origin.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 
-from connectors.rcm.base import PushResult, RemoteCharge, RemoteLine, TargetError
+from connectors.rcm.base import PushResult, RemoteCharge, RemoteLine, TargetError, TargetSettings
+from core.errors import ConfigError
 from core.model import Encounter
+from core.states import TargetErrorKind as Kind
+from core.urls import check_url, same_origin
 
 log = logging.getLogger("chargebridge.rcm.fhir")
 
@@ -41,6 +53,8 @@ POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Servi
 _URN = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NS = uuid.UUID("6f1c2d8e-6b1e-4b43-9a5e-3f0c1c6b7a10")  # fullUrl namespace (stable per identifier)
 _GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 5
 
 
 def _value(*parts: str) -> str:
@@ -70,9 +84,16 @@ class FhirTarget:
     def __init__(self, base_url: str, *, token_url: str = "", client_id: str = "", secret: str = "",
                  auth: str = "client_credentials", timeout: float = 30.0, ca_bundle: str = "",
                  bundle: str = "batch", session: requests.Session | None = None) -> None:
-        if not base_url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
-            raise ValueError("the RCM base URL must use https (plain http only on loopback)")
-        self.base_url = base_url.rstrip("/")
+        """Raises :class:`ConfigError` (with the ``rcm.*`` key) for settings that cannot be used
+        safely; a candidate URL from a connection test passes the same rule as the saved one."""
+        self.base_url = check_url(base_url, key="rcm.base_url", what="the RCM base URL").rstrip("/")
+        if auth not in ("client_credentials", "bearer"):
+            raise ConfigError(f"unknown RCM auth {auth!r}", "use: client_credentials or bearer", key="rcm.auth")
+        if auth == "client_credentials" or token_url:
+            token_url = check_url(token_url, key="rcm.token_url", what="the RCM token URL")
+        if ca_bundle and not os.path.isfile(ca_bundle):
+            raise ConfigError("the RCM CA bundle is not a file",
+                              "give the path of the PEM file with the RCM's CA certificate(s)", key="rcm.ca_bundle")
         self.token_url = token_url
         self.client_id = client_id
         self.secret = secret
@@ -80,8 +101,10 @@ class FhirTarget:
         self.timeout = timeout
         self.bundle = bundle  # batch (phased, portable) | transaction (one atomic Bundle per push)
         self.session = session or requests.Session()
-        # TLS is always verified: the system store, or the practice's own CA bundle.
-        self.session.verify = ca_bundle or True
+        # TLS is always verified: the system store, or the practice's own CA bundle. Given with
+        # each request: requests lets REQUESTS_CA_BUNDLE override a session's verify setting.
+        self.verify: str | bool = ca_bundle or True
+        self.session.verify = self.verify
         self._token = ""
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
@@ -96,19 +119,48 @@ class FhirTarget:
             return self._token
 
     def _fetch_token(self) -> None:
-        try:
-            r = self.session.post(self.token_url, data={"grant_type": "client_credentials"},
-                                  auth=(self.client_id, self.secret), timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise _transport_error(exc, "the RCM's token endpoint") from None
+        r = self._send("POST", self.token_url, "the RCM's token endpoint", data={"grant_type": "client_credentials"},
+                       auth=(self.client_id, self.secret))
         if r.status_code in (400, 401, 403):
             raise TargetError("RCM credentials rejected by the token endpoint; check the client id and the "
-                              "secret (chargebridge rcm set-secret)", retryable=False, kind="auth")
+                              "secret (chargebridge rcm set-secret)", kind=Kind.AUTH)
         if r.status_code != 200:
             raise _status_error(r, "the RCM's token endpoint")
-        body = r.json()
-        self._token = str(body["access_token"])
-        self._token_expires = time.time() + float(body.get("expires_in", 300))
+        try:
+            body = r.json()
+            token = body["access_token"]
+            expires_in = float(body.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TargetError("the RCM's token endpoint answered without a usable access token", kind=Kind.PROTOCOL,
+                              retryable=True) from None
+        if not isinstance(token, str) or not token or not 0 < expires_in < 10**7:
+            raise TargetError("the RCM's token endpoint answered without a usable access token", kind=Kind.PROTOCOL,
+                              retryable=True)
+        self._token = token
+        self._token_expires = time.time() + expires_in
+
+    def _send(self, method: str, url: str, what: str, **kw: Any) -> requests.Response:
+        """One HTTP exchange with verified TLS (our CA bundle, whatever the environment says) and
+        redirects followed only within the same origin, at most a few times. A 301/302/303 turns
+        a POST into a GET, which would silently drop a Bundle, so only GETs follow those."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                r = self.session.request(method, url, timeout=self.timeout, verify=self.verify,
+                                         allow_redirects=False, **kw)
+            except requests.RequestException as exc:
+                raise _transport_error(exc, what) from None
+            if r.status_code not in _REDIRECTS:
+                return r
+            location = r.headers.get("Location", "")
+            nxt = urljoin(url, location)
+            r.close()
+            if not location or not same_origin(url, nxt) or (method != "GET" and r.status_code not in (307, 308)):
+                host = urlsplit(nxt).hostname or "an unknown address"
+                raise TargetError(f"{what} redirected the request to {host} ({r.status_code}); ChargeBridge "
+                                  "follows no redirect that leaves the configured address or changes the "
+                                  "request — set the RCM URL to the address the RCM gives", kind=Kind.CONFIG)
+            url = nxt
+        raise TargetError(f"{what} redirected the request too many times", kind=Kind.PROTOCOL)
 
     def _request(self, method: str, url: str, *, fhir_body: bool = False, **kw: Any) -> requests.Response:
         """One request with the bearer token; a 401 gets exactly one token refresh."""
@@ -118,16 +170,13 @@ class FhirTarget:
             if "json" in kw or fhir_body:
                 headers["Content-Type"] = "application/fhir+json"
                 headers["Prefer"] = "return=minimal"  # only ids and statuses back, not every resource
-            try:
-                r = self.session.request(method, url, headers=headers, timeout=self.timeout, **kw)
-            except requests.RequestException as exc:
-                raise _transport_error(exc, "the RCM") from None
+            r = self._send(method, url, "the RCM", headers=headers, **kw)
             if r.status_code != 401:
                 return r
             if self.auth == "bearer":
                 break
         raise TargetError("RCM credentials rejected (401 after a token refresh); check the RCM client "
-                          "credentials", retryable=False, kind="auth")
+                          "credentials", kind=Kind.AUTH)
 
     def check(self) -> tuple[bool, str]:
         """Test connection: token + metadata. Says exactly what failed."""
@@ -144,11 +193,12 @@ class FhirTarget:
         return _id_value(enc)
 
     # -- push ------------------------------------------------------------------------------
-    def push(self, encounters: Sequence[Encounter], *, corrections: dict[str, str] | None = None) -> list[PushResult]:
+    def push(self, encounters: Sequence[Encounter], *,
+             corrections: Mapping[str, str] | None = None) -> list[PushResult]:
         """``corrections``: business key -> the RCM's Claim id to replace with a new version."""
         if not encounters:
             return []
-        self._corrections = corrections or {}
+        self._corrections = dict(corrections or {})
         if self.bundle == "transaction":
             return self._push_transaction(encounters)
         return self._push_phased(encounters)
@@ -197,12 +247,12 @@ class FhirTarget:
             r = self._request("POST", self.base_url, data=body.encode(), fhir_body=True)
             if r.status_code not in (200, 201):
                 raise _status_error(r, "the RCM") if r.status_code not in (400, 422) else TargetError(
-                    f"the RCM refused a batch: {outcome_text(r)}", retryable=False, kind="protocol")
+                    f"the RCM refused a batch: {outcome_text(r)}", kind=Kind.PROTOCOL)
             answers = r.json().get("entry", [])
             if len(answers) != len(parts):
                 raise TargetError("the RCM answered a batch with the wrong number of entries", retryable=True,
-                                  kind="protocol")
-            for i, ans in zip(idx, answers):
+                                  kind=Kind.PROTOCOL)
+            for i, ans in zip(idx, answers, strict=True):
                 resp = ans.get("response", {})
                 status = str(resp.get("status", ""))[:3]
                 loc = str(resp.get("location", ""))
@@ -211,7 +261,7 @@ class FhirTarget:
                 else:
                     failed[entries[i]["fullUrl"]] = _entry_outcome(ans, status)
         out = []
-        for enc, ci in zip(encounters, claim_index):
+        for enc, ci in zip(encounters, claim_index, strict=True):
             if ci < 0:  # the same encounter twice in one batch: one Claim for both
                 key = _urn("Claim", ID_CLAIM, _id_value(enc))
             else:
@@ -219,7 +269,8 @@ class FhirTarget:
             if key in resolved:
                 out.append(PushResult(enc.business_key, True, remote_ids={"Claim": resolved[key].split("/")[1]}))
             else:
-                out.append(PushResult(enc.business_key, False, reason=failed.get(key, "the RCM did not take the claim")))
+                out.append(PushResult(enc.business_key, False,
+                                      reason=failed.get(key, "the RCM did not take the claim")))
         return out
 
     # -- fetch -----------------------------------------------------------------------------
@@ -241,6 +292,9 @@ class FhirTarget:
                 elif res.get("resourceType") in ("Patient", "Practitioner"):
                     patients[f"{res['resourceType']}/{res.get('id')}"] = res
             url = next((lk["url"] for lk in page.get("link", []) if lk.get("relation") == "next"), None)
+            if url is not None and not (isinstance(url, str) and same_origin(self.base_url, url)):
+                raise TargetError("the RCM's next-page link points to another address; ChargeBridge sends its "
+                                  "token only to the configured RCM", kind=Kind.PROTOCOL)
             params = None
         out = []
         for c in claims:
@@ -248,6 +302,13 @@ class FhirTarget:
             if rc.dos and start.isoformat() <= rc.dos <= end.isoformat():
                 out.append(rc)
         return out
+
+
+def make(settings: TargetSettings, secret: str) -> FhirTarget:
+    """The registry's factory (:data:`connectors.rcm.TARGETS`)."""
+    return FhirTarget(settings.base_url, token_url=settings.token_url, client_id=settings.client_id, secret=secret,
+                      auth=settings.auth, timeout=settings.timeout_seconds, ca_bundle=settings.ca_bundle,
+                      bundle=settings.bundle)
 
 
 # -- resources -------------------------------------------------------------------------------
@@ -411,7 +472,7 @@ def _name(family: str, given: list[str], suffix: str) -> dict[str, Any]:
 def _results(encounters: Sequence[Encounter], claim_index: list[int], body: dict[str, Any]) -> list[PushResult]:
     entries = body.get("entry", [])
     out = []
-    for enc, idx in zip(encounters, claim_index):
+    for enc, idx in zip(encounters, claim_index, strict=True):
         if idx < 0 or idx >= len(entries):  # the same encounter twice in one batch: one Claim
             out.append(PushResult(enc.business_key, True))
             continue
@@ -455,27 +516,27 @@ def _retry_after(r: requests.Response) -> float | None:
 def _status_error(r: requests.Response, what: str) -> TargetError:
     code = r.status_code
     if code in (429, 503):
-        return TargetError(f"{what} is busy ({code}); will retry", retryable=True,
-                           kind="throttled" if code == 429 else "server", retry_after=_retry_after(r))
+        return TargetError(f"{what} is busy ({code}); will retry",
+                           kind=Kind.THROTTLED if code == 429 else Kind.SERVER, retry_after=_retry_after(r))
     if code >= 500:
-        return TargetError(f"{what} failed with a server error ({code}); will retry", retryable=True, kind="server")
+        return TargetError(f"{what} failed with a server error ({code}); will retry", kind=Kind.SERVER)
     if code == 403:
         return TargetError(f"{what} refused access (403); the RCM account may lack permission to write claims",
-                           retryable=False, kind="auth")
-    return TargetError(f"{what} answered {code}: {outcome_text(r)}", retryable=False, kind="protocol")
+                           kind=Kind.AUTH)
+    return TargetError(f"{what} answered {code}: {outcome_text(r)}", kind=Kind.PROTOCOL)
 
 
 def _transport_error(exc: requests.RequestException, what: str) -> TargetError:
     if isinstance(exc, requests.exceptions.SSLError):
         return TargetError(f"{what}'s TLS certificate is not trusted (self-signed, expired or for another "
                            "host); ChargeBridge never sends charges over an unverified connection — install "
-                           "the RCM's CA certificate and set [rcm] ca_bundle", retryable=False, kind="tls")
+                           "the RCM's CA certificate and set [rcm] ca_bundle", kind=Kind.TLS)
     if isinstance(exc, requests.exceptions.Timeout):
-        return TargetError(f"{what} did not answer in time; will retry", retryable=True, kind="timeout")
+        return TargetError(f"{what} did not answer in time; will retry", kind=Kind.TIMEOUT)
     if isinstance(exc, requests.exceptions.ConnectionError):
         return TargetError(f"{what} cannot be reached (connection refused or no network); will retry",
-                           retryable=True, kind="unreachable")
-    return TargetError(f"{what}: request failed ({type(exc).__name__}); will retry", retryable=True, kind="unreachable")
+                           kind=Kind.UNREACHABLE)
+    return TargetError(f"{what}: request failed ({type(exc).__name__}); will retry", kind=Kind.UNREACHABLE)
 
 
 def _remote_charge(c: dict[str, Any], patients: dict[str, dict[str, Any]]) -> RemoteCharge:

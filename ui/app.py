@@ -3,11 +3,14 @@
 Start-up, all without blocking the UI thread (every wait is a QTimer or an async API call):
 
 1. resolve the home (``--home`` / ``CHARGEBRIDGE_HOME`` / the platform default);
-2. first run (no ``engine.json`` and no ``chargebridge.toml``) → the first-run wizard;
-3. find the engine: ``--engine-url`` (a remote engine: https, or http on loopback only), else
+2. find the engine: ``--engine-url`` (a remote engine: https, or http on loopback only), else
    ``engine.json`` in the home + ``GET /api/v1/health``; if no local engine answers, start one
    detached (``python -m agent.cli --home H engine``, or ``<frozen exe> --home H engine``) and
-   wait for its ``engine.json``;
+   wait for its ``engine.json``. On first run (no ``engine.json``, no ``chargebridge.toml``)
+   this starts an engine with default settings, which is what the wizard talks to;
+3. a local engine whose health says ``setup_needed`` (no user exists yet) → the first-run
+   wizard (:mod:`ui.wizard`), which does all its work through the API with the engine's
+   one-time setup token and creates the first account;
 4. the API token from the OS keyring (``api-token``, what ``chargebridge users add --save`` and
    ``chargebridge login`` keep), else the sign-in dialog;
 5. the tray (:class:`ui.tray.TrayController`) and, on demand, the main window.
@@ -40,6 +43,7 @@ from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtWidgets import QApplication, QDialog, QInputDialog, QLineEdit, QMessageBox, QWidget
 
 from core.paths import Paths, holder_alive
+from core.states import EngineState
 
 log = logging.getLogger("chargebridge.ui")
 
@@ -197,24 +201,22 @@ class Bootstrap(QObject):
         if self.remote_url:
             self._have_engine(self.remote_url)
             return
-        if not self.paths.engine_info.exists() and not self.paths.config.exists():
-            if not self._first_run():
-                self.quit(0)
-                return
         self._find_local()
 
-    def _first_run(self) -> bool:
+    def _first_run(self, url: str) -> bool:
+        """The wizard, against the engine at ``url`` (which has no user yet). False = cancelled."""
         try:
             from ui.wizard import FirstRunWizard
         except ImportError:
-            self._note("ChargeBridge starts with default settings: the first-run setup is not part of this "
-                       f"build. Edit {self.paths.config} to add watched folders and the billing system.")
+            self._note("ChargeBridge runs with default settings: the first-run setup is not part of this "
+                       f"build. Use `chargebridge --home \"{self.paths.home}\" users add NAME --role admin --save`, "
+                       f"then Settings, to add watched folders and the billing system.")
             return True
-        wiz = FirstRunWizard(self.paths.home)
+        wiz = FirstRunWizard(self.paths, url, ca_bundle=self.ca_bundle)
         accepted = wiz.exec() == QDialog.DialogCode.Accepted
         # the wizard keeps the account it created in the keyring; its token is the fallback
         self._wizard_token = str(getattr(wiz, "token", "") or "")
-        return accepted
+        return accepted or bool(self._wizard_token)
 
     def _find_local(self) -> None:
         from ui.client import engine_url
@@ -223,22 +225,24 @@ class Bootstrap(QObject):
         if not url:
             self._start_engine()
             return
-        self._probe(url, lambda ok: self._have_engine(url) if ok else self._start_engine())
+        self._probe(url, lambda health: self._have_engine(url, health) if health else self._start_engine())
 
-    def _probe(self, url: str, done: Callable[[bool], None]) -> None:
-        """GET /health on a worker thread; ``done(True)`` when it answers 200."""
+    def _probe(self, url: str, done: Callable[[dict[str, Any] | None], None]) -> None:
+        """GET /health on a worker thread; ``done(health)`` when it answers 200, ``done(None)`` if not."""
         from ui.client import ApiClient
 
         probe = ApiClient(url, "", ca_bundle=self.ca_bundle, parent=self)
         self._keep.append(probe)
 
-        def finish(ok: bool) -> None:
+        def finish(health: dict[str, Any] | None) -> None:
             if probe in self._keep:
                 self._keep.remove(probe)
             probe.deleteLater()
-            done(ok)
+            done(health)
 
-        probe.call("GET", "/api/v1/health", timeout=3, on_ok=lambda _r: finish(True), on_error=lambda _f: finish(False))
+        probe.call("GET", "/api/v1/health", timeout=3,
+                   on_ok=lambda r: finish(dict(r) if isinstance(r, dict) and r else {"ok": True}),
+                   on_error=lambda _f: finish(None))
 
     def _start_engine(self) -> None:
         log.info("no engine answers for this home; starting one")
@@ -265,11 +269,11 @@ class Bootstrap(QObject):
         if url:
             self._probing = True
 
-            def done(ok: bool) -> None:
+            def done(health: dict[str, Any] | None) -> None:
                 self._probing = False
-                if ok and self._poll.isActive():
+                if health and self._poll.isActive():
                     self._poll.stop()
-                    self._have_engine(url)
+                    self._have_engine(url, health)
                 elif exited:  # a stale engine.json and our engine is gone
                     self._engine_failed()
 
@@ -285,7 +289,11 @@ class Bootstrap(QObject):
         self._fail(f"The ChargeBridge engine {what}. Its log is in {self.paths.logs}; "
                    f"`chargebridge --home \"{self.paths.home}\" doctor` lists what to fix.")
 
-    def _have_engine(self, url: str) -> None:
+    def _have_engine(self, url: str, health: dict[str, Any] | None = None) -> None:
+        setup = not self.remote_url and (health or {}).get("setup_needed") is True and not self._wizard_token
+        if setup and not self._first_run(url):
+            self.quit(0)  # the engine keeps running (see the module docstring); setup waits for next time
+            return
         from core import secrets
         from core.errors import ChargeBridgeError
         from core.secrets import API_TOKEN as TOKEN_SECRET
@@ -404,7 +412,7 @@ class Bootstrap(QObject):
 
     # -- engine moved / gone ------------------------------------------------------------------
     def _on_state(self, state: str) -> None:
-        if state == "offline" and not self.remote_url:
+        if state == EngineState.OFFLINE and not self.remote_url:
             self._rediscover.start()
         else:
             self._rediscover.stop()
@@ -417,8 +425,8 @@ class Bootstrap(QObject):
         if not url or self.client is None or url.rstrip("/") == self.client.url:
             return
 
-        def done(ok: bool) -> None:
-            if ok and self.client is not None and self.tray is not None:
+        def done(health: dict[str, Any] | None) -> None:
+            if health and self.client is not None and self.tray is not None:
                 log.info("the engine moved to another port; following it")
                 self.client.url = url.rstrip("/")
                 self.tray.reconnect()
@@ -528,7 +536,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     app.setApplicationName("ChargeBridge")
     app.setApplicationDisplayName("ChargeBridge")
     app.setQuitOnLastWindowClosed(False)  # closing the window leaves the tray running
-    app.setWindowIcon(state_icon("idle"))
+    app.setWindowIcon(state_icon(EngineState.IDLE))
     boot = Bootstrap(app, paths, remote_url=remote, ca_bundle=ca_bundle)
     keep = _route_signals(lambda: boot.quit(0))
     QTimer.singleShot(0, boot.start)

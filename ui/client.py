@@ -22,28 +22,50 @@ from core.paths import ENGINE_INFO
 
 @dataclass
 class ApiFailure:
-    """For people: ``title`` what happened, ``fix`` what to do. ``status`` 0 = no answer at all."""
+    """For people: ``title`` what happened, ``fix`` what to do. ``key`` names the setting or
+    request field at fault when the engine says so (e.g. ``"rcm.base_url"``), for the form to
+    highlight. ``status`` 0 = no answer at all."""
 
     status: int
     title: str
     fix: str = ""
+    key: str | None = None
 
     def __str__(self) -> str:
         return f"{self.title} — {self.fix}" if self.fix else self.title
 
 
+def unreadable_answer() -> ApiFailure:
+    """A 2xx answer whose shape this UI does not know (an engine of another version)."""
+    return ApiFailure(0, "the engine's answer could not be read",
+                      "update ChargeBridge so this window and the engine are the same version")
+
+
+def _error_body(r: requests.Response) -> tuple[str, str, str | None]:
+    """The engine's error body ``{title, fix, key, request_id}``, checked field by field: a
+    proxy's HTML page or any other shape gives empty strings, never an exception."""
+    try:
+        body = r.json()
+    except ValueError:
+        return "", "", None
+    if not isinstance(body, dict):
+        return "", "", None
+    title, fix, key = body.get("title"), body.get("fix"), body.get("key")
+    return (title.strip() if isinstance(title, str) else "", fix.strip() if isinstance(fix, str) else "",
+            key if isinstance(key, str) and key else None)
+
+
 def describe(exc_or_response: Any) -> ApiFailure:
     if isinstance(exc_or_response, requests.Response):
         r = exc_or_response
-        try:
-            detail = str(r.json().get("detail", ""))
-        except ValueError:
-            detail = ""
+        title, fix, key = _error_body(r)
         if r.status_code == 401:
-            return ApiFailure(401, "ChargeBridge did not accept your sign-in", "sign in again with your token")
+            return ApiFailure(401, title or "ChargeBridge did not accept your sign-in",
+                              fix or "sign in again with your token", key)
         if r.status_code == 403:
-            return ApiFailure(403, detail or "your role may not do this", "ask a practice manager")
-        return ApiFailure(r.status_code, detail or f"the engine answered {r.status_code}", "try again; see the log")
+            return ApiFailure(403, title or "your role may not do this", fix or "ask a practice manager", key)
+        return ApiFailure(r.status_code, title or f"the engine answered {r.status_code}",
+                          fix or "try again; if it keeps happening, see the engine log", key)
     if isinstance(exc_or_response, requests.exceptions.SSLError):
         return ApiFailure(0, "the engine's TLS certificate is not trusted",
                           "install the practice's CA certificate or check the engine address")

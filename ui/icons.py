@@ -1,4 +1,5 @@
-"""Tray icons, one per engine state, drawn with QPainter (no image files to ship or lose).
+"""Tray icons, one per engine state (:class:`core.states.EngineState`), drawn with QPainter
+(no image files to ship or lose).
 
 Every state has its own *silhouette*, not just its own colour, so the icon still reads for
 people who do not see the colours, on a monochrome panel and at 16 px:
@@ -42,25 +43,27 @@ from PySide6.QtGui import (
     QPolygonF,
 )
 
-STATES: tuple[str, ...] = ("idle", "syncing", "paused", "attention", "error", "offline")
+from core.states import EngineState
+
+STATES: tuple[EngineState, ...] = tuple(EngineState)
 SIZES: tuple[int, ...] = (16, 20, 22, 24, 32, 48, 64)
 
 # Fill colours; chosen so the glyph on top has >= 4.5:1 contrast and the fill against a
 # white or a #303030 panel (with the halo) >= 3:1.
-COLORS: dict[str, str] = {
-    "idle": "#1b7f3b",       # green; white check 5.3:1
-    "syncing": "#1f5fbf",    # blue
-    "paused": "#4b5563",     # slate grey
-    "attention": "#f2b705",  # amber; near-black "!" 11:1
-    "error": "#c62828",      # red; white x 5.6:1
-    "offline": "#6b7280",    # mid grey
+COLORS: dict[EngineState, str] = {
+    EngineState.IDLE: "#1b7f3b",       # green; white check 5.3:1
+    EngineState.SYNCING: "#1f5fbf",    # blue
+    EngineState.PAUSED: "#4b5563",     # slate grey
+    EngineState.ATTENTION: "#f2b705",  # amber; near-black "!" 11:1
+    EngineState.ERROR: "#c62828",      # red; white x 5.6:1
+    EngineState.OFFLINE: "#6b7280",    # mid grey
 }
 GLYPH_DARK = "#1a1a1a"
 GLYPH_LIGHT = "#ffffff"
 HALO = QColor(255, 255, 255, 220)
 
 _GRID = 64.0
-_cache: dict[str, QIcon] = {}
+_cache: dict[EngineState, QIcon] = {}
 
 
 # -- shapes (in the 64x64 grid) ------------------------------------------------------------
@@ -171,20 +174,22 @@ def _dashed_ring() -> QPainterPath:
 
 
 # state -> (shape, glyph or None, glyph colour)
-_DESIGN: dict[str, tuple[Callable[[], QPainterPath], Callable[[], QPainterPath] | None, str]] = {
-    "idle": (_circle, _check, GLYPH_LIGHT),
-    "syncing": (_arrows, None, GLYPH_LIGHT),
-    "paused": (_bars, None, GLYPH_LIGHT),
-    "attention": (_triangle, _bang, GLYPH_DARK),
-    "error": (_octagon, _cross, GLYPH_LIGHT),
-    "offline": (_dashed_ring, None, GLYPH_LIGHT),
+_DESIGN: dict[EngineState, tuple[Callable[[], QPainterPath], Callable[[], QPainterPath] | None, str]] = {
+    EngineState.IDLE: (_circle, _check, GLYPH_LIGHT),
+    EngineState.SYNCING: (_arrows, None, GLYPH_LIGHT),
+    EngineState.PAUSED: (_bars, None, GLYPH_LIGHT),
+    EngineState.ATTENTION: (_triangle, _bang, GLYPH_DARK),
+    EngineState.ERROR: (_octagon, _cross, GLYPH_LIGHT),
+    EngineState.OFFLINE: (_dashed_ring, None, GLYPH_LIGHT),
 }
 
 
-def render(state: str, size: int) -> QImage:
+def render(state: EngineState | str, size: int) -> QImage:
     """The icon of ``state`` drawn at ``size`` x ``size`` (ARGB). Works without a display."""
-    if state not in _DESIGN:
-        raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
+    try:
+        state = EngineState(state)
+    except ValueError:
+        raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}") from None
     shape_fn, glyph_fn, glyph_color = _DESIGN[state]
     img = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
     img.fill(Qt.GlobalColor.transparent)
@@ -211,17 +216,18 @@ def render(state: str, size: int) -> QImage:
     return img
 
 
-def state_icon(state: str) -> QIcon:
+def state_icon(state: EngineState | str) -> QIcon:
     """A QIcon with a natively drawn pixmap for every size in :data:`SIZES` (cached).
 
     Needs a QGuiApplication (QPixmap); :func:`render` does not.
     """
-    icon = _cache.get(state)
+    key = EngineState(state)
+    icon = _cache.get(key)
     if icon is None:
         icon = QIcon()
         for s in SIZES:
-            icon.addPixmap(QPixmap.fromImage(render(state, s)))
-        _cache[state] = icon
+            icon.addPixmap(QPixmap.fromImage(render(key, s)))
+        _cache[key] = icon
     return icon
 
 

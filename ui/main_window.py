@@ -16,6 +16,7 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
 
 from core.paths import Paths
+from core.states import Role
 from ui.client import ApiClient
 from ui.pages import IDLE_TIMEOUT_S, Page, Session, role_label
 from ui.pages.activity import ActivityPage
@@ -164,7 +165,7 @@ class MainWindow(QMainWindow):
         def ok() -> None:
             self.session.set_identity(token=dlg.token, user=dlg.user, role=dlg.role)
             self.statusBar().showMessage(f"Signed in again as {dlg.user}", 5000)
-            if self.session.at_least("manager"):
+            if self.session.at_least(Role.MANAGER):
                 then()
             else:
                 self.statusBar().showMessage(f"{dlg.user} ({role_label(dlg.role)}) may not do this", 8000)

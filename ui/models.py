@@ -9,7 +9,9 @@ Stale answers are dropped by generation number: every filter change bumps ``gene
 answer that comes back for an older generation (the user typed on while it was in flight) is
 counted in ``stale_dropped`` and ignored, so a slow old query can never overwrite a new one.
 
-:class:`RecordsModel` is for short lists the engine returns whole (quarantine, mismatches).
+:class:`RecordsModel` is for short lists shown whole (quarantine, mismatches): one page of the
+engine's largest size; ``total`` says how many there are, so a page can tell the user when it
+shows only the first ones.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from ui.client import ApiClient, ApiFailure
-from ui.pages import alive, short_date
+from core.states import EncounterState, OutboxState
+from ui.client import ApiClient, ApiFailure, unreadable_answer
+from ui.common import PAGE_SIZE_MAX, alive, page_items, short_date
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -38,31 +41,32 @@ class Column:
 
 
 class _TableBase(QAbstractTableModel):
-    COLUMNS: list[Column] = []
+    COLUMNS: ClassVar[list[Column]] = []
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
+        self.columns: list[Column] = list(self.COLUMNS)
         self._rows: list[dict[str, Any]] = []
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt's name
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802 - Qt's name
+        return 0 if parent.isValid() else len(self.columns)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.COLUMNS):
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802 - Qt's name
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.columns):
             return None
         if role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section].header
+            return self.columns[section].header
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self.COLUMNS[section].header_tip or None
+            return self.columns[section].header_tip or None
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.row() >= len(self._rows):
             return None
-        row, col = self._rows[index.row()], self.COLUMNS[index.column()]
+        row, col = self._rows[index.row()], self.columns[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             return col.get(row)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -83,16 +87,29 @@ class _TableBase(QAbstractTableModel):
 
 
 class RecordsModel(_TableBase):
-    """A short list the engine returns whole; ``set_rows`` replaces it."""
+    """A short list shown whole; ``set_rows`` replaces it, ``set_page`` reads a paged answer."""
+
+    PARAMS: ClassVar[dict[str, int]] = {"page": 1, "page_size": PAGE_SIZE_MAX}  # what to ask a paged endpoint for
 
     def __init__(self, columns: list[Column], parent: Any = None) -> None:
         super().__init__(parent)
-        self.COLUMNS = columns
+        self.columns = list(columns)
+        self.total = 0
 
-    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+    def set_rows(self, rows: list[dict[str, Any]], total: int | None = None) -> None:
         self.beginResetModel()
         self._rows = list(rows)
+        self.total = len(self._rows) if total is None else max(total, len(self._rows))
         self.endResetModel()
+
+    def set_page(self, answer: Any) -> None:
+        """``{"total", "page", "page_size", "items"}`` → rows (ValueError for anything else)."""
+        items, total = page_items(answer)
+        self.set_rows(items, total)
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self._rows)
 
 
 class PagedModel(_TableBase):
@@ -124,8 +141,9 @@ class PagedModel(_TableBase):
         raise NotImplementedError
 
     def parse(self, result: Any) -> tuple[list[dict[str, Any]], int]:
-        self.total_capped = bool(result.get("total_capped")) if isinstance(result, dict) else False
-        return list(result["items"]), int(result["total"])
+        items, total = page_items(result)
+        self.total_capped = bool(result.get("total_capped", result.get("capped")))
+        return items, total
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -143,12 +161,12 @@ class PagedModel(_TableBase):
         self.endResetModel()
         self.fetchMore(QModelIndex())
 
-    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:
+    def canFetchMore(self, parent: Index = QModelIndex()) -> bool:  # noqa: N802 - Qt's name
         if parent.isValid() or self._pending or self._failed or not self._active:
             return False
         return self.total is None or len(self._rows) < self.total
 
-    def fetchMore(self, parent: Index = QModelIndex()) -> None:
+    def fetchMore(self, parent: Index = QModelIndex()) -> None:  # noqa: N802 - Qt's name
         if not self.canFetchMore(parent):
             return
         gen, page = self.generation, self._pages + 1
@@ -164,7 +182,14 @@ class PagedModel(_TableBase):
             self.stale_dropped += 1  # an answer to a filter the user has already changed
             return
         self._pending = False
-        items, total = self.parse(result)
+        try:
+            items, total = self.parse(result)
+        except (ValueError, TypeError, AttributeError):
+            self._failed = True
+            self.last_failure = unreadable_answer()
+            self.loading_changed.emit(False)
+            self.failed.emit(self.last_failure)
+            return
         self._pages += 1
         fresh = []
         for it in items:  # rows that moved between pages while scrolling are shown once
@@ -194,9 +219,11 @@ class PagedModel(_TableBase):
 
 
 # -- encounters ---------------------------------------------------------------------------------
-STATE_LABEL = {"ready": "Ready", "needs_review": "Needs review", "expected": "Expected visit"}
-SYNC_LABEL = {"": "Not sent", "queued": "Queued", "sending": "Sending", "delivered": "Delivered",
-              "failed": "Retrying", "rejected": "Rejected by RCM"}
+STATE_LABEL: dict[str, str] = {EncounterState.READY: "Ready", EncounterState.NEEDS_REVIEW: "Needs review",
+                               EncounterState.EXPECTED: "Expected visit"}
+SYNC_LABEL: dict[str, str] = {"": "Not sent", OutboxState.QUEUED: "Queued", OutboxState.SENDING: "Sending",
+                              OutboxState.DELIVERED: "Delivered", OutboxState.FAILED: "Retrying",
+                              OutboxState.REJECTED: "Rejected by RCM"}
 
 
 def _money(v: str) -> str:
@@ -212,9 +239,9 @@ def _findings_tip(row: dict[str, Any]) -> str:
 
 
 def _state_tip(row: dict[str, Any]) -> str:
-    if row.get("state") == "needs_review":
+    if row.get("state") == EncounterState.NEEDS_REVIEW:
         return "Fix these in the EHR and export again:\n" + _findings_tip(row)
-    if row.get("state") == "expected":
+    if row.get("state") == EncounterState.EXPECTED:
         return "A scheduled visit (from the EHR's schedule); no charge documented yet"
     return "Validated; it will be sent to the billing system at the next sync"
 
@@ -227,7 +254,7 @@ class EncountersModel(PagedModel):
     """Encounters, filtered, sorted and paged by the engine (GET /api/v1/encounters)."""
 
     path = "/api/v1/encounters"
-    COLUMNS = [
+    COLUMNS: ClassVar[list[Column]] = [
         Column("Visit", lambda r: r["source_id"], lambda r: f"Visit id in the EHR ({r['source']})",
                header_tip="The visit (encounter) id the EHR gave it"),
         Column("Patient", lambda r: r["patient"]),
@@ -274,10 +301,10 @@ class EncountersModel(PagedModel):
         return bool(self.q or self.state)
 
     def extra_data(self, row: dict[str, Any], column: int, role: int) -> Any:
-        if role == Qt.ItemDataRole.ForegroundRole and column == self.STATE_COLUMN:
-            if row["state"] == "needs_review":
-                return QBrush(QColor("#a04000"))
-        if role == Qt.ItemDataRole.ForegroundRole and row.get("sync_state") == "rejected" and column == 7:
+        if (role == Qt.ItemDataRole.ForegroundRole and column == self.STATE_COLUMN
+                and row["state"] == EncounterState.NEEDS_REVIEW):
+            return QBrush(QColor("#a04000"))
+        if role == Qt.ItemDataRole.ForegroundRole and row.get("sync_state") == OutboxState.REJECTED and column == 7:
             return QBrush(QColor("#b71c1c"))
         return None
 
@@ -308,7 +335,7 @@ class AuditModel(PagedModel):
     """The audit trail, newest first, fetched a page at a time (GET /api/v1/audit)."""
 
     path = "/api/v1/audit"
-    COLUMNS = [
+    COLUMNS: ClassVar[list[Column]] = [
         Column("When", lambda r: short_date(r["at"]), lambda r: r["at"]),
         Column("Who", _actor, lambda r: r["actor"]),
         Column("What", lambda r: ACTION_LABEL.get(r["action"], r["action"]), lambda r: r["action"]),
@@ -323,7 +350,7 @@ class AuditModel(PagedModel):
         self.action = ""
 
     def params(self, page: int) -> dict[str, Any]:
-        p: dict[str, Any] = {"limit": self.page_size, "offset": (page - 1) * self.page_size}
+        p: dict[str, Any] = {"page": page, "page_size": self.page_size}
         if self.action:
             p["action"] = self.action
         return p

@@ -37,22 +37,21 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
+from core.states import DocumentStatus, EngineState, Role
 from ui.client import ApiClient, ApiFailure, ChangeWatcher
-from ui.icons import STATES, state_icon
+from ui.common import role_at_least, role_label
+from ui.icons import state_icon
 
 log = logging.getLogger("chargebridge.ui.tray")
 
-STATE_WORDS: dict[str, str] = {
-    "idle": "up to date",
-    "syncing": "syncing charges",
-    "paused": "sync paused",
-    "attention": "needs attention",
-    "error": "sync problem",
-    "offline": "engine not reachable",
+STATE_WORDS: dict[EngineState, str] = {
+    EngineState.IDLE: "up to date",
+    EngineState.SYNCING: "syncing charges",
+    EngineState.PAUSED: "sync paused",
+    EngineState.ATTENTION: "needs attention",
+    EngineState.ERROR: "sync problem",
+    EngineState.OFFLINE: "engine not reachable",
 }
-
-ROLE_RANK = {"front_desk": 0, "manager": 1, "admin": 2}
-ROLE_WORDS = {"front_desk": "front desk", "manager": "manager", "admin": "admin"}
 
 NOTIFY_WINDOW_SECONDS = 300.0  # at most one notification per kind in this window
 TRAY_RETRY_MS = 5000  # how often to look for a system tray that was not there at start
@@ -160,7 +159,7 @@ class TrayController(QObject):
         self._extra_state = extra_state
         self._notifier = _Notifier(clock, notify_window)
         self._tray: QSystemTrayIcon | None = None
-        self._state = "offline"
+        self._state = EngineState.OFFLINE
         self._tooltip = "ChargeBridge — connecting to the engine"
         self._status: dict[str, Any] | None = None
         self._last_counts: dict[str, int] | None = None  # baseline for "new" quarantine/mismatches
@@ -185,7 +184,7 @@ class TrayController(QObject):
 
     # -- public -----------------------------------------------------------------------------
     @property
-    def current_state(self) -> str:
+    def current_state(self) -> EngineState:
         return self._state
 
     @property
@@ -305,16 +304,16 @@ class TrayController(QObject):
         self._update_actions()
 
     def _update_actions(self) -> None:
-        online = self._state != "offline"
-        paused = self._state == "paused"
+        online = self._state != EngineState.OFFLINE
+        paused = self._state == EngineState.PAUSED
         self.pause_action.setText("Resume sync" if paused else "Pause sync")
         self.sync_action.setEnabled(online)
         if not online:
             self.pause_action.setEnabled(False)
             self.pause_action.setToolTip("The engine is not reachable")
-        elif ROLE_RANK.get(self.role, -1) < ROLE_RANK["manager"]:
+        elif not role_at_least(self.role, Role.MANAGER):
             self.pause_action.setEnabled(False)
-            who = ROLE_WORDS.get(self.role, self.role or "an unknown role")
+            who = role_label(self.role) if self.role else "an unknown role"
             self.pause_action.setToolTip(f"{'Resuming' if paused else 'Pausing'} sync needs a practice "
                                          f"manager; you are signed in as {who}")
         else:
@@ -327,7 +326,7 @@ class TrayController(QObject):
                          on_error=self._action_failed)
 
     def _toggle_pause(self) -> None:
-        path = "/api/v1/resume" if self._state == "paused" else "/api/v1/pause"
+        path = "/api/v1/resume" if self._state == EngineState.PAUSED else "/api/v1/pause"
         self.client.call("POST", path, timeout=15, on_ok=lambda _r: self.refresh(), on_error=self._action_failed)
 
     def _action_failed(self, failure: ApiFailure) -> None:
@@ -410,9 +409,12 @@ class TrayController(QObject):
         self._request_done()
         if epoch != self._epoch or not isinstance(st, dict):
             return
-        state = str(st.get("state", ""))
-        if state not in STATES or state == "offline":
-            state = "attention"  # a state this tray does not know yet: worth a look, never hidden
+        try:
+            state = EngineState(str(st.get("state", "")))
+        except ValueError:
+            state = EngineState.ATTENTION  # a state this tray does not know yet: worth a look, never hidden
+        if state == EngineState.OFFLINE:  # the client's own state; an answering engine is not offline
+            state = EngineState.ATTENTION
         prev = self._state
         user = st.get("user") or {}
         self.role, self.user = str(user.get("role", "")), str(user.get("name", ""))
@@ -430,14 +432,14 @@ class TrayController(QObject):
         self._set_offline(failure)
 
     def _set_offline(self, failure: ApiFailure) -> None:
-        lines = [f"ChargeBridge — {STATE_WORDS['offline']}", failure.title]
-        self._apply("offline", "\n".join(lines))
+        lines = [f"ChargeBridge — {STATE_WORDS[EngineState.OFFLINE]}", failure.title]
+        self._apply(EngineState.OFFLINE, "\n".join(lines))
 
-    def _compose_tooltip(self, st: dict[str, Any], state: str) -> str:
+    def _compose_tooltip(self, st: dict[str, Any], state: EngineState) -> str:
         c = st.get("counts") or {}
         lines = [f"ChargeBridge — {STATE_WORDS[state]}"]
         reason = str(st.get("reason") or "")
-        if state in ("error",) and reason:
+        if state == EngineState.ERROR and reason:
             lines.append(reason if len(reason) <= 120 else reason[:119] + "…")
         parts = [f"{int(c.get('ready', 0))} ready", f"{int(c.get('needs_review', 0))} need review",
                  f"{int(c.get('quarantined', 0))} in quarantine"]
@@ -461,7 +463,7 @@ class TrayController(QObject):
             text = text[:127]
         return text
 
-    def _apply(self, state: str, tooltip: str) -> None:
+    def _apply(self, state: EngineState, tooltip: str) -> None:
         changed = state != self._state
         self._state, self._tooltip = state, tooltip
         if self._tray is not None:
@@ -475,9 +477,9 @@ class TrayController(QObject):
             self.state_changed.emit(state)
 
     # -- notifications ----------------------------------------------------------------------
-    def _notify_changes(self, st: dict[str, Any], prev: str, state: str) -> None:
+    def _notify_changes(self, st: dict[str, Any], prev: EngineState, state: EngineState) -> None:
         c = st.get("counts") or {}
-        now = {"quarantined": int(c.get("quarantined", 0))}
+        now = {"quarantined": int(c.get(DocumentStatus.QUARANTINED, 0))}
         mm = mismatch_count(st)
         if mm is not None:
             now["mismatches"] = mm
@@ -490,7 +492,7 @@ class TrayController(QObject):
                 if dm > 0:
                     self._offer("mismatches", dm, now["mismatches"])
         self._last_counts = now
-        if state == "error" and prev != "error":
+        if state == EngineState.ERROR and prev != EngineState.ERROR:
             self._offer("error", 1, 1, str(st.get("reason") or ""))
 
     def _offer(self, kind: str, new: int, total: int, reason: str = "") -> None:

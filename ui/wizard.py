@@ -1,25 +1,27 @@
-"""First-run wizard: export folders, the billing system (RCM) and the schedule, the manager account.
+"""First-run wizard: export folders, the billing system (RCM) and the schedule, the first account.
 
-It writes ``chargebridge.toml`` only after :func:`agent.config.parse` accepts it — a bad value
-is shown with its key and what is allowed, and the field is highlighted — and it puts secrets
-(the RCM client secret, the manager's token) only in the OS keyring.
+Everything goes through the running engine's API — the wizard never reads or writes
+``chargebridge.toml``, never opens the store and never talks to the RCM itself:
 
-Slow work never runs on the UI thread: the connection test (``FhirTarget.check()``: a token
-request and a capability request) and the account creation (keyring + opening the encrypted
-store) run on a worker thread, and the window keeps painting.
+* On first run the app starts the local engine before showing the wizard. While no user
+  exists the engine writes a one-time *setup token* to ``Paths.setup_token`` (mode 0600) and
+  accepts it as an admin; the wizard reads that file and uses it for ``GET/PATCH /config``,
+  ``POST /config/validate``, ``POST /rcm/secret``, ``POST /rcm/test`` and ``POST /users``.
+  Creating the first account ends setup: the engine deletes the file and refuses the token.
+* Run again on a configured install, it uses the signed-in admin's token instead.
 
-The one exception to "the UI never opens the store": before any engine has run there is no API
-to ask, so the wizard creates the manager account by opening the store itself and calling
-:func:`agent.users.add_user` (which also records it in the audit trail). When an engine *is*
-running for this home, the wizard uses its API instead (POST /api/v1/users, which needs an
-admin token) — two writers racing on one store is exactly what the engine's lock is for.
+Validation is the engine's: each page asks ``POST /config/validate`` (the folders page with
+``partial``), and a refusal comes back as ``{title, fix, key}``; the field named by ``key``
+(``rcm.base_url``, ``folders[0].path``…) is outlined and focused. Nothing parses message text.
+
+Every request runs off the UI thread (:class:`ui.client.ApiClient`), so a page's "Next"
+starts the check and returns; when the engine says yes the wizard moves on by itself.
 """
 
 from __future__ import annotations
 
-import getpass
 import re
-import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,27 +49,93 @@ from PySide6.QtWidgets import (
 )
 
 from core.paths import Paths
-from core.secrets import API_TOKEN as TOKEN_SECRET
-from core.secrets import RCM_SECRET
-from ui.pages import Worker, alive
-from ui.pages.settings import DAY_LABEL, FORMATS, days_spec, parse_days
+from core.secrets import API_TOKEN
+from core.states import Role
+from ui.client import ApiClient, ApiFailure
+from ui.common import DAY_LABEL, EXPORT_FORMATS, Worker, alive, days_from_spec, days_spec, folder_rows
 
-_KEY = re.compile(r"'([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*)'")
+RED, GREEN = "#c62828", "#1b7f3b"
+BAD_FIELD = f"border: 2px solid {RED};"
+_FOLDER_KEY = re.compile(r"^(?:body\.)?(?:config\.)?folders\[(\d+)\]")
+SUGGESTED_SYNC = {"business_hours": "07:00-19:00", "business_days": "mon-fri"}  # and every 15 minutes
+
+
+def read_setup_token(paths: Paths) -> str:
+    """The engine's one-time setup token ("" when there is none: setup is over, or no engine
+    has started for this home yet)."""
+    try:
+        text = paths.setup_token.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return text if 0 < len(text) <= 200 and text.isprintable() else ""
+
+
+def failure_text(f: ApiFailure) -> str:
+    """Title and fix as the engine sent them, as one plain sentence pair."""
+    title = f.title[:1].upper() + f.title[1:] if f.title else "The engine refused this"
+    return f"{title.rstrip('.')}." + (f" What to do: {f.fix.rstrip('.')}." if f.fix else "")
 
 
 def _error_label() -> QLabel:
     lab = QLabel("")
     lab.setWordWrap(True)
     lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    lab.setStyleSheet("color: #c62828;")
+    lab.setStyleSheet(f"color: {RED};")
     lab.setAccessibleName("Problem")
     return lab
 
 
-class FoldersPage(QWizardPage):
+class _AsyncPage(QWizardPage):
+    """A page whose "Next" needs the engine's yes: ``validatePage`` starts the check and says
+    no; when the answer is yes for the values still on screen, the wizard moves on."""
+
     def __init__(self, wizard: FirstRunWizard) -> None:
         super().__init__()
         self.wiz = wizard
+        self.busy = False
+        self._passed: Any = None
+        self.error = _error_label()
+
+    def snapshot(self) -> Any:  # the values the check is about
+        raise NotImplementedError
+
+    def check(self, done: Callable[[bool], None]) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def validatePage(self) -> bool:  # noqa: N802 - Qt's name
+        if self.busy:
+            return False
+        if self._passed is not None and self._passed == self.snapshot():
+            return True
+        self.wiz.clear_marks()
+        self.error.setStyleSheet("color: #555;")
+        self.error.setText("Checking with the engine…")
+        self.busy = True
+        self.wiz.button(QWizard.WizardButton.NextButton).setEnabled(False)
+
+        def finished(ok: bool) -> None:
+            self.busy = False
+            self.wiz.button(QWizard.WizardButton.NextButton).setEnabled(True)
+            if ok:
+                self.error.setText("")
+                # what is on screen now (saving may have cleared the secret field): a later
+                # "Next" with nothing changed moves on without asking again
+                self._passed = self.snapshot()
+                if self.wiz.currentPage() is self:
+                    self.wiz.next()
+
+        self.check(finished)
+        return False
+
+    def show_failure(self, f: ApiFailure) -> None:
+        self.error.setStyleSheet(f"color: {RED};")
+        self.error.setText(failure_text(f))
+        self.wiz.mark(f.key)
+
+
+class FoldersPage(_AsyncPage):
+    def __init__(self, wizard: FirstRunWizard) -> None:
+        super().__init__(wizard)
         self.setTitle("Where does the EHR export to?")
         self.setSubTitle("Add each folder your EHR writes its billing exports into, and the format it writes. "
                          "ChargeBridge reads every new file there.")
@@ -96,15 +164,16 @@ class FoldersPage(QWizardPage):
                       "mapping file (.toml).")
         hint.setWordWrap(True)
         lay.addWidget(hint)
-        self.error = _error_label()
         lay.addWidget(self.error)
 
-    def add_folder(self, path: str, fmt: str = "auto", profile: str = "") -> None:
+    def add_folder(self, path: str, fmt: str = "auto", profile: str = "", extra: dict[str, Any] | None = None) -> None:
         r = self.table.rowCount()
         self.table.insertRow(r)
-        self.table.setItem(r, 0, QTableWidgetItem(path))
+        item = QTableWidgetItem(path)
+        item.setData(Qt.ItemDataRole.UserRole, extra or {})  # keys the wizard does not ask about, kept
+        self.table.setItem(r, 0, item)
         combo = QComboBox()
-        for key, text in FORMATS:
+        for key, text in EXPORT_FORMATS:
             combo.addItem(text, key)
         combo.setCurrentIndex(max(combo.findData(fmt), 0))
         combo.setToolTip("The format of the files in this folder; “Detect automatically” reads the extension "
@@ -126,32 +195,31 @@ class FoldersPage(QWizardPage):
         self.completeChanged.emit()
 
     def folders(self) -> list[dict[str, Any]]:
-        out = []
-        for r in range(self.table.rowCount()):
-            prof = self.table.item(r, 2)
-            out.append({"path": self.table.item(r, 0).text().strip(),
-                        "format": self.table.cellWidget(r, 1).currentData(),
-                        "profile": prof.text().strip() if prof else ""})
-        return out
+        return folder_rows(self.table)
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's name
         return self.table.rowCount() > 0
 
-    def validatePage(self) -> bool:  # noqa: N802 - Qt's name
-        self.error.setText("")
-        for i, f in enumerate(self.folders()):
+    def snapshot(self) -> Any:
+        return self.folders()
+
+    def check(self, done: Callable[[bool], None]) -> None:
+        folders = self.folders()
+        # This wizard runs on the engine's own computer: a folder that is not there is a typo,
+        # said at once (the file chooser's job, not a rule about what the engine accepts).
+        for i, f in enumerate(folders):
             if f["path"] and not Path(f["path"]).expanduser().is_dir():
-                self.error.setText(f"'folders[{i}].path': the folder {f['path']} does not exist — create it (or "
-                                   "choose the folder the EHR really exports into).")
-                self.table.selectRow(i)
-                return False
-        return self.wiz.check(self.error, partial=True)
+                self.show_failure(ApiFailure(0, f"the folder {f['path']} does not exist",
+                                             "create it, or choose the folder the EHR really exports into",
+                                             f"folders[{i}].path"))
+                done(False)
+                return
+        self.wiz.validate({"folders": folders}, partial=True, page=self, done=done)
 
 
-class RcmPage(QWizardPage):
+class RcmPage(_AsyncPage):
     def __init__(self, wizard: FirstRunWizard) -> None:
-        super().__init__()
-        self.wiz = wizard
+        super().__init__(wizard)
         self.setTitle("Connect the billing system")
         self.setSubTitle("ChargeBridge sends ready charges to your RCM / practice-management system over FHIR R4. "
                          "Your RCM vendor gives you these values. You can also do this later in Settings.")
@@ -171,14 +239,14 @@ class RcmPage(QWizardPage):
         self.client_id.setToolTip("The client id the RCM issued to your practice")
         self.secret = QLineEdit()
         self.secret.setEchoMode(QLineEdit.EchoMode.Password)
-        self.secret.setToolTip("Kept in this computer's keyring, never in the settings file")
+        self.secret.setToolTip("Kept in the engine computer's keyring, never in the settings file")
         for label, w in (("Base &URL:", self.base_url), ("T&oken URL:", self.token_url),
                          ("&Client id:", self.client_id), ("Client s&ecret:", self.secret)):
             form.addRow(label, w)
         lay.addLayout(form)
         row = QHBoxLayout()
         self.test_btn = QPushButton("&Test connection")
-        self.test_btn.setToolTip("Get a token and ask the RCM for its capabilities with these values")
+        self.test_btn.setToolTip("Ask the engine to get a token and the RCM's capabilities with these values")
         self.test_btn.clicked.connect(self.test_connection)
         row.addWidget(self.test_btn)
         self.test_result = QLabel("")
@@ -198,11 +266,11 @@ class RcmPage(QWizardPage):
         self.interval.setSuffix(" minutes")
         self.interval.setToolTip("How often ready charges are sent, inside business hours")
         sf.addRow("Sync e&very:", self.interval)
-        self.hours = QLineEdit("07:00-19:00")
+        self.hours = QLineEdit(str(SUGGESTED_SYNC["business_hours"]))
         self.hours.setToolTip("Local time, from-to, 24-hour clock (00:00-24:00 = all day)")
         sf.addRow("Business &hours:", self.hours)
         days = QHBoxLayout()
-        self.day_boxes = []
+        self.day_boxes: list[QCheckBox] = []
         for i, label in enumerate(DAY_LABEL):
             cb = QCheckBox(label)
             cb.setChecked(i < 5)
@@ -210,9 +278,7 @@ class RcmPage(QWizardPage):
             self.day_boxes.append(cb)
         sf.addRow("Business days:", days)
         lay.addWidget(sched)
-        self.error = _error_label()
         lay.addWidget(self.error)
-        self.worker = Worker(self)
 
     def _toggle(self, on: bool) -> None:
         for w in (self.base_url, self.token_url, self.client_id, self.secret, self.test_btn):
@@ -228,46 +294,61 @@ class RcmPage(QWizardPage):
         return {"interval_minutes": float(self.interval.value()), "business_hours": self.hours.text().strip(),
                 "business_days": days_spec([i for i, cb in enumerate(self.day_boxes) if cb.isChecked()])}
 
+    def set_sync(self, sync: dict[str, Any]) -> None:
+        try:
+            self.interval.setValue(float(sync.get("interval_minutes") or 15))
+        except (TypeError, ValueError):
+            self.interval.setValue(15)
+        self.hours.setText(str(sync.get("business_hours") or SUGGESTED_SYNC["business_hours"]))
+        on = days_from_spec(str(sync.get("business_days") or "")) or days_from_spec("mon-fri") or set()
+        for i, cb in enumerate(self.day_boxes):
+            cb.setChecked(i in on)
+
     def test_connection(self) -> None:
-        """FhirTarget.check() on a worker thread: it may wait on the network for many seconds."""
-        base, token_url = self.base_url.text().strip(), self.token_url.text().strip()
-        client_id, secret = self.client_id.text().strip(), self.secret.text()
+        """The engine runs the test (a token request and a capability request) on its side."""
+        self.wiz.clear_marks()
+        rcm = self.rcm()
+        body = {"base_url": rcm.get("base_url", ""), "token_url": rcm.get("token_url", ""),
+                "client_id": rcm.get("client_id", ""), "auth": "client_credentials", "ca_bundle": "",
+                "timeout_seconds": 15, "secret": self.secret.text().strip()}
         self.test_btn.setEnabled(False)
         self.test_result.setStyleSheet("")
         self.test_result.setText("Testing…")
 
-        def check() -> tuple[bool, str]:
-            from connectors.rcm.fhir import FhirTarget
-
-            if not base:
-                return False, "type the base URL first"
-            try:
-                target = FhirTarget(base, token_url=token_url, client_id=client_id, secret=secret, timeout=15)
-            except ValueError as exc:
-                return False, str(exc)
-            return target.check()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            self.test_btn.setEnabled(True)
-            ok, detail = result if exc is None else (False, f"the test itself failed ({type(exc).__name__})")
-            self.test_result.setStyleSheet(f"color: {'#1b7f3b' if ok else '#c62828'};")
+        def done(out: Any) -> None:
+            self.test_btn.setEnabled(self.enabled.isChecked())
+            ok = isinstance(out, dict) and out.get("ok") is True
+            detail = str(out.get("detail", "")) if isinstance(out, dict) else ""
+            self.test_result.setStyleSheet(f"color: {GREEN if ok else RED};")
             self.test_result.setText(("✔ " if ok else "✖ Failed: ") + detail)
 
-        self.worker.run(check, alive(self, done))
+        def failed(f: ApiFailure) -> None:
+            self.test_btn.setEnabled(self.enabled.isChecked())
+            self.test_result.setStyleSheet(f"color: {RED};")
+            self.test_result.setText("✖ " + failure_text(f))
+            self.wiz.mark(f.key)
 
-    def validatePage(self) -> bool:  # noqa: N802 - Qt's name
-        self.error.setText("")
+        self.wiz.client.call("POST", "/api/v1/rcm/test", json=body, timeout=75, on_ok=alive(self, done),
+                             on_error=alive(self, failed))
+
+    def snapshot(self) -> Any:
+        return (self.wiz.folders_page.folders(), self.rcm(), self.sync(), self.secret.text().strip())
+
+    def check(self, done: Callable[[bool], None]) -> None:
         if not any(cb.isChecked() for cb in self.day_boxes):
-            self.error.setText("'sync.business_days': pick at least one business day.")
-            return False
-        if self.enabled.isChecked() and not self.secret.text().strip() and not self.wiz.secret_saved():
-            self.error.setText("Type the client secret the RCM gave you (it is kept in this computer's keyring), "
-                               "or untick “Send charges to a billing system” to set it up later.")
-            self.secret.setFocus()
-            return False
-        if not self.wiz.check(self.error):
-            return False
-        return self.wiz.save(self.error, secret=self.secret.text().strip() if self.enabled.isChecked() else "")
+            self.show_failure(ApiFailure(0, "no business day is ticked", "tick at least one day to send charges on",
+                                         "sync.business_days"))
+            done(False)
+            return
+        secret = self.secret.text().strip() if self.enabled.isChecked() else ""
+        if self.enabled.isChecked() and not secret and not self.wiz.secret_set:
+            self.show_failure(ApiFailure(0, "the client secret is missing",
+                                         "type the secret the RCM gave you (it is kept in the engine computer's "
+                                         "keyring), or untick “Send charges to a billing system” to set it up "
+                                         "later", "secret"))
+            done(False)
+            return
+        self.wiz.save(self, secret=secret, done=done)
 
 
 class AccountPage(QWizardPage):
@@ -276,21 +357,23 @@ class AccountPage(QWizardPage):
         self.wiz = wizard
         self.created = False
         self.token = ""
-        self.engine_url = ""
-        self.setTitle("Create the manager account")
-        self.setSubTitle("Managers resolve mismatches, reprocess quarantined files and pause sync. You sign in to "
-                         "ChargeBridge with the token created here.")
+        self.setTitle("Create your account")
+        self.setSubTitle("You sign in to ChargeBridge with the token created here. The first account is an "
+                         "administrator, so that someone can change these settings and add the rest of the team.")
         lay = QVBoxLayout(self)
         form = QFormLayout()
         self.name = QLineEdit("manager")
-        self.name.setToolTip("A name for the practice manager (1 to 64 characters)")
+        self.name.setToolTip("A name for the person (1 to 64 characters)")
         form.addRow("Na&me:", self.name)
-        self.admin_token = QLineEdit()
-        self.admin_token.setEchoMode(QLineEdit.EchoMode.Password)
-        self.admin_token.setToolTip("The engine is running: creating a user then needs an admin's token")
-        self.admin_label = QLabel("&Admin token:")
-        self.admin_label.setBuddy(self.admin_token)
-        form.addRow(self.admin_label, self.admin_token)
+        self.role = QComboBox()
+        for key, text in ((Role.ADMIN, "Admin — settings, users, and everything a manager does"),
+                          (Role.MANAGER, "Manager — resolve mismatches, reprocess, pause"),
+                          (Role.FRONT_DESK, "Front desk — view only")):
+            self.role.addItem(text, str(key))
+        self.role.setToolTip("What this account may do")
+        self.role_label = QLabel("&Role:")
+        self.role_label.setBuddy(self.role)
+        form.addRow(self.role_label, self.role)
         lay.addLayout(form)
         self.create_btn = QPushButton("&Create account")
         self.create_btn.setToolTip("Create the account and show its token once")
@@ -309,245 +392,260 @@ class AccountPage(QWizardPage):
         lay.addLayout(trow)
         self.result = QLabel("")
         self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.result)
-        self.skip = QCheckBox("I already have a manager account — &skip this step")
+        self.skip = QCheckBox("I already have an account — &skip this step")
         self.skip.toggled.connect(lambda _: self.completeChanged.emit())
         lay.addWidget(self.skip)
         lay.addStretch(1)
         self.worker = Worker(self)
-        self._set_engine("")
-
-    def _set_engine(self, url: str) -> None:
-        self.engine_url = url
-        self.admin_token.setVisible(bool(url))
-        self.admin_label.setVisible(bool(url))
 
     def initializePage(self) -> None:  # noqa: N802 - Qt's name
-        """Is an engine running for this home? Asked on a worker (it is an HTTP request)."""
-        from ui.client import engine_url
-
-        url = engine_url(self.wiz.home)
-        if not url:
-            self._set_engine("")
-            return
-
-        def probe() -> bool:
-            import requests
-
-            try:
-                return requests.get(f"{url}/api/v1/health", timeout=3).status_code == 200
-            except requests.RequestException:
-                return False
-
-        def probed(up: Any, _exc: BaseException | None) -> None:
-            self._set_engine(url if up else "")
-            self.create_btn.setEnabled(True)
-
-        self.create_btn.setEnabled(False)
-        self.worker.run(probe, alive(self, probed))
+        # during setup there is no account yet: the first one is needed, and it is an admin
+        self.skip.setVisible(not self.wiz.setup_mode)
+        self.role_label.setVisible(not self.wiz.setup_mode)
+        self.role.setVisible(not self.wiz.setup_mode)
+        if self.wiz.setup_mode:
+            self.role.setCurrentIndex(self.role.findData(str(Role.ADMIN)))
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's name
-        return self.created or self.skip.isChecked()
+        return self.created or (self.skip.isChecked() and not self.wiz.setup_mode)
 
     def create_account(self) -> None:
         name = self.name.text().strip()
         if not name:
-            self.result.setStyleSheet("color: #c62828;")
-            self.result.setText("Type a name first.")
+            self._say("Type a name first.", RED)
+            self.name.setFocus()
             return
         self.create_btn.setEnabled(False)
-        self.result.setStyleSheet("")
-        self.result.setText("Creating…")
-        if self.engine_url:
-            self._create_via_api(name)
-        else:
-            self._create_in_store(name)
+        self._say("Creating…", "")
+        role = str(self.role.currentData())
 
-    def _create_in_store(self, name: str) -> None:
-        paths, key_source = self.wiz.paths, self.wiz.key_source()
+        def ok(out: Any) -> None:
+            token = str(out.get("token", "")) if isinstance(out, dict) else ""
+            if not token:
+                self.create_btn.setEnabled(True)
+                self._say("The engine's answer had no token: the account may exist without one. Remove it with "
+                          "`chargebridge users revoke` and try again.", RED)
+                return
+            self._created(token, role)
 
-        def work() -> str:
-            # No engine yet: open the store directly (the documented exception, see the module doc).
-            from agent.store import Store
-            from agent.users import add_user
+        def failed(f: ApiFailure) -> None:
+            self.create_btn.setEnabled(True)
+            self._say("The account was not created. " + failure_text(f), RED)
+            if f.key and f.key.endswith("name"):
+                self.name.setStyleSheet(BAD_FIELD)
+                self.name.setFocus()
+
+        self.name.setStyleSheet("")
+        self.wiz.client.call("POST", "/api/v1/users", json={"name": name, "role": role},
+                             on_ok=alive(self, ok), on_error=alive(self, failed))
+
+    def _created(self, token: str, role: str) -> None:
+        self.created, self.token = True, token
+        self.wiz.token = token
+        if role == Role.ADMIN:  # setup is over: the setup token is refused from now on
+            self.wiz.client.token = token
+            self.wiz.setup_mode = False
+        self.create_btn.setEnabled(False)
+        self.token_out.setText(token)
+        self.completeChanged.emit()
+        self._say("Account created. This token is shown only once; copy it somewhere safe to sign in on "
+                  "another computer. Saving it in this computer's keyring…", GREEN)
+        paths = self.wiz.paths
+
+        def remember() -> None:
             from core import secrets
 
-            store = Store.open(paths, key_source)
-            try:
-                token = add_user(store, name, "manager", actor=f"wizard:{getpass.getuser()}")
-            finally:
-                store.close()
-            secrets.set_secret(paths, TOKEN_SECRET, token)
-            return token
+            secrets.set_secret(paths, API_TOKEN, token)
 
-        self.worker.run(work, alive(self, self._created))
+        def remembered(_r: Any, exc: BaseException | None) -> None:
+            if exc is None:
+                self._say("Account created. This token is shown only once: it is saved in this computer's keyring; "
+                          "copy it somewhere safe to sign in on another computer.", GREEN)
+            else:
+                fix = getattr(exc, "fix", "") or "copy the token now: you will be asked for it when ChargeBridge starts"
+                self._say(f"Account created, but the token could not be saved in the keyring "
+                          f"({getattr(exc, 'title', type(exc).__name__)}). What to do: {fix}.", RED)
 
-    def _create_via_api(self, name: str) -> None:
-        from ui.client import ApiClient
+        self.worker.run(remember, alive(self, remembered))
 
-        client = ApiClient(self.engine_url, self.admin_token.text().strip(), parent=self)
-
-        def ok(out: dict[str, str]) -> None:
-            def save() -> str:
-                from core import secrets
-
-                secrets.set_secret(self.wiz.paths, TOKEN_SECRET, out["token"])
-                return out["token"]
-
-            self.worker.run(save, alive(self, self._created))
-
-        client.call("POST", "/api/v1/users", json={"name": name, "role": "manager"}, on_ok=alive(self, ok),
-                    on_error=alive(self, lambda f: self._created(None, RuntimeError(str(f)))))
-
-    def _created(self, token: Any, exc: BaseException | None) -> None:
-        self.create_btn.setEnabled(not self.created)
-        if exc is not None:
-            detail = getattr(exc, "title", "") or str(exc)
-            fix = getattr(exc, "fix", "")
-            self.result.setStyleSheet("color: #c62828;")
-            self.result.setText(f"The account was not created: {detail}" + (f". Fix: {fix}" if fix else ""))
-            return
-        self.created, self.token = True, str(token)
-        self.wiz.token = self.token
-        self.create_btn.setEnabled(False)
-        self.token_out.setText(self.token)
-        self.result.setStyleSheet("color: #1b7f3b;")
-        self.result.setText("Account created. This token is shown only once: it is saved in this computer's "
-                            "keyring; copy it somewhere safe to sign in on another computer.")
-        self.completeChanged.emit()
+    def _say(self, text: str, color: str) -> None:
+        self.result.setStyleSheet(f"color: {color};" if color else "")
+        self.result.setText(text)
 
 
 class FirstRunWizard(QWizard):
-    """Writes ``<home>/chargebridge.toml``; secrets go to the OS keyring only."""
+    """Sets ChargeBridge up through the engine at ``url``. ``token``: the signed-in admin's
+    (a re-run); empty = the engine's one-time setup token from ``Paths.setup_token``."""
 
-    def __init__(self, home: Path, parent: QWidget | None = None) -> None:
+    def __init__(self, home: str | Path | Paths, url: str, token: str = "", *, ca_bundle: str = "",
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.home = Path(home)
-        self.paths = Paths.resolve(self.home)
-        self.token = ""
+        self.paths = home if isinstance(home, Paths) else Paths.resolve(home)
+        self.home = self.paths.home
+        self.setup_mode = not token
+        self.client = ApiClient(url, token or read_setup_token(self.paths), ca_bundle=ca_bundle, parent=self)
+        self.token = ""  # the account created here
         self.saved = False
+        self.loaded: dict[str, Any] | None = None  # GET /api/v1/config's answer
+        self.load_failure: ApiFailure | None = None
+        self.secret_set = False
+        self._marked: list[QWidget] = []
         self.setWindowTitle("Set up ChargeBridge")
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, False)
         self.setMinimumSize(720, 560)
-        self.base = self._existing()
         self.folders_page = FoldersPage(self)
         self.rcm_page = RcmPage(self)
         self.account_page = AccountPage(self)
         for p in (self.folders_page, self.rcm_page, self.account_page):
             self.addPage(p)
-        self._prefill()
+        self.reload()
 
-    # -- config -----------------------------------------------------------------------------
-    def _existing(self) -> dict[str, Any]:
-        """A re-run starts from the current file (keeping keys the wizard does not ask about)."""
-        from agent.api import config_to_dict
-        from agent.config import Config, load
-        from core.errors import ConfigError
+    # -- the engine's current settings ----------------------------------------------------------
+    def reload(self) -> None:
+        if not self.client.token:
+            self.load_failure = ApiFailure(401, "there is no setup token for this ChargeBridge",
+                                           "someone already set it up: sign in with an admin's token and open "
+                                           "Settings, or ask your administrator")
+            self.folders_page.show_failure(self.load_failure)
+            return
+        self.client.call("GET", "/api/v1/config", on_ok=alive(self, self._loaded),
+                         on_error=alive(self, self._load_failed))
 
-        try:
-            cfg = load(self.paths.config)
-            self._sections = set(tomllib.loads(self.paths.config.read_text(encoding="utf-8"))) \
-                if self.paths.config.exists() else set()
-            return config_to_dict(cfg)
-        except (ConfigError, OSError, tomllib.TOMLDecodeError):
-            self._sections = set()
-            return config_to_dict(Config())
-
-    def _prefill(self) -> None:
-        for f in self.base.get("folders", []):
-            self.folders_page.add_folder(f["path"], f.get("format", "auto"), f.get("profile", ""))
-        rcm, page = self.base.get("rcm", {}), self.rcm_page
+    def _loaded(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or not isinstance(answer.get("config"), dict):
+            self._load_failed(ApiFailure(0, "the engine's answer could not be read",
+                                         "update ChargeBridge so this window and the engine are the same version"))
+            return
+        self.loaded, self.load_failure = answer, None
+        self.secret_set = bool(answer.get("rcm_secret_set"))
+        cfg = answer["config"]
+        fp, rp = self.folders_page, self.rcm_page
+        if fp.table.rowCount() == 0:
+            for f in cfg.get("folders") or []:
+                if isinstance(f, dict):
+                    fp.add_folder(str(f.get("path", "")), str(f.get("format", "auto")), str(f.get("profile", "")), f)
+        rcm = cfg.get("rcm") or {}
         if rcm.get("type"):
-            page.base_url.setText(rcm.get("base_url", ""))
-            page.token_url.setText(rcm.get("token_url", ""))
-            page.client_id.setText(rcm.get("client_id", ""))
-        sync = self.base.get("sync", {})
-        if "sync" in self._sections:  # otherwise the wizard's suggestion (weekdays 07:00-19:00)
-            page.interval.setValue(float(sync.get("interval_minutes", 15)))
-            page.hours.setText(sync.get("business_hours", "07:00-19:00"))
-            on = parse_days(sync.get("business_days", "mon-fri"))
-            for i, cb in enumerate(page.day_boxes):
-                cb.setChecked(i in on)
+            rp.base_url.setText(str(rcm.get("base_url", "")))
+            rp.token_url.setText(str(rcm.get("token_url", "")))
+            rp.client_id.setText(str(rcm.get("client_id", "")))
+        if self.secret_set:
+            rp.secret.setPlaceholderText("saved — type a new one to replace it")
+        if not self.setup_mode:  # a re-run shows what is set; a first run suggests weekdays 07:00-19:00
+            rp.set_sync(cfg.get("sync") or {})
+        if fp.error.text():
+            fp.error.setText("")
 
-    def key_source(self) -> str:
-        return str(self.base.get("store", {}).get("key_source", "keyring"))
+    def _load_failed(self, f: ApiFailure) -> None:
+        self.load_failure = f
+        self.folders_page.show_failure(f)
 
-    def config_dict(self) -> dict[str, Any]:
-        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.base.items()}
-        old = {f["path"]: f for f in self.base.get("folders", [])}
-        cfg["folders"] = [{**old.get(f["path"], {}), **f} for f in self.folders_page.folders()]
-        cfg["rcm"] = {**cfg.get("rcm", {}), **self.rcm_page.rcm()}
-        cfg["sync"] = {**cfg.get("sync", {}), **self.rcm_page.sync()}
-        return cfg
-
-    def check(self, error: QLabel, *, partial: bool = False) -> bool:
-        """Validate with the engine's own rules; on failure name the key, say what is allowed."""
-        from agent.config import parse
-        from core.errors import ConfigError
-
-        cfg = self.config_dict()
-        if partial:  # the folders page: the later pages' values are not chosen yet
-            cfg = {"folders": cfg["folders"]}
-        for w in self._fields().values():
-            w.setStyleSheet("")
-        try:
-            parse(cfg, origin="chargebridge.toml")
-        except ConfigError as exc:
-            label = self._focus_key(exc.title)
-            error.setText(f"{label + ': ' if label else ''}{exc.title.replace('chargebridge.toml: ', '')} — "
-                          f"{exc.fix}")
-            return False
-        return True
-
+    # -- fields named by an error's key ---------------------------------------------------------
     def _fields(self) -> dict[str, QWidget]:
-        page = self.rcm_page
-        return {"rcm.base_url": page.base_url, "rcm.token_url": page.token_url, "rcm.client_id": page.client_id,
-                "sync.business_hours": page.hours, "sync.interval_minutes": page.interval}
+        rp = self.rcm_page
+        return {"rcm.base_url": rp.base_url, "rcm.token_url": rp.token_url, "rcm.client_id": rp.client_id,
+                "base_url": rp.base_url, "token_url": rp.token_url, "client_id": rp.client_id,
+                "secret": rp.secret, "sync.business_hours": rp.hours, "sync.interval_minutes": rp.interval,
+                "sync.business_days": rp.day_boxes[0], "name": self.account_page.name}
 
-    def _focus_key(self, title: str) -> str:
-        """Put the cursor in (and outline) the field a config error names; returns its label."""
-        m = _KEY.search(title)
-        key = m.group(1) if m else ""
-        w = self._fields().get(key)
-        if w is not None:
-            w.setStyleSheet("border: 2px solid #c62828;")
-            w.setFocus()
-            if isinstance(w, QLineEdit):
-                w.selectAll()
-            holder = w.parentWidget() or w
-            buddy = next((lab for lab in holder.findChildren(QLabel) if lab.buddy() is w), None)
-            return buddy.text().replace("&", "").rstrip(":") if buddy else ""
-        if key.startswith("folders["):
-            self.folders_page.table.selectRow(int(key[8:key.index("]")]))
-        return ""
+    def mark(self, key: str | None) -> QWidget | None:
+        """Outline and focus the field the engine named (``key``); a folder key selects its row."""
+        if not key:
+            return None
+        k = key
+        for prefix in ("body.", "config."):  # request-validation keys carry their location
+            k = k.removeprefix(prefix)
+        m = _FOLDER_KEY.match(key)
+        if m:
+            row = int(m.group(1))
+            table = self.folders_page.table
+            if row < table.rowCount():
+                table.selectRow(row)
+            table.setStyleSheet(BAD_FIELD)
+            self._marked.append(table)
+            return table
+        w = self._fields().get(k)
+        if w is None:
+            return None
+        w.setStyleSheet(BAD_FIELD)
+        w.setFocus(Qt.FocusReason.OtherFocusReason)
+        if isinstance(w, QLineEdit):
+            w.selectAll()
+        self._marked.append(w)
+        return w
 
-    def secret_saved(self) -> bool:
-        from core import secrets
-        from core.errors import ChargeBridgeError
+    def clear_marks(self) -> None:
+        for w in self._marked:
+            w.setStyleSheet("")
+        self._marked = []
 
-        try:
-            return bool(secrets.get_secret(self.paths, RCM_SECRET))
-        except ChargeBridgeError:
-            return False
+    # -- talking to the engine ------------------------------------------------------------------
+    def changes(self) -> dict[str, Any]:
+        """The sections this wizard sets, merged over what the engine has (keys it does not ask
+        about are kept)."""
+        cfg = (self.loaded or {}).get("config") or {}
+        return {"folders": self.folders_page.folders(),
+                "rcm": {**(cfg.get("rcm") or {}), **self.rcm_page.rcm()},
+                "sync": {**(cfg.get("sync") or {}), **self.rcm_page.sync()}}
 
-    def save(self, error: QLabel, *, secret: str) -> bool:
-        """Write the validated config atomically and the secret to the keyring."""
-        from agent.api import write_config
-        from core import secrets
-        from core.errors import ChargeBridgeError
+    def _need_loaded(self, page: _AsyncPage, done: Callable[[bool], None]) -> bool:
+        if self.loaded is not None:
+            return True
+        page.show_failure(self.load_failure or ApiFailure(0, "the current settings are still loading",
+                                                          "wait a moment and press Next again"))
+        if self.load_failure is not None and self.load_failure.status != 401:
+            self.reload()
+        done(False)
+        return False
 
-        try:
+    def validate(self, config: dict[str, Any], *, partial: bool, page: _AsyncPage,
+                 done: Callable[[bool], None]) -> None:
+        """``POST /config/validate``: yes, or the engine's title, fix and key shown on ``page``."""
+        if not self._need_loaded(page, done):
+            return
+
+        def failed(f: ApiFailure) -> None:
+            page.show_failure(f)
+            done(False)
+
+        self.client.call("POST", "/api/v1/config/validate", json={"config": config, "partial": partial},
+                         on_ok=alive(self, lambda _r: done(True)), on_error=alive(self, failed))
+
+    def save(self, page: _AsyncPage, *, secret: str, done: Callable[[bool], None]) -> None:
+        """Validate, then ``PATCH /config`` with the sections the wizard sets, then the secret."""
+        if not self._need_loaded(page, done):
+            return
+        changes = self.changes()
+
+        def failed(f: ApiFailure) -> None:
+            page.show_failure(f)
+            done(False)
+
+        def saved_secret(_out: Any) -> None:
+            self.secret_set = True
+            self.rcm_page.secret.clear()
+            self.rcm_page.secret.setPlaceholderText("saved — type a new one to replace it")
+            done(True)
+
+        def saved(out: Any) -> None:
+            self.saved = True
+            if isinstance(out, dict) and isinstance(out.get("config"), dict) and self.loaded is not None:
+                self.loaded["config"] = out["config"]
             if secret:
-                secrets.set_secret(self.paths, RCM_SECRET, secret)
-            self.paths.ensure()
-            write_config(self.paths.config, self.config_dict())
-        except ChargeBridgeError as exc:
-            error.setText(f"Not saved: {exc.title} — {exc.fix}")
-            return False
-        except OSError as exc:
-            error.setText(f"Not saved: {self.paths.config} cannot be written ({exc.strerror}) — check the "
-                          "folder's permissions")
-            return False
-        self.saved = True
-        return True
+                self.client.call("POST", "/api/v1/rcm/secret", json={"secret": secret},
+                                 on_ok=alive(self, saved_secret), on_error=alive(self, failed))
+            else:
+                done(True)
 
+        def valid(_r: Any) -> None:
+            self.client.call("PATCH", "/api/v1/config", json=changes, on_ok=alive(self, saved),
+                             on_error=alive(self, failed))
+
+        self.client.call("POST", "/api/v1/config/validate", json={"config": changes, "partial": True},
+                         on_ok=alive(self, valid), on_error=alive(self, failed))
+
+    def done(self, result: int) -> None:
+        self.client.close()
+        super().done(result)

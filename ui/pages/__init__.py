@@ -10,39 +10,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timezone
-from typing import Any
+from typing import ClassVar
 
-import shiboken6
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QAbstractButton, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from core.states import Role
 from ui.client import ApiClient, ApiFailure
+from ui.common import (  # noqa: F401 - the pages' shared vocabulary, re-exported for them
+    Worker,
+    alive,
+    needs_role_text,
+    parse_ts,
+    relative,
+    role_at_least,
+    role_label,
+    short_date,
+    when,
+)
 
-ROLES = ("front_desk", "manager", "admin")
-RANK = {r: i for i, r in enumerate(ROLES)}
-ROLE_LABEL = {"front_desk": "front desk", "manager": "manager", "admin": "admin"}
 IDLE_TIMEOUT_S = 15 * 60  # manager actions after this long without input ask to sign in again
-
-
-def role_label(role: str) -> str:
-    return ROLE_LABEL.get(role, role)
-
-
-def needs_role_text(needed: str, role: str) -> str:
-    """The tooltip on anything a role may not use: what it needs, who you are, what to do."""
-    who = "an administrator" if needed == "admin" else "a practice manager"
-    return (f"Needs the {role_label(needed)} role — you are signed in as {role_label(role)}. "
-            f"Ask {who}, or sign in with {who.replace('a practice ', 'a ')}'s token.")
-
-
-def alive(obj: QObject, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` unless ``obj``'s C++ side is gone by the time an async result arrives."""
-    def call(*args: Any) -> Any:
-        if shiboken6.isValid(obj):
-            return fn(*args)
-        return None
-    return call
 
 
 class Session(QObject):
@@ -68,8 +55,8 @@ class Session(QObject):
         self.last_activity = clock()
         self.reauth: Callable[[str, Callable[[], None]], None] | None = None  # set by the window
 
-    def at_least(self, role: str) -> bool:
-        return RANK.get(self.role, -1) >= RANK[role]
+    def at_least(self, role: Role) -> bool:
+        return role_at_least(self.role, role)
 
     def touch(self) -> None:
         self.last_activity = self.clock()
@@ -95,7 +82,7 @@ class Session(QObject):
         action()
 
 
-def gate(button: QAbstractButton, session: Session, needed: str, tip: str, *, extra_ok: bool = True,
+def gate(button: QAbstractButton, session: Session, needed: Role, tip: str, *, extra_ok: bool = True,
          extra_tip: str = "") -> None:
     """Enable ``button`` for roles >= ``needed``; otherwise disable it with a tooltip saying why."""
     if not session.at_least(needed):
@@ -112,7 +99,8 @@ def gate(button: QAbstractButton, session: Session, needed: str, tip: str, *, ex
 class Banner(QFrame):
     """An inline message (error or info) with what happened and the fix; never a blocking dialog."""
 
-    COLORS = {"error": ("#fdecea", "#b71c1c"), "info": ("#e8f1fb", "#0d47a1"), "ok": ("#e8f5e9", "#1b5e20")}
+    COLORS: ClassVar[dict[str, tuple[str, str]]] = {
+        "error": ("#fdecea", "#b71c1c"), "info": ("#e8f1fb", "#0d47a1"), "ok": ("#e8f5e9", "#1b5e20")}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -198,90 +186,3 @@ class Page(QWidget):
     def open_with(self, arg: str) -> None:
         """Called when another page links here with an argument (e.g. a state filter)."""
         self.refresh()
-
-
-# -- background work (not HTTP: e.g. the wizard's connection test before an engine exists) --------
-class _Done(QObject):
-    finished = Signal(int, object, object)  # task id, result, exception
-
-
-class _Task(QRunnable):
-    def __init__(self, task_id: int, fn: Callable[[], Any], done: _Done) -> None:
-        super().__init__()
-        self.task_id, self.fn, self.done = task_id, fn, done
-
-    def run(self) -> None:
-        try:
-            result = self.fn()
-        except Exception as exc:  # delivered to the UI thread, shown to the user
-            self.done.finished.emit(self.task_id, None, exc)
-        else:
-            self.done.finished.emit(self.task_id, result, None)
-
-
-class Worker(QObject):
-    """Runs a blocking function on a pool thread; ``on_done(result, exc)`` runs on the UI thread."""
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(2)
-        self._done = _Done()
-        self._done.finished.connect(self._deliver)
-        self._callbacks: dict[int, Callable[[Any, BaseException | None], None]] = {}
-        self._next = 0
-
-    @property
-    def busy(self) -> int:
-        return len(self._callbacks)
-
-    def run(self, fn: Callable[[], Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
-        self._next += 1
-        self._callbacks[self._next] = on_done
-        self.pool.start(_Task(self._next, fn, self._done))
-
-    @Slot(int, object, object)
-    def _deliver(self, task_id: int, result: Any, exc: Any) -> None:
-        cb = self._callbacks.pop(task_id, None)
-        if cb is not None:
-            cb(result, exc)
-
-
-# -- time --------------------------------------------------------------------------------------
-def parse_ts(iso: str) -> datetime | None:
-    if not iso:
-        return None
-    try:
-        dt = datetime.fromisoformat(iso)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def when(iso: str, *, now: datetime | None = None) -> str:
-    """'2026-11-27 09:48 (5 min ago)' in local time; '' for nothing."""
-    dt = parse_ts(iso)
-    if dt is None:
-        return ""
-    now = now or datetime.now(UTC)
-    secs = (now - dt).total_seconds()
-    return f"{dt.astimezone().strftime('%Y-%m-%d %H:%M')} ({relative(secs)})"
-
-
-def relative(secs: float) -> str:
-    future = secs < 0
-    s = abs(secs)
-    if s < 60:
-        text = "less than a minute"
-    elif s < 3600:
-        text = f"{int(s // 60)} min"
-    elif s < 86400 * 2:
-        text = f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
-    else:
-        text = f"{int(s // 86400)} days"
-    return f"in {text}" if future else f"{text} ago"
-
-
-def short_date(iso: str) -> str:
-    dt = parse_ts(iso)
-    return dt.astimezone().strftime("%Y-%m-%d %H:%M") if dt else ""

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.states import Role
 from ui.client import ApiFailure
 from ui.models import ACTION_LABEL, AuditModel
 from ui.pages import Page, Session, empty_label, needs_role_text
@@ -67,15 +68,15 @@ class ActivityPage(Page):
         self.apply_role()
 
     def apply_role(self) -> None:
-        allowed = self.session.at_least("manager")
+        allowed = self.session.at_least(Role.MANAGER)
         self.bar.setVisible(allowed)
         if not allowed:
-            self.no_role.setText("The activity trail " + needs_role_text("manager", self.session.role)[0].lower()
-                                 + needs_role_text("manager", self.session.role)[1:])
+            self.no_role.setText("The activity trail " + needs_role_text(Role.MANAGER, self.session.role)[0].lower()
+                                 + needs_role_text(Role.MANAGER, self.session.role)[1:])
             self.stack.setCurrentWidget(self.no_role)
 
     def refresh(self) -> None:
-        if not self.session.at_least("manager"):
+        if not self.session.at_least(Role.MANAGER):
             self.apply_role()
             return  # the engine would say 403; the page already says why, without a request
         self.banner.hide()

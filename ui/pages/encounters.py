@@ -24,11 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.states import EncounterState
 from ui.client import ApiFailure
 from ui.models import STATE_LABEL, SYNC_LABEL, EncountersModel
 from ui.pages import Page, Session, empty_label
 
-STATES = [("", "All states"), ("ready", "Ready"), ("needs_review", "Needs review"), ("expected", "Expected visits")]
+STATES: list[tuple[str, str]] = [("", "All states"), (EncounterState.READY, "Ready"),
+                                 (EncounterState.NEEDS_REVIEW, "Needs review"),
+                                 (EncounterState.EXPECTED, "Expected visits")]
 SORTS = [(("id", True), "Newest received first"), (("id", False), "Oldest received first"),
          (("dos", True), "Date of service, newest first"), (("dos", False), "Date of service, oldest first")]
 EMPTY = "No encounters yet — drop EHR exports into a watched folder (see Settings → Watched folders)."

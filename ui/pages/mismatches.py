@@ -32,24 +32,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.client import ApiFailure
+from core.states import FindingKind, ResolveAction, Role
+from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
 from ui.pages import Page, Session, alive, empty_label, gate, when
 
-KINDS = {
-    "missing_in_rcm": ("Not in the billing system", "Documented in the EHR, but the billing system has no claim "
-                                                    "for it."),
-    "field_mismatch": ("Fields differ", "Both sides have this visit, but some fields differ (highlighted)."),
-    "orphan_in_rcm": ("Only in the billing system", "The billing system has a claim that the EHR did not "
-                                                    "document."),
-    "missing_charge": ("Missing charge", "A scheduled visit with no charge documented a few days later."),
+KINDS: dict[str, tuple[str, str]] = {
+    FindingKind.MISSING_IN_RCM: ("Not in the billing system",
+                                 "Documented in the EHR, but the billing system has no claim for it."),
+    FindingKind.FIELD_MISMATCH: ("Fields differ", "Both sides have this visit, but some fields differ (highlighted)."),
+    FindingKind.ORPHAN_IN_RCM: ("Only in the billing system",
+                                "The billing system has a claim that the EHR did not document."),
+    FindingKind.MISSING_CHARGE: ("Missing charge", "A scheduled visit with no charge documented a few days later."),
 }
-ACTIONS = {
-    "resend": ("Resen&d EHR version", "Send the EHR's version to the billing system (as a correction when it "
-                                      "already has a claim)"),
-    "accept-rcm": ("Accept &RCM version", "Keep what the billing system has, and update ChargeBridge's copy "
-                                          "to match"),
-    "ignore": ("&Ignore…", "Close this mismatch without changing anything; you will be asked for a reason"),
+ACTIONS: dict[str, tuple[str, str]] = {
+    ResolveAction.RESEND: ("Resen&d EHR version", ("Send the EHR's version to the billing system (as a correction "
+                                                   "when it already has a claim)")),
+    ResolveAction.ACCEPT_RCM: ("Accept &RCM version",
+                               "Keep what the billing system has, and update ChargeBridge's copy to match"),
+    ResolveAction.IGNORE: ("&Ignore…", "Close this mismatch without changing anything; you will be asked for a reason"),
 }
 FIELD_LABEL = {
     "patient.family": "Family name", "patient.given": "Given name", "patient.dob": "Date of birth",
@@ -257,20 +258,27 @@ class MismatchesPage(Page):
         possible = ", ".join(ACTIONS[a][0].replace("&", "").rstrip("…") for a in allowed) or "none"
         for action, b in self.buttons.items():
             if self.current is None:
-                gate(b, self.session, "manager", ACTIONS[action][1], extra_ok=False,
+                gate(b, self.session, Role.MANAGER, ACTIONS[action][1], extra_ok=False,
                      extra_tip="Select a mismatch first")
             else:
-                gate(b, self.session, "manager", ACTIONS[action][1], extra_ok=action in allowed,
+                gate(b, self.session, Role.MANAGER, ACTIONS[action][1], extra_ok=action in allowed,
                      extra_tip=f"Does not apply to “{kind}”. Possible here: {possible}")
 
     # -- data ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        self.client.call("GET", "/api/v1/mismatches", on_ok=alive(self, self._loaded),
+        self.client.call("GET", "/api/v1/mismatches", params=RecordsModel.PARAMS, on_ok=alive(self, self._loaded),
                          on_error=alive(self, lambda f: self.banner.show_failure(f, "load the mismatches")))
 
-    def _loaded(self, items: list[dict[str, Any]]) -> None:
+    def _loaded(self, answer: Any) -> None:
         keep = self.current["id"] if self.current else None
-        self.model.set_rows(items)
+        try:
+            self.model.set_page(answer)
+        except ValueError:
+            self.banner.show_failure(unreadable_answer(), "load the mismatches")
+            return
+        items = self.model.rows
+        if self.model.truncated:
+            self.banner.show_text(f"Showing the first {len(items):,} of {self.model.total:,} open mismatches.")
         self.stack.setCurrentWidget(self.list if items else self.empty)
         row = next((i for i, r in enumerate(items) if r["id"] == keep), 0 if items else None)
         if row is None:
@@ -324,10 +332,11 @@ class MismatchesPage(Page):
         if self.current is None:
             return
         fid = self.current["id"]
-        if action == "ignore":
+        if action == ResolveAction.IGNORE:
             self.session.guard(lambda: self._ask_reason(fid), "ignore the mismatch")
         else:
-            verb = "re-send the EHR version" if action == "resend" else "accept the billing system's version"
+            verb = ("re-send the EHR version" if action == ResolveAction.RESEND
+                    else "accept the billing system's version")
             self.session.guard(lambda: self.resolve(fid, action), verb)
 
     def _ask_reason(self, fid: int) -> None:
@@ -335,7 +344,7 @@ class MismatchesPage(Page):
             self.ignore_dialog.deleteLater()
         dlg = IgnoreDialog(self)
         self.ignore_dialog = dlg
-        dlg.accepted.connect(lambda: self.resolve(fid, "ignore", dlg.reason.text().strip()))
+        dlg.accepted.connect(lambda: self.resolve(fid, ResolveAction.IGNORE, dlg.reason.text().strip()))
         dlg.open()  # window-modal, without a nested event loop
 
     def resolve(self, fid: int, action: str, reason: str = "",

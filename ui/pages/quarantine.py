@@ -26,7 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.client import ApiFailure
+from core.states import Role
+from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
 from ui.pages import Page, Session, alive, empty_label, gate, needs_role_text, short_date, when
 
@@ -111,21 +112,28 @@ class QuarantinePage(Page):
         self.apply_role()
 
     def apply_role(self) -> None:
-        gate(self.reprocess_btn, self.session, "manager",
+        gate(self.reprocess_btn, self.session, Role.MANAGER,
              "Read this file again (after the cause was fixed, e.g. a CSV profile added)",
              extra_ok=self.current is not None, extra_tip="Select a quarantined file first")
-        if not self.session.at_least("manager"):
-            self.raw.setPlaceholderText(needs_role_text("manager", self.session.role).replace(
+        if not self.session.at_least(Role.MANAGER):
+            self.raw.setPlaceholderText(needs_role_text(Role.MANAGER, self.session.role).replace(
                 "Needs the manager role", "Viewing the raw file needs the manager role"))
 
     # -- data ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        self.client.call("GET", "/api/v1/quarantine", on_ok=alive(self, self._loaded),
+        self.client.call("GET", "/api/v1/quarantine", params=RecordsModel.PARAMS, on_ok=alive(self, self._loaded),
                          on_error=alive(self, lambda f: self.banner.show_failure(f, "load the quarantine")))
 
-    def _loaded(self, items: list[dict[str, Any]]) -> None:
+    def _loaded(self, answer: Any) -> None:
         keep = self.current["id"] if self.current else None
-        self.model.set_rows(items)
+        try:
+            self.model.set_page(answer)
+        except ValueError:
+            self.banner.show_failure(unreadable_answer(), "load the quarantine")
+            return
+        items = self.model.rows
+        if self.model.truncated:
+            self.banner.show_text(f"Showing the newest {len(items):,} of {self.model.total:,} quarantined files.")
         self.stack.setCurrentWidget(self.table if items else self.empty)
         row = next((i for i, r in enumerate(items) if r["id"] == keep), 0 if items else None)
         if row is None:
@@ -152,7 +160,7 @@ class QuarantinePage(Page):
             return
         self.raw.clear()
         self.document = None
-        if not self.session.at_least("manager"):
+        if not self.session.at_least(Role.MANAGER):
             self.note.setText("")
             return
         self._doc_request += 1

@@ -9,7 +9,6 @@ the OS keyring through its own endpoint; it is never in the config or shown agai
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -34,33 +33,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.client import ApiFailure
-from ui.pages import Page, Session, alive, empty_label, needs_role_text
-
-FORMATS = [("auto", "Detect automatically"), ("hl7v2", "HL7 v2"), ("csv", "CSV (needs a profile)"),
-           ("fhir", "FHIR R4"), ("ccda", "C-CDA")]
-DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DAY_LABEL = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-_KEY = re.compile(r"'([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*)'")
-
-
-def days_spec(selected: list[int]) -> str:
-    """[0..4] -> "mon-fri"; [0, 2, 4] -> "mon,wed,fri" (the syntax agent.schedule reads)."""
-    sel = sorted(set(selected))
-    if not sel:
-        return ""
-    if sel == list(range(sel[0], sel[-1] + 1)) and len(sel) > 1:
-        return f"{DAYS[sel[0]]}-{DAYS[sel[-1]]}"
-    return ",".join(DAYS[i] for i in sel)
-
-
-def parse_days(spec: str) -> set[int]:
-    from agent.schedule import parse_days as parse
-
-    try:
-        return parse(spec)
-    except (ValueError, IndexError):
-        return set(range(7))
+from core.states import Role
+from ui.client import ApiFailure, unreadable_answer
+from ui.common import (
+    DAY_LABEL,
+    EXPORT_FORMATS,
+    PAGE_SIZE_MAX,
+    days_from_spec,
+    days_spec,
+    folder_rows,
+    page_items,
+)
+from ui.pages import Page, Session, alive, empty_label, needs_role_text, role_label, short_date
 
 
 class SettingsPage(Page):
@@ -151,7 +135,7 @@ class SettingsPage(Page):
         item.setData(Qt.ItemDataRole.UserRole, extra or {})  # keys this page does not edit, kept as they were
         self.folders.setItem(r, 0, item)
         combo = QComboBox()
-        for key, text in FORMATS:
+        for key, text in EXPORT_FORMATS:
             combo.addItem(text, key)
         combo.setCurrentIndex(max(combo.findData(fmt), 0))
         combo.setToolTip("The format of the files in this folder")
@@ -268,9 +252,9 @@ class SettingsPage(Page):
         nl.setBuddy(self.new_name)
         rl = QLabel("R&ole:")
         self.new_role = QComboBox()
-        for key, text in (("front_desk", "Front desk — view only"), ("manager", "Manager — resolve, reprocess, "
-                                                                               "pause"),
-                          ("admin", "Admin — also settings and users")):
+        for key, text in ((Role.FRONT_DESK, "Front desk — view only"),
+                          (Role.MANAGER, "Manager — resolve, reprocess, pause"),
+                          (Role.ADMIN, "Admin — also settings and users")):
             self.new_role.addItem(text, key)
         rl.setBuddy(self.new_role)
         self.add_user_btn = QPushButton("Add &user")
@@ -294,10 +278,10 @@ class SettingsPage(Page):
 
     # -- roles --------------------------------------------------------------------------------
     def apply_role(self) -> None:
-        if self.session.at_least("admin"):
+        if self.session.at_least(Role.ADMIN):
             self.stack.setCurrentWidget(self.body)
         else:
-            txt = needs_role_text("admin", self.session.role)
+            txt = needs_role_text(Role.ADMIN, self.session.role)
             self.no_role.setText("Changing settings " + txt[0].lower() + txt[1:])
             self.stack.setCurrentWidget(self.no_role)
 
@@ -310,7 +294,7 @@ class SettingsPage(Page):
 
     def refresh(self, force: bool = False) -> None:
         self.apply_role()
-        if not self.session.at_least("admin"):
+        if not self.session.at_least(Role.ADMIN):
             return
         if not force and self.dirty():
             self.banner.show_text("You have unsaved changes: Save them, or Revert to see the saved settings.")
@@ -318,7 +302,11 @@ class SettingsPage(Page):
         self.banner.hide()
         self.client.call("GET", "/api/v1/config", on_ok=alive(self, self.load),
                          on_error=alive(self, lambda f: self.banner.show_failure(f, "load the settings")))
-        self.client.call("GET", "/api/v1/users", on_ok=alive(self, self._users_loaded),
+        self.load_users()
+
+    def load_users(self) -> None:
+        self.client.call("GET", "/api/v1/users", params={"page": 1, "page_size": PAGE_SIZE_MAX},
+                         on_ok=alive(self, self._users_loaded),
                          on_error=alive(self, lambda f: self.banner.show_failure(f, "load the users")))
 
     def load(self, answer: dict[str, Any]) -> None:
@@ -343,7 +331,11 @@ class SettingsPage(Page):
         sync = cfg.get("sync", {})
         self.interval.setValue(float(sync.get("interval_minutes", 15)))
         self.hours.setText(sync.get("business_hours", ""))
-        on = parse_days(sync.get("business_days", "mon-sun"))
+        on = days_from_spec(str(sync.get("business_days") or "mon-sun"))
+        if on is None:  # text the boxes cannot show: say so rather than silently tick other days
+            self.banner.show_text(f"The business days in the settings file ({sync.get('business_days')!r}) cannot "
+                                  "be shown as check boxes; tick the days you want and save.", "error")
+            on = set()
         for i, cb in enumerate(self.day_boxes):
             cb.setChecked(i in on)
         restart = answer.get("restart_required") or []
@@ -353,28 +345,23 @@ class SettingsPage(Page):
             self.banner.show_text(f"The settings file has a problem, so these are the running settings: "
                                   f"{answer['problem']}", "error")
 
-    def _users_loaded(self, users: list[dict[str, str]]) -> None:
+    def _users_loaded(self, answer: Any) -> None:
+        try:
+            users, _total = page_items(answer)
+        except ValueError:
+            self.banner.show_failure(unreadable_answer(), "load the users")
+            return
         self.users.setRowCount(len(users))
-        from ui.pages import role_label, short_date
-
         for i, u in enumerate(users):
-            for col, text in enumerate((u["name"], role_label(u["role"]), short_date(u.get("created_at", "")))):
+            for col, text in enumerate((str(u.get("name", "")), role_label(str(u.get("role", ""))),
+                                        short_date(str(u.get("created_at", ""))))):
                 self.users.setItem(i, col, QTableWidgetItem(text))
 
     # -- save ---------------------------------------------------------------------------------
     def collect(self) -> dict[str, Any]:
         """The config to PUT: what was loaded, with this page's fields written over it."""
         cfg = copy.deepcopy((self.loaded or {}).get("config") or {})
-        folders = []
-        for r in range(self.folders.rowCount()):
-            item = self.folders.item(r, 0)
-            f = dict(item.data(Qt.ItemDataRole.UserRole) or {})
-            f["path"] = item.text().strip()
-            f["format"] = self.folders.cellWidget(r, 1).currentData()
-            prof = self.folders.item(r, 2)
-            f["profile"] = prof.text().strip() if prof else ""
-            folders.append(f)
-        cfg["folders"] = folders
+        cfg["folders"] = folder_rows(self.folders)
         rcm = dict(cfg.get("rcm") or {})
         rcm.update(type="fhir" if self.rcm_on.isChecked() else "", base_url=self.base_url.text().strip(),
                    token_url=self.token_url.text().strip(), client_id=self.client_id.text().strip(),
@@ -411,30 +398,36 @@ class SettingsPage(Page):
 
         def failed(f: ApiFailure, doing: str) -> None:
             self.save_btn.setEnabled(True)
-            if f.status == 422:
-                self._show_invalid(f.title)
-            else:
-                self.banner.show_failure(f, doing)
+            self.show_invalid(f, doing)
 
-        self.client.call("PUT", "/api/v1/config", json=self.collect(), on_ok=alive(self, saved),
-                         on_error=alive(self, lambda f: failed(f, "save the settings")))
+        config = self.collect()
+
+        def valid(_r: Any) -> None:
+            self.client.call("PUT", "/api/v1/config", json=config, on_ok=alive(self, saved),
+                             on_error=alive(self, lambda f: failed(f, "save the settings")))
+
+        # the engine's own rules (the same as at its start-up); PUT checks again before writing
+        self.client.call("POST", "/api/v1/config/validate", json={"config": config, "partial": False},
+                         on_ok=alive(self, valid), on_error=alive(self, lambda f: failed(f, "save the settings")))
 
     def refresh_keep_banner(self) -> None:
         self.client.call("GET", "/api/v1/config", on_ok=alive(self, self.load))
 
-    def _show_invalid(self, detail: str) -> None:
-        """The engine's message names the key ("'sync.business_hours' = ... — Fix: allowed: ...");
-        say it in plain words and put the cursor in that field."""
-        problem, _, fix = detail.partition(" — Fix: ")
-        m = _KEY.search(problem)
-        key = m.group(1) if m else ""
-        widget = self._widget_for(key)
-        self.banner.show_text(f"<b>Not saved: {problem.replace('chargebridge.toml: ', '')}.</b>"
-                              + (f"<br>What to do: {fix}." if fix else ""), "error")
+    def show_invalid(self, f: ApiFailure, doing: str = "save the settings") -> None:
+        """The engine's title and fix as it sent them; the field its ``key`` names gets the cursor
+        and a red outline (its tab is brought to the front)."""
+        if f.status == 422:
+            self.banner.show_text(f"<b>Not saved: {_esc(f.title.rstrip('.'))}.</b>"
+                                  + (f"<br>What to do: {_esc(f.fix.rstrip('.'))}." if f.fix else ""), "error")
+        else:
+            self.banner.show_failure(f, doing)
+        widget = self._widget_for(f.key or "")
         if widget is not None:
             self._mark_bad(widget, "")
 
     def _widget_for(self, key: str) -> QWidget | None:
+        for prefix in ("body.", "config."):  # request-validation keys carry their location
+            key = key.removeprefix(prefix)
         simple = {"rcm.base_url": (1, self.base_url), "rcm.token_url": (1, self.token_url),
                   "rcm.client_id": (1, self.client_id), "rcm.ca_bundle": (1, self.ca_bundle),
                   "sync.interval_minutes": (2, self.interval), "sync.business_hours": (2, self.hours),
@@ -443,10 +436,14 @@ class SettingsPage(Page):
             tab, w = simple[key]
             self.tabs.setCurrentIndex(tab)
             return w
-        m = re.match(r"folders\[(\d+)\]", key)
-        if m:
+        if key == "secret":
+            self.tabs.setCurrentIndex(1)
+            return self.secret
+        if key == "folders" or key.startswith("folders["):
             self.tabs.setCurrentIndex(0)
-            self.folders.selectRow(int(m.group(1)))
+            row = key[len("folders["):].partition("]")[0]
+            if row.isdigit() and int(row) < self.folders.rowCount():
+                self.folders.selectRow(int(row))
             return self.folders
         return None
 
@@ -480,7 +477,11 @@ class SettingsPage(Page):
         def fail(f: ApiFailure) -> None:
             self.test_btn.setEnabled(True)
             self.test_result.setStyleSheet("color: #c62828;")
-            self.test_result.setText(f"✖ Could not run the test: {f}")
+            self.test_result.setText(f"✖ Could not run the test: {f.title.rstrip('.')}."
+                                     + (f" What to do: {f.fix.rstrip('.')}." if f.fix else ""))
+            widget = self._widget_for(f.key or "")
+            if widget is not None:
+                self._mark_bad(widget, "")
 
         self.client.call("POST", "/api/v1/rcm/test", json=body, on_ok=alive(self, done), on_error=alive(self, fail),
                          timeout=75)
@@ -500,11 +501,17 @@ class SettingsPage(Page):
             self.new_name.clear()
             self.banner.show_text(f"User {out['name']} added. Give them the token below now — it is shown only "
                                   "once.", "ok")
-            self.client.call("GET", "/api/v1/users", on_ok=alive(self, self._users_loaded))
+            self.load_users()
 
         def fail(f: ApiFailure) -> None:
             self.add_user_btn.setEnabled(True)
             self.banner.show_failure(f, "add the user")
+            if f.key and f.key.endswith("name"):
+                self._mark_bad(self.new_name, "")
 
         self.client.call("POST", "/api/v1/users", json={"name": name, "role": self.new_role.currentData()},
                          on_ok=alive(self, done), on_error=alive(self, fail))
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

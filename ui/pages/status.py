@@ -17,16 +17,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.states import DocumentStatus, EncounterState, EngineState, OutboxState, Role
 from ui.client import ApiFailure
+from ui.common import page_items
 from ui.pages import Page, Session, alive, gate, parse_ts, relative, when
 
-STATE_TEXT = {
-    "idle": ("All good", "#1b7f3b"),
-    "syncing": ("Sending charges…", "#1f5fbf"),
-    "paused": ("Sync is paused", "#4b5563"),
-    "attention": ("Needs attention", "#9a6b00"),
-    "error": ("Problem", "#c62828"),
-    "offline": ("Engine not reachable", "#6b7280"),
+STATE_TEXT: dict[str, tuple[str, str]] = {
+    EngineState.IDLE: ("All good", "#1b7f3b"),
+    EngineState.SYNCING: ("Sending charges…", "#1f5fbf"),
+    EngineState.PAUSED: ("Sync is paused", "#4b5563"),
+    EngineState.ATTENTION: ("Needs attention", "#9a6b00"),
+    EngineState.ERROR: ("Problem", "#c62828"),
+    EngineState.OFFLINE: ("Engine not reachable", "#6b7280"),
 }
 
 
@@ -87,21 +89,23 @@ class StatusPage(Page):
         g = QGridLayout(enc)
         self.count_labels: dict[str, QLabel] = {}
         for i, (key, text, tip) in enumerate((
-                ("ready", "Ready to send", "Validated encounters waiting for (or already through) sync"),
-                ("needs_review", "Need review", "Encounters with validation errors to fix in the EHR"),
-                ("expected", "Expected visits", "Scheduled visits with no charge documented yet"),
-                ("quarantined", "In quarantine", "Files that could not be read; see the Quarantine page"))):
+                (EncounterState.READY, "Ready to send", "Validated encounters waiting for (or already through) sync"),
+                (EncounterState.NEEDS_REVIEW, "Need review", "Encounters with validation errors to fix in the EHR"),
+                (EncounterState.EXPECTED, "Expected visits", "Scheduled visits with no charge documented yet"),
+                (DocumentStatus.QUARANTINED, "In quarantine",
+                 "Files that could not be read; see the Quarantine page"))):
             self.count_labels[key] = self._row(g, i, text, tip)
         grid.addWidget(enc, 1)
         out = QGroupBox("Sending to the billing system")
         g = QGridLayout(out)
         self.outbox_labels: dict[str, QLabel] = {}
         for i, (key, text, tip) in enumerate((
-                ("queued", "Queued", "Waiting for the next sync"),
-                ("failed", "Retrying", "A send failed for a reason that may pass (network, busy server); "
-                                       "it is retried automatically"),
-                ("delivered", "Delivered", "Accepted by the billing system"),
-                ("rejected", "Rejected", "Refused by the billing system; the reason is on the Encounters page"))):
+                (OutboxState.QUEUED, "Queued", "Waiting for the next sync"),
+                (OutboxState.FAILED, "Retrying", ("A send failed for a reason that may pass (network, busy server); "
+                                                  "it is retried automatically")),
+                (OutboxState.DELIVERED, "Delivered", "Accepted by the billing system"),
+                (OutboxState.REJECTED, "Rejected",
+                 "Refused by the billing system; the reason is on the Encounters page"))):
             self.outbox_labels[key] = self._row(g, i, text, tip)
         self.last_sync_label = self._row(g, 4, "Last sync", "When charges were last sent, and what happened")
         self.next_sync_label = self._row(g, 5, "Next sync", "The next scheduled run (inside business hours)")
@@ -131,30 +135,34 @@ class StatusPage(Page):
     # -- roles --------------------------------------------------------------------------------
     def apply_role(self) -> None:
         paused = bool(self.last.get("paused"))
-        gate(self.pause_btn, self.session, "manager", "Stop sending charges until you resume (watching and "
+        gate(self.pause_btn, self.session, Role.MANAGER, "Stop sending charges until you resume (watching and "
              "checking exports go on)", extra_ok=not paused, extra_tip="Sync is already paused")
-        gate(self.resume_btn, self.session, "manager", "Start sending charges again, and catch up now",
+        gate(self.resume_btn, self.session, Role.MANAGER, "Start sending charges again, and catch up now",
              extra_ok=paused, extra_tip="Sync is running; nothing to resume")
 
     # -- data ---------------------------------------------------------------------------------
     def refresh(self) -> None:
         self.client.call("GET", "/api/v1/status", on_ok=alive(self, self.show_status),
                          on_error=alive(self, self._failed))
-        self.client.call("GET", "/api/v1/mismatches", on_ok=alive(self, self._mismatches),
+        self.client.call("GET", "/api/v1/mismatches", params={"page": 1, "page_size": 1},
+                         on_ok=alive(self, self._mismatches),
                          on_error=alive(self, lambda f: None))  # the status call reports reachability
 
     def _failed(self, failure: ApiFailure) -> None:
         if failure.status == 0:  # no answer at all: show it as the offline state, not stale numbers
-            self.show_status({"state": "offline", "reason": failure.title})
+            self.show_status({"state": EngineState.OFFLINE, "reason": failure.title})
         self.banner.show_failure(failure, "load the status")
 
-    def _mismatches(self, items: list[dict[str, Any]]) -> None:
-        self.mismatch_count = len(items)
+    def _mismatches(self, answer: Any) -> None:
+        try:
+            self.mismatch_count = page_items(answer)[1]
+        except ValueError:
+            return  # the status call reports what is wrong with the engine
         self._attention()
 
     def show_status(self, st: dict[str, Any]) -> None:
         self.last = st
-        state = st.get("state", "offline")
+        state = str(st.get("state") or EngineState.OFFLINE)
         text, color = STATE_TEXT.get(state, (state, "#333"))
         self.state_label.setText(text)
         self.state_label.setStyleSheet(f"font-size: 18pt; font-weight: 600; color: {color};")
@@ -162,10 +170,10 @@ class StatusPage(Page):
         if icon is not None:
             self.icon.setPixmap(icon.pixmap(40, 40))
         reason = st.get("reason", "")
-        if state == "attention":  # the list below says what, with a link to each; no need to repeat it
+        if state == EngineState.ATTENTION:  # the list below says what, with a link to each; no need to repeat it
             reason = "Everything else is flowing. The items below need a person."
         self.reason_label.setText(reason[:1].upper() + reason[1:] if reason else "Nothing needs you right now.")
-        if state != "offline":
+        if state != EngineState.OFFLINE:
             self.banner.hide()
         counts = st.get("counts", {})
         for k, lab in self.count_labels.items():
@@ -176,7 +184,7 @@ class StatusPage(Page):
         self.last_sync_label.setText(self._last_sync_text(st.get("last_sync") or {}))
         nxt = st.get("next_sync", "")
         has_rcm = any(c.get("kind") == "rcm" for c in st.get("connectors", []))
-        if state != "offline" and not has_rcm:
+        if state != EngineState.OFFLINE and not has_rcm:
             self.next_sync_label.setText("no billing system set up — add it in Settings")
         elif st.get("paused"):
             self.next_sync_label.setText("paused — press Resume sync")
@@ -205,7 +213,7 @@ class StatusPage(Page):
         for lab in self.conn_labels:
             lab.deleteLater()
         self.conn_labels = []
-        if not self.last or self.last.get("state") == "offline":
+        if not self.last or self.last.get("state") == EngineState.OFFLINE:
             return
         if not any(c.get("kind") == "ehr" for c in conns):
             conns = [*conns, {"kind": "ehr", "healthy": False, "name": "",
@@ -234,16 +242,16 @@ class StatusPage(Page):
         st = self.last
         counts, outbox = st.get("counts", {}), st.get("outbox", {})
         items = []
-        if counts.get("quarantined"):
-            n = counts["quarantined"]
+        if counts.get(DocumentStatus.QUARANTINED):
+            n = counts[DocumentStatus.QUARANTINED]
             items.append((f"{n} file{'s' if n != 1 else ''} in quarantine",
                           "They could not be read. Open the Quarantine page to see why, fix and reprocess.",
                           "quarantine", ""))
-        if counts.get("needs_review"):
-            n = counts["needs_review"]
+        if counts.get(EncounterState.NEEDS_REVIEW):
+            n = counts[EncounterState.NEEDS_REVIEW]
             items.append((f"{n} encounter{'s' if n != 1 else ''} need{'s' if n == 1 else ''} review",
                           "Validation found errors; fix them in the EHR and export again.",
-                          "encounters", "needs_review"))
+                          "encounters", EncounterState.NEEDS_REVIEW))
         if self.mismatch_count:
             n = self.mismatch_count
             items.append((f"{n} open mismatch{'es' if n != 1 else ''} with the billing system",

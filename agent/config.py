@@ -46,6 +46,11 @@ chargemaster = ""
 # after = "archive"       # archive: keep inside the encrypted store and delete the file
 #                         # move:    move the file to processed/
 # observer = "native"     # native | polling (use polling for network shares)
+# settle_seconds = 0.5    # a file is read once its size and mtime have not changed this long
+# follow_links = false    # true: read symbolic links whose target stays inside this folder
+# quarantine_dir = ""     # "": a file that cannot be used is kept only in the encrypted store
+#                         # (export it with `chargebridge quarantine export ID --out FILE`);
+#                         # a path: IT opts into a plaintext copy there (folder 0700, files 0600)
 """
 
 
@@ -60,6 +65,7 @@ class FolderConfig:
     observer: str = "native"
     poll_seconds: float = 2.0
     settle_seconds: float = 0.5
+    follow_links: bool = False
 
     @property
     def processed(self) -> Path:
@@ -203,7 +209,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         if not isinstance(f, dict):
             v.fail(key, "must be a table", "[[folders]] path = \"...\"")
         allowed = {"path", "format", "profile", "after", "processed_dir", "quarantine_dir",
-                   "observer", "poll_seconds", "settle_seconds"}
+                   "observer", "poll_seconds", "settle_seconds", "follow_links"}
         for k in f:
             if k not in allowed:
                 v.fail(f"{key}.{k}", "is not a known key", ", ".join(sorted(allowed)))
@@ -220,7 +226,10 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
             observer=v.choice(f, f"{key}.observer", "native", OBSERVERS),
             poll_seconds=v.number(f, f"{key}.poll_seconds", 2.0, lo=0.1, hi=3600),
             settle_seconds=v.number(f, f"{key}.settle_seconds", 0.5, lo=0.05, hi=600),
+            follow_links=f.get("follow_links", False),
         )
+        if not isinstance(fc.follow_links, bool):
+            v.fail(f"{key}.follow_links", "must be true or false", "true, false")
         if fc.path in seen:
             v.fail(f"{key}.path", "is listed twice", "one [[folders]] table per folder")
         seen.add(fc.path)

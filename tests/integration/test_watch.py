@@ -68,18 +68,35 @@ def test_drop_is_committed_then_source_deleted(running, store, tmp_path: Path) -
     assert row == ("processed", len(dft(1)))
 
 
-def test_move_mode_and_quarantine_folder(running, store, tmp_path: Path) -> None:
+def test_move_mode_and_quarantined_file_leaves_the_folder_for_the_store(running, store, tmp_path: Path) -> None:
     svc = running(after="move")
     export = tmp_path / "export"
     (export / "good.hl7").write_text(dft(2))
     (export / "bad.hl7").write_bytes(b"\x00\x01\x02binary junk")
     assert wait_for(lambda: svc.handled == 2)
     assert (export / "processed" / "good.hl7").exists()
-    assert (export / "quarantine" / "bad.hl7").exists()
-    reason = (export / "quarantine" / "bad.hl7.reason.txt").read_text()
-    assert "binary" in reason
     assert not (export / "good.hl7").exists() and not (export / "bad.hl7").exists()
-    assert len(store.quarantine_list()) == 1
+    # no plaintext copy and no reason file anywhere near the export folder: the store keeps it
+    assert not (export / "quarantine").exists()
+    assert [p.name for p in export.rglob("*") if p.is_file()] == ["good.hl7"]
+    (q,) = store.quarantine_list()
+    assert "binary" in q["reason"]
+    content = store.conn.execute("SELECT content FROM documents WHERE id = ?", (q["document_id"],)).fetchone()[0]
+    assert bytes(content) == b"\x00\x01\x02binary junk"
+
+
+def test_opt_in_plaintext_quarantine_dir_is_private(running, store, tmp_path: Path) -> None:
+    qdir = tmp_path / "it-quarantine"
+    svc = running(quarantine_dir=str(qdir))
+    export = tmp_path / "export"
+    (export / "bad.hl7").write_bytes(b"\x00\x01\x02binary junk")
+    assert wait_for(lambda: svc.handled == 1)
+    assert not (export / "bad.hl7").exists()
+    assert (qdir.stat().st_mode & 0o777) == 0o700
+    moved, note = qdir / "bad.hl7", qdir / "bad.hl7.reason.txt"
+    assert moved.read_bytes() == b"\x00\x01\x02binary junk"
+    assert (moved.stat().st_mode & 0o777) == 0o600 and (note.stat().st_mode & 0o777) == 0o600
+    assert "binary" in note.read_text()
 
 
 def test_file_still_being_written_is_read_once_complete(running, store, tmp_path: Path) -> None:
@@ -199,15 +216,16 @@ def test_watch_cli_runs_until_sigterm(tmp_path: Path, keyring_ok) -> None:
 
 
 def test_a_quarantined_file_dropped_again_goes_back_to_quarantine(running, store, tmp_path: Path) -> None:
-    # e.g. the engine died after committing a bad file but before moving it to quarantine/
-    svc = running()
+    # e.g. the engine died after committing a bad file but before moving it to quarantine_dir
+    qdir = tmp_path / "it-quarantine"
+    svc = running(quarantine_dir=str(qdir))
     export = tmp_path / "export"
     (export / "bad.hl7").write_bytes(b"\x00binary")
     assert wait_for(lambda: svc.handled == 1)
     (export / "bad-again.hl7").write_bytes(b"\x00binary")
     assert wait_for(lambda: svc.handled == 2)
-    assert (export / "quarantine" / "bad-again.hl7").exists()  # not deleted as a "duplicate"
-    assert "binary" in (export / "quarantine" / "bad-again.hl7.reason.txt").read_text()
+    assert (qdir / "bad-again.hl7").exists()  # not deleted as a "duplicate"
+    assert "binary" in (qdir / "bad-again.hl7.reason.txt").read_text()
     assert len(store.quarantine_list()) == 1  # one entry: the same document
 
 
@@ -232,9 +250,10 @@ def test_every_kind_of_bad_file_is_quarantined_and_the_watcher_keeps_going(runni
     (export / "good.hl7").write_text(dft(9))
     assert wait_for(lambda: svc.handled == len(BAD_FILES) + 1)
     assert len(encounters(store)) == 1
+    assert sorted(p.name for p in export.iterdir()) == []  # all left for the store
+    reasons = {Path(q["file"]).name: q["reason"] for q in store.quarantine_list()}
+    assert sorted(reasons) == sorted(BAD_FILES)
     for name, (_, needle) in BAD_FILES.items():
-        assert (export / "quarantine" / name).exists(), name
-        reason = (export / "quarantine" / f"{name}.reason.txt").read_text()
+        reason = reasons[name]
         assert needle.lower() in reason.lower(), (name, reason)
         assert "root:" not in reason and "lollol" not in reason
-    assert len(store.quarantine_list()) == len(BAD_FILES)

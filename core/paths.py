@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+
+from core.errors import ConfigError
 
 ENGINE_INFO = "engine.json"
 
@@ -60,10 +63,57 @@ class Paths:
         return self.home / "logs"
 
     def ensure(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
-        if os.name == "posix":
-            os.chmod(self.home, 0o700)
+        """Create the home (0700) and its logs folder if missing. An existing home is never
+        chmod-ed (it may be a shared folder whose mode matters to others, e.g. a sticky 1777
+        one); if people other than its owner can reach and read or write it, refuse, naming
+        the fix, rather than keep patient data there."""
+        created = _make_private_dir(self.home, parents=True)
+        if not created:
+            _refuse_exposed(self.home)
+        _make_private_dir(self.logs)
+
+
+def _make_private_dir(path: Path, *, parents: bool = False) -> bool:
+    """mkdir 0700; returns whether this call created it (only then is its mode ours to set)."""
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not path.is_dir():
+            raise ConfigError(f"{path} exists and is not a folder",
+                              "choose another --home (or CHARGEBRIDGE_HOME)") from None
+        return False
+    if os.name == "posix":
+        os.chmod(path, 0o700)  # the umask may have been wider than ours
+    return True
+
+
+def _refuse_exposed(home: Path) -> None:
+    """Refuse a home that group or others can read or write. A folder counts as exposed only
+    if they can also get to it: an ancestor they cannot enter (e.g. a 0700 parent) shields it."""
+    if os.name != "posix":
+        return
+    mode = home.stat().st_mode
+    others_in = group_in = True
+    for parent in home.resolve().parents:
+        try:
+            pm = parent.stat().st_mode
+        except OSError:
+            break
+        others_in = others_in and bool(pm & 0o001)
+        group_in = group_in and bool(pm & 0o011)
+    exposed = []
+    if group_in and mode & 0o060:
+        exposed.append("its group")
+    if others_in and mode & 0o006:
+        exposed.append("all users")
+    if exposed:
+        raise ConfigError(
+            f"the ChargeBridge home {home} can be read or written by {' and '.join(exposed)} "
+            f"(mode {stat.filemode(mode)}); patient data must not be kept there",
+            f"run 'chmod 700 {home}' if the folder is ChargeBridge's alone, or choose another --home "
+            "(or CHARGEBRIDGE_HOME) for a folder that is")
 
 
 def lock_holder(paths: Paths) -> dict[str, object]:

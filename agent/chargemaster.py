@@ -52,12 +52,28 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
-from core.model import BadValue, ChargeLine, Diagnosis, Encounter, Finding, std_date, std_icd10, std_name_part
+from core.model import (
+    MAX_MONEY,
+    MAX_UNITS,
+    MONEY_PLACES,
+    UNITS_PLACES,
+    BadValue,
+    ChargeLine,
+    Diagnosis,
+    Encounter,
+    Finding,
+    money_text,
+    read_decimal,
+    std_date,
+    std_icd10,
+    std_name_part,
+    units_text,
+)
 
 DATA_DIR = Path(__file__).with_name("data")
 BUILTIN = {"synthea-demo": DATA_DIR / "synthea_demo_chargemaster.toml"}
@@ -90,8 +106,8 @@ def norm_system(system: str) -> str:
 def norm_code(system: str, code: str) -> str:
     """Codes compare without spaces; CVX also without leading zeros ("03" = "3")."""
     c = re.sub(r"\s", "", code or "")
-    if system == "CVX" and c.isdigit():
-        return str(int(c))
+    if system == "CVX" and c.isascii() and c.isdigit():
+        return c.lstrip("0") or "0"
     return c
 
 
@@ -427,16 +443,16 @@ def _line_rule(e: Mapping[str, Any], where: str, bad: Any) -> LineRule:
     units = None
     if "units" in e:
         try:
-            units = Decimal(str(e["units"]))
-        except InvalidOperation:
+            units = read_decimal(str(e["units"]), limit=MAX_UNITS, places=UNITS_PLACES)
+        except BadValue:
             units = Decimal(0)
-        if not units.is_finite() or units <= 0:
-            raise bad(where, "units must be a number greater than 0")
+        if units <= 0:
+            raise bad(where, f"units must be a number greater than 0 and at most {MAX_UNITS:,}")
     price = None
     if "price" in e:
         try:
-            price = format(Decimal(str(e["price"])).quantize(Decimal("0.01")), "f")
-        except InvalidOperation:
+            price = money_text(read_decimal(str(e["price"]), limit=MAX_MONEY, places=MONEY_PLACES))
+        except BadValue:
             raise bad(where, "price must be an amount such as \"125.00\"") from None
     return LineRule(code=code, system=system, units=units, price=price, skip=skip, why=str(e.get("why", "")),
                     admin=bool(e.get("admin", False)), by_age=by_age)
@@ -505,26 +521,29 @@ def _why(text: str) -> str:
 
 
 def _units(text: str) -> int:
+    """Source units as a whole count; an unreadable value counts as 1 (standardize reports it)."""
     try:
-        return int(Decimal(text or "1"))
-    except InvalidOperation:
+        return int(read_decimal((text or "1").strip() or "1", limit=MAX_UNITS, places=UNITS_PLACES))
+    except BadValue:
         return 1
 
 
 def _scale(units: str, charge: str, factor: Decimal) -> tuple[str, str]:
     """units x factor; the unit charge / factor so the line total stays what the source billed."""
+    # Source values are read through the model's checked reader first (never NaN or 1e999999999
+    # into arithmetic); a value it refuses is passed on untouched for standardize to report.
     try:
-        u = Decimal((units or "1").strip() or "1") * factor
-    except InvalidOperation:
-        return units, charge  # standardize/validate report the bad units
-    new_units = format(u.normalize(), "f") if u != u.to_integral() else str(int(u))
+        u = read_decimal((units or "1").strip() or "1", limit=MAX_UNITS, places=UNITS_PLACES) * factor
+    except BadValue:
+        return units, charge
+    new_units = units_text(u)
     if not (charge or "").strip():
         return new_units, charge
     try:
-        c = (Decimal(charge.strip().replace(",", "").replace("$", "")) / factor).quantize(Decimal("0.01"))
-    except InvalidOperation:
+        c = read_decimal(charge.strip().replace(",", "").replace("$", ""), limit=MAX_MONEY, places=MONEY_PLACES)
+    except BadValue:
         return new_units, charge
-    return new_units, format(c, "f")
+    return new_units, format((c / factor).quantize(Decimal("0.01")), "f")
 
 
 def _name_key(name: str) -> str:

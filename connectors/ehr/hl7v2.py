@@ -18,12 +18,18 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, NamedTuple
 
+from connectors.ehr import limits
 from connectors.ehr.base import ParseError
 from core.model import (
+    MAX_MONEY,
+    MAX_UNITS,
+    MONEY_PLACES,
+    UNITS_PLACES,
     Address,
+    BadValue,
     ChargeLine,
     Coverage,
     Diagnosis,
@@ -33,6 +39,7 @@ from core.model import (
     PatientUpdate,
     Provider,
     Rejected,
+    read_decimal,
 )
 
 NAME = "hl7v2"
@@ -47,7 +54,8 @@ _BOM = b"\xef\xbb\xbf"
 _BATCH = frozenset({"FHS", "BHS", "BTS", "FTS"})
 # Segment IDs that may be named in a reason (anything else could be a fragment of text).
 _KNOWN_SEGMENTS = frozenset(
-    ["EVN", "PID", "PD1", "PV1", "PV2", "FT1", "DG1", "PR1", "IN1", "IN2", "IN3", "GT1", "NK1", "ORC", "OBR", "OBX", "NTE", "SCH", "TQ1", "RGS", "AIS", "AIG", "AIL", "AIP", "ROL", "PRT", "ZPI"]
+    ["EVN", "PID", "PD1", "PV1", "PV2", "FT1", "DG1", "PR1", "IN1", "IN2", "IN3", "GT1", "NK1", "ORC",
+     "OBR", "OBX", "NTE", "SCH", "TQ1", "RGS", "AIS", "AIG", "AIL", "AIP", "ROL", "PRT", "ZPI"]
 )
 
 # HL7 table 0211 (MSH-18) -> Python codec. ASCII maps to None: the default chain
@@ -113,6 +121,10 @@ def parse(data: bytes, *, name: str, options: Mapping[str, Any]) -> list[Parsed]
         preamble = raw[0].decode("latin-1")
     if not texts:
         raise ParseError("no MSH segment: this is not an HL7 v2 message")
+    budgets = limits.of(options)
+    if len(texts) > budgets.max_rows:
+        raise ParseError(f"the file holds {len(texts):,} messages, over the limit of {budgets.max_rows:,} per "
+                         "file (ingest.max_rows); split the export into smaller files")
 
     out: list[Parsed] = []
     stray = [s.strip()[:3] for s in preamble.split("\r") if s.strip()]
@@ -124,7 +136,8 @@ def parse(data: bytes, *, name: str, options: Mapping[str, Any]) -> list[Parsed]
             f"{len(stray)} line(s){' (' + ', '.join(named) + ')' if named else ''} come before "
             "the first MSH and were ignored; a message header may be missing",
         ))
-    opts = options or {}
+    opts = dict(options or {})
+    opts["_max_lines"] = budgets.max_lines_per_encounter
     for i, text in enumerate(texts, 1):
         part = f"message {i}"
         try:
@@ -296,6 +309,10 @@ def _parse_message(text: str, options: Mapping[str, Any]) -> Parsed:
     Checks run cheapest and most fundamental first: delimiters, MSH length, message type,
     version; only billing-relevant messages have their segments read any further.
     """
+    max_lines = options.get("_max_lines", limits.DEFAULT.max_lines_per_encounter)
+    if text.count("\rFT1") > max_lines:  # counted before splitting: a million FT1s never become lines
+        raise _Reject(f"message has more than {max_lines:,} FT1 charge segments, over the limit of lines per "
+                      "encounter (ingest.max_lines_per_encounter); check the export")
     segs = text.split("\r")
     msh = segs[0]
     if len(msh) < 8 or msh[3].isalnum() or msh[3].isspace():
@@ -551,7 +568,8 @@ def _diagnoses(dg1s: Any, d: _D) -> list[Diagnosis]:
             continue
         seen.add(key)
         prio = dg1[15].strip()
-        ranks.append(int(prio) if prio.isdigit() and int(prio) > 0 else 1_000_000)
+        ranks.append(int(prio) if prio.isascii() and prio.isdigit() and 0 < len(prio) < 7 and int(prio) > 0
+                     else 1_000_000)
         found.append(Diagnosis(code=dx[0], system=dx[2] or _v(dg1[2], d)))
     if ranks != sorted(ranks):  # sorted() is stable: equal ranks keep message order
         order = sorted(range(len(found)), key=ranks.__getitem__)
@@ -560,15 +578,21 @@ def _diagnoses(dg1s: Any, d: _D) -> list[Diagnosis]:
 
 
 def _unit_charge(extended: str, units: str) -> str:
-    """No FT1-12 unit amount: FT1-11 extended amount divided by FT1-10 quantity."""
+    """No FT1-12 unit amount: FT1-11 extended amount divided by FT1-10 quantity.
+
+    Both are read through the model's checked reader first, so a hostile value (NaN,
+    1e999999999) never reaches arithmetic; it is left raw for ``standardize()`` to refuse."""
     if not extended:
         return ""
     try:
-        qty = Decimal(units)
-        per = Decimal(extended.replace(",", "").replace("$", "")) / qty if qty else None
-    except (InvalidOperation, ArithmeticError):
-        return extended  # left raw: standardize() reports it instead of us guessing
-    return extended if per is None else format(per.normalize(), "f")
+        qty = read_decimal(units, limit=MAX_UNITS, places=UNITS_PLACES)
+        total = read_decimal(extended.replace(",", "").replace("$", ""), limit=MAX_MONEY, places=MONEY_PLACES)
+    except BadValue:
+        return extended
+    if not qty:
+        return extended
+    per = (total / qty).quantize(Decimal("0.0001")).normalize()
+    return format(per.quantize(Decimal(1)) if per == per.to_integral() else per, "f")
 
 
 def _coverage(in1: list[str], d: _D) -> Coverage:

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QCheckBox, QDialog, QDialogButtonBox, QFormLayout,
 from core.paths import Paths
 from core.secrets import API_TOKEN as TOKEN_SECRET
 from ui.client import ApiClient, ApiFailure
-from ui.pages import alive, role_label
+from ui.common import alive, role_label
 
 
 class SignInDialog(QDialog):

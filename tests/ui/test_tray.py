@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from agent.engine import Engine
 from core.paths import Paths
+from core.states import DocumentStatus, EncounterState, EngineState, Role
 from tests.conftest import start_test_engine
 from tests.helpers import FAMILIES, dft
 from ui.app import check_engine_url, protect_none_refcount
@@ -87,14 +88,14 @@ def api(engine: Engine, method: str, path: str, role: str = "manager") -> reques
 
 def test_state_follows_the_engine_idle_attention_paused_offline(engine: Engine, tray_for: Any, qtbot: Any) -> None:
     tray = tray_for("manager")
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
     assert tray.tooltip_text.splitlines()[0] == "ChargeBridge — up to date"
     assert "0 ready · 0 need review · 0 in quarantine" in tray.tooltip_text
     assert "Last sync: never" in tray.tooltip_text
 
     (engine.export / "visit.hl7").write_text(dft(1))  # type: ignore[attr-defined]
     qtbot.waitUntil(lambda: "1 ready" in tray.tooltip_text, timeout=WAIT_MS)
-    assert tray.current_state == "idle"
+    assert tray.current_state == EngineState.IDLE
     assert not any(name in tray.tooltip_text for name in FAMILIES) and "MRN" not in tray.tooltip_text  # no PHI
 
     with qtbot.waitSignal(tray.state_changed, timeout=WAIT_MS, raising=True,
@@ -104,12 +105,12 @@ def test_state_follows_the_engine_idle_attention_paused_offline(engine: Engine, 
     assert "1 in quarantine" in tray.tooltip_text
 
     assert api(engine, "POST", "/pause").status_code == 200
-    qtbot.waitUntil(lambda: tray.current_state == "paused", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.PAUSED, timeout=WAIT_MS)
     assert tray.pause_action.text() == "Resume sync" and tray.pause_action.isEnabled()
     assert "next: when resumed" in tray.tooltip_text
 
     stop_engine(engine)
-    qtbot.waitUntil(lambda: tray.current_state == "offline", timeout=WAIT_MS * 2)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.OFFLINE, timeout=WAIT_MS * 2)
     first, reason = tray.tooltip_text.splitlines()[:2]
     assert first == "ChargeBridge — engine not reachable"
     assert "not running or cannot be reached" in reason  # the watcher's failure title
@@ -118,24 +119,24 @@ def test_state_follows_the_engine_idle_attention_paused_offline(engine: Engine, 
 
 def test_pause_action_needs_a_manager(engine: Engine, tray_for: Any, qtbot: Any) -> None:
     front, manager = tray_for("front_desk"), tray_for("manager")
-    qtbot.waitUntil(lambda: front.current_state == "idle" and manager.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: front.current_state == EngineState.IDLE and manager.current_state == EngineState.IDLE, timeout=WAIT_MS)
     assert front.role == "front_desk" and manager.role == "manager"  # from /status "user"
     assert not front.pause_action.isEnabled()
     assert "manager" in front.pause_action.toolTip() and "front desk" in front.pause_action.toolTip()
     assert manager.pause_action.isEnabled() and manager.pause_action.text() == "Pause sync"
 
     manager.pause_action.trigger()  # POST /pause through the worker pool, not the UI thread
-    qtbot.waitUntil(lambda: manager.current_state == "paused" and front.current_state == "paused",
+    qtbot.waitUntil(lambda: manager.current_state == EngineState.PAUSED and front.current_state == EngineState.PAUSED,
                     timeout=WAIT_MS)
     assert front.pause_action.text() == "Resume sync" and not front.pause_action.isEnabled()
     manager.pause_action.trigger()
-    qtbot.waitUntil(lambda: manager.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: manager.current_state == EngineState.IDLE, timeout=WAIT_MS)
 
 
 def test_quarantine_notifications_are_rate_limited_and_coalesced(engine: Engine, tray_for: Any, qtbot: Any) -> None:
     clock = FakeClock()
     tray = tray_for("manager", clock=clock)
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
     assert tray.notifications == []  # the first status is a baseline, not news
 
     with qtbot.waitSignal(tray.notified, timeout=WAIT_MS, raising=True) as first:
@@ -196,12 +197,13 @@ class FakeWatcher(QThread):
         self.wait(5000)
 
 
-def status(state: str, *, reason: str = "", quarantined: int = 0, role: str = "manager",
+def status(state: EngineState, *, reason: str = "", quarantined: int = 0, role: str = Role.MANAGER,
            mismatches: int | None = None) -> dict[str, Any]:
-    counts = {"ready": 0, "needs_review": 0, "expected": 0, "quarantined": quarantined}
+    counts = {EncounterState.READY: 0, EncounterState.NEEDS_REVIEW: 0, EncounterState.EXPECTED: 0,
+              DocumentStatus.QUARANTINED: quarantined}
     if mismatches is not None:
         counts["mismatches"] = mismatches
-    return {"state": state, "reason": reason, "paused": state == "paused", "counts": counts, "outbox": {},
+    return {"state": state, "reason": reason, "paused": state == EngineState.PAUSED, "counts": counts, "outbox": {},
             "last_sync": {}, "next_sync": "", "user": {"name": "u", "role": role}}
 
 
@@ -223,12 +225,12 @@ def fake(qtbot: Any) -> Iterator[Callable[..., tuple[TrayController, FakeClient,
 
 def test_sync_failure_and_mismatches_notify_once_per_window(fake: Any, qtbot: Any) -> None:
     clock = FakeClock()
-    statuses = [status("idle", mismatches=0)]
+    statuses = [status(EngineState.IDLE, mismatches=0)]
     tray, client, watcher = fake(statuses, clock=clock)
     tray.start()
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
 
-    statuses[0] = status("error", reason="RCM credentials rejected — check the client secret", mismatches=2)
+    statuses[0] = status(EngineState.ERROR, reason="RCM credentials rejected — check the client secret", mismatches=2)
     with qtbot.waitSignal(tray.state_changed, timeout=WAIT_MS, raising=True):
         watcher.changed.emit(2)
     qtbot.waitUntil(lambda: len(tray.notifications) == 2, timeout=WAIT_MS)
@@ -238,12 +240,12 @@ def test_sync_failure_and_mismatches_notify_once_per_window(fake: Any, qtbot: An
     assert "2 new mismatches" in kinds["mismatches"][1]
     assert "2 mismatches" in tray.tooltip_text and "RCM credentials rejected" in tray.tooltip_text
 
-    statuses[0] = status("idle", mismatches=2)  # recovered …
+    statuses[0] = status(EngineState.IDLE, mismatches=2)  # recovered …
     watcher.changed.emit(3)
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
-    statuses[0] = status("error", reason="the RCM did not answer", mismatches=3)  # … and failed again
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
+    statuses[0] = status(EngineState.ERROR, reason="the RCM did not answer", mismatches=3)  # … and failed again
     watcher.changed.emit(4)
-    qtbot.waitUntil(lambda: tray.current_state == "error" and "3 mismatches" in tray.tooltip_text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.ERROR and "3 mismatches" in tray.tooltip_text, timeout=WAIT_MS)
     assert len(tray.notifications) == 2  # both kinds are inside their 5-minute window
 
     clock.advance(300)
@@ -254,30 +256,30 @@ def test_sync_failure_and_mismatches_notify_once_per_window(fake: Any, qtbot: An
 
 
 def test_offline_from_the_watcher_drops_stale_answers(fake: Any, qtbot: Any) -> None:
-    tray, client, watcher = fake([status("idle")])
+    tray, client, watcher = fake([status(EngineState.IDLE)])
     tray.start()
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
     tray.refresh()  # an answer is on its way …
     watcher.offline.emit(ApiFailure(0, "the ChargeBridge engine is not running or cannot be reached"))
-    assert tray.current_state == "offline"
+    assert tray.current_state == EngineState.OFFLINE
     qtbot.wait(50)  # … and arrives after the engine went away: it must not flip the icon back
-    assert tray.current_state == "offline"
+    assert tray.current_state == EngineState.OFFLINE
     assert tray.tooltip_text.splitlines()[1] == "the ChargeBridge engine is not running or cannot be reached"
     watcher.online.emit()
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
 
 
 def test_no_tray_opens_the_window_and_attaches_when_a_tray_appears(fake: Any, qtbot: Any, tmp_path: Path) -> None:
     available = [False]
     state_file = tmp_path / "ui-state.json"
-    tray, client, watcher = fake([status("idle")], tray_available=lambda: available[0], tray_retry_ms=50,
+    tray, client, watcher = fake([status(EngineState.IDLE)], tray_available=lambda: available[0], tray_retry_ms=50,
                                  state_file=state_file)
     with qtbot.waitSignal(tray.open_requested, timeout=WAIT_MS, raising=True) as opened:
         tray.start()
     assert opened.args == ["status"] and tray.tray is None
-    qtbot.waitUntil(lambda: tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
     data = json.loads(state_file.read_text())
-    assert data["state"] == "idle" and data["tray_visible"] is False and data["tray_available"] is False
+    assert data["state"] == EngineState.IDLE and data["tray_visible"] is False and data["tray_available"] is False
     qtbot.wait(200)
     assert tray.tray is None  # still no tray: keeps checking, quietly
 
@@ -338,8 +340,8 @@ def test_app_signs_in_again_when_the_saved_token_is_refused(engine: Engine, qtbo
     this app's flow."""
     from PySide6.QtWidgets import QInputDialog
 
-    from agent import keys
-    from core.client import TOKEN_SECRET
+    from core import secrets as keys
+    from core.secrets import API_TOKEN as TOKEN_SECRET
     from ui.app import Bootstrap
 
     monkeypatch.setitem(sys.modules, "ui.main_window", None)  # import → ImportError → fallback
@@ -359,7 +361,7 @@ def test_app_signs_in_again_when_the_saved_token_is_refused(engine: Engine, qtbo
     stub = _AppStub()
     boot = Bootstrap(stub, paths, remote_url=check_engine_url(engine.base))  # type: ignore[arg-type,attr-defined]
     boot.start()
-    qtbot.waitUntil(lambda: boot.tray is not None and boot.tray.current_state == "idle", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: boot.tray is not None and boot.tray.current_state == EngineState.IDLE, timeout=WAIT_MS)
     assert asked == ["x"] and boot.role == "manager" and boot.started_engine is False
     tray = boot.tray
     with qtbot.waitSignal(tray.open_requested, timeout=WAIT_MS, raising=True):
@@ -371,3 +373,64 @@ def test_app_signs_in_again_when_the_saved_token_is_refused(engine: Engine, qtbo
     qtbot.waitUntil(lambda: stub.exit_code == 0, timeout=WAIT_MS)
     assert boot.window is not None and not boot.window.isVisible()
     assert engine.running and requests.get(f"{engine.base}/api/v1/health", timeout=5).ok  # type: ignore[attr-defined]
+
+
+class _Running:
+    """What ``spawn_engine`` returns, for an engine started in-process: still running."""
+
+    def poll(self) -> int | None:
+        return None
+
+
+def test_first_run_starts_the_engine_before_the_wizard(tmp_path: Path, qtbot: Any, keyring_ok: None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No engine.json and no chargebridge.toml: the app starts the local engine first (a real
+    one, in-process here on a free port), and only then shows the wizard — with that engine's
+    URL and no token of its own, while the engine's one-time setup token is there to read.
+    Cancelling the wizard quits the app and leaves the engine running."""
+    from PySide6.QtWidgets import QDialog
+
+    import ui.app as appmod
+    import ui.wizard as wizmod
+    from agent import config as configmod
+    from ui.app import Bootstrap
+    from ui.client import engine_url
+    from ui.wizard import read_setup_token
+
+    paths = Paths.resolve(tmp_path / "first-run")
+    paths.ensure()
+    started: list[Engine] = []
+    seen: list[tuple[Paths, str, str, str]] = []
+
+    def spawn(home: Path) -> _Running:
+        assert home == paths.home and not seen  # the engine comes before any wizard
+        paths.config.write_text("[api]\nport = 0\n")  # the default port could collide with other tests
+        eng = Engine(paths, configmod.load(paths.config))
+        eng.start()
+        started.append(eng)
+        return _Running()
+
+    class Wizard:
+        def __init__(self, p: Paths, url: str, token: str = "", **_kw: Any) -> None:
+            seen.append((p, url, token, read_setup_token(p)))
+            self.token = ""
+
+        def exec(self) -> QDialog.DialogCode:
+            return QDialog.DialogCode.Rejected
+
+    monkeypatch.setattr(appmod, "spawn_engine", spawn)
+    monkeypatch.setattr(wizmod, "FirstRunWizard", Wizard)
+    stub = _AppStub()
+    boot = Bootstrap(stub, paths)  # type: ignore[arg-type]
+    try:
+        boot.start()
+        qtbot.waitUntil(lambda: stub.exit_code is not None, timeout=WAIT_MS * 2)
+        assert boot.started_engine and len(started) == 1 and len(seen) == 1
+        (p, url, token, setup), = seen
+        assert p == paths and url == engine_url(paths.home) and f":{started[0].port}" in url
+        assert token == "" and setup.startswith("cbsetup_")
+        assert stub.exit_code == 0 and boot.tray is None
+        assert requests.get(f"{url}/api/v1/health", timeout=5).json()["setup_needed"] is True
+    finally:
+        for eng in started:
+            eng.stop()

@@ -37,7 +37,10 @@ from urllib.parse import parse_qsl
 from connectors.ehr.base import ParseError
 from connectors.ehr.fhir_read import R4_RESOURCE_TYPES, Item, load  # noqa: F401  (R4_RESOURCE_TYPES: public)
 from core.model import (
+    MAX_MONEY,
+    MONEY_PLACES,
     Address,
+    BadValue,
     ChargeLine,
     Coverage,
     Diagnosis,
@@ -46,6 +49,7 @@ from core.model import (
     Patient,
     Provider,
     Rejected,
+    read_decimal,
 )
 
 NAME = "fhir"
@@ -176,19 +180,36 @@ def _dx_code(cc: Any) -> tuple[str, str]:
     return _pick_coding(cc, (_ICD10CM_SYSTEMS,))
 
 
-def _num(value: Any) -> Decimal | None:
+class _BadNumber(Exception):
+    """A number the visit needs is not usable; ``str()`` names the element, never the value."""
+
+
+def _num(value: Any, what: str) -> Decimal | None:
+    """A FHIR decimal (or Quantity/Money ``value``) -> a checked Decimal; None when absent.
+
+    Read through :func:`core.model.read_decimal`: NaN, 1e999999999, absurd sizes and more than
+    4 decimal places reject the visit with a reason instead of turning into a charge."""
     if isinstance(value, dict):
         value = value.get("value")
-    if value is None or isinstance(value, bool):
+    if value is None:
         return None
     try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
+        return read_decimal(value, limit=MAX_MONEY, places=MONEY_PLACES, what=what)
+    except BadValue as exc:
+        raise _BadNumber(str(exc)) from None
+
+
+_PLACES = Decimal("0.0001")
+
+
+def _div(a: Decimal, b: Decimal) -> Decimal:
+    """a / b for checked amounts; an inexact quotient is rounded to 4 places (100 / 3 = 33.3333)."""
+    q = a / b
+    return q if int(q.as_tuple().exponent) >= -4 else q.quantize(_PLACES)
 
 
 def _text(d: Decimal | None) -> str:
+    """A checked (bounded) Decimal -> plain text; never a billion-digit string."""
     return "" if d is None else format(d, "f")
 
 
@@ -379,6 +400,9 @@ class _Builder:
         """One FHIR Encounter -> Encounter; a resource of the wrong shape rejects only this visit."""
         try:
             return self._build(res)
+        except _BadNumber as exc:
+            return Rejected(self.idx.part_of[id(res)], f"{exc}, so this visit was not read; fix the value in the "
+                                                       "EHR and export the visit again")
         except _SHAPE_ERRORS:
             return Rejected(self.idx.part_of[id(res)], _BAD_SHAPE.format("Encounter"))
 
@@ -481,8 +505,9 @@ class _Builder:
         for k, item in enumerate(claim.get("item") or []):
             code, system = _proc_code(item.get("productOrService"))
             seqs = item.get("diagnosisSequence") or []
-            qty = _num(item.get("quantity"))
-            net, unit = _num(item.get("net")), _num(item.get("unitPrice"))
+            where = f"Claim.item[{k}]"
+            qty = _num(item.get("quantity"), f"{where}.quantity")
+            net, unit = _num(item.get("net"), f"{where}.net"), _num(item.get("unitPrice"), f"{where}.unitPrice")
             item_net = net if net is not None else (unit * (qty or 1) if unit is not None else None)
             priced += item_net or 0
             echo = (seqs and code in {dx_code.get(s) for s in seqs} and item_net is None
@@ -495,7 +520,7 @@ class _Builder:
                     "procedure code in the EHR and export again")))
                 continue
             if unit is None and net is not None:
-                unit = net / qty if qty else net
+                unit = _div(net, qty) if qty else net
             served = item.get("servicedDate") or (item.get("servicedPeriod") or {}).get("start") or ""
             pos = _pick_coding(item.get("locationCodeableConcept"), ())[0]
             if pos and not enc.place_of_service:
@@ -509,10 +534,11 @@ class _Builder:
                 service_date=str(served),
             ))
         unpriced = [ln for ln in new if not ln.unit_charge]
-        total = _num(claim.get("total"))
+        total = _num(claim.get("total"), "Claim.total")
         if len(unpriced) == 1 and total is not None and total - priced > 0:
             units = Decimal(unpriced[0].units)
-            unpriced[0].unit_charge = _text((total - priced) / units if units else total - priced)
+            rest = total - priced
+            unpriced[0].unit_charge = _text(_div(rest, units) if units else rest)
         enc.lines.extend(new)
 
     def _clinical_lines(self, enc: Encounter, res: dict[str, Any]) -> None:

@@ -15,7 +15,35 @@ from connectors.ehr.base import ParseError
 from core.model import Rejected
 
 # Every resource type of FHIR R4 (4.0.1). Anything else in ``resourceType`` is not FHIR R4.
-R4_RESOURCE_TYPES: frozenset[str] = frozenset(["Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse", "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct", "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan", "CareTeam", "CatalogEntry", "ChargeItem", "ChargeItemDefinition", "Claim", "ClaimResponse", "ClinicalImpression", "CodeSystem", "Communication", "CommunicationRequest", "CompartmentDefinition", "Composition", "ConceptMap", "Condition", "Consent", "Contract", "Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceDefinition", "DeviceMetric", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport", "DocumentManifest", "DocumentReference", "EffectEvidenceSynthesis", "Encounter", "Endpoint", "EnrollmentRequest", "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence", "EvidenceVariable", "ExampleScenario", "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal", "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService", "ImagingStudy", "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation", "ImplementationGuide", "InsurancePlan", "Invoice", "Library", "Linkage", "List", "Location", "Measure", "MeasureReport", "Media", "Medication", "MedicationAdministration", "MedicationDispense", "MedicationKnowledge", "MedicationRequest", "MedicationStatement", "MedicinalProduct", "MedicinalProductAuthorization", "MedicinalProductContraindication", "MedicinalProductIndication", "MedicinalProductIngredient", "MedicinalProductInteraction", "MedicinalProductManufactured", "MedicinalProductPackaged", "MedicinalProductPharmaceutical", "MedicinalProductUndesirableEffect", "MessageDefinition", "MessageHeader", "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation", "ObservationDefinition", "OperationDefinition", "OperationOutcome", "Organization", "OrganizationAffiliation", "Parameters", "Patient", "PaymentNotice", "PaymentReconciliation", "Person", "PlanDefinition", "Practitioner", "PractitionerRole", "Procedure", "Provenance", "Questionnaire", "QuestionnaireResponse", "RelatedPerson", "RequestGroup", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy", "ResearchSubject", "RiskAssessment", "RiskEvidenceSynthesis", "Schedule", "SearchParameter", "ServiceRequest", "Slot", "Specimen", "SpecimenDefinition", "StructureDefinition", "StructureMap", "Subscription", "Substance", "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation", "SubstanceSourceMaterial", "SubstanceSpecification", "SupplyDelivery", "SupplyRequest", "Task", "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet", "VerificationResult", "VisionPrescription"])
+R4_RESOURCE_TYPES: frozenset[str] = frozenset([
+    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse",
+    "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct", "BodyStructure", "Bundle",
+    "CapabilityStatement", "CarePlan", "CareTeam", "CatalogEntry", "ChargeItem", "ChargeItemDefinition", "Claim",
+    "ClaimResponse", "ClinicalImpression", "CodeSystem", "Communication", "CommunicationRequest",
+    "CompartmentDefinition", "Composition", "ConceptMap", "Condition", "Consent", "Contract", "Coverage",
+    "CoverageEligibilityRequest", "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceDefinition",
+    "DeviceMetric", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport", "DocumentManifest",
+    "DocumentReference", "EffectEvidenceSynthesis", "Encounter", "Endpoint", "EnrollmentRequest",
+    "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence", "EvidenceVariable", "ExampleScenario",
+    "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal", "GraphDefinition", "Group", "GuidanceResponse",
+    "HealthcareService", "ImagingStudy", "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation",
+    "ImplementationGuide", "InsurancePlan", "Invoice", "Library", "Linkage", "List", "Location", "Measure",
+    "MeasureReport", "Media", "Medication", "MedicationAdministration", "MedicationDispense",
+    "MedicationKnowledge", "MedicationRequest", "MedicationStatement", "MedicinalProduct",
+    "MedicinalProductAuthorization", "MedicinalProductContraindication", "MedicinalProductIndication",
+    "MedicinalProductIngredient", "MedicinalProductInteraction", "MedicinalProductManufactured",
+    "MedicinalProductPackaged", "MedicinalProductPharmaceutical", "MedicinalProductUndesirableEffect",
+    "MessageDefinition", "MessageHeader", "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation",
+    "ObservationDefinition", "OperationDefinition", "OperationOutcome", "Organization", "OrganizationAffiliation",
+    "Parameters", "Patient", "PaymentNotice", "PaymentReconciliation", "Person", "PlanDefinition", "Practitioner",
+    "PractitionerRole", "Procedure", "Provenance", "Questionnaire", "QuestionnaireResponse", "RelatedPerson",
+    "RequestGroup", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy", "ResearchSubject",
+    "RiskAssessment", "RiskEvidenceSynthesis", "Schedule", "SearchParameter", "ServiceRequest", "Slot", "Specimen",
+    "SpecimenDefinition", "StructureDefinition", "StructureMap", "Subscription", "Substance",
+    "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial", "SubstanceSpecification", "SupplyDelivery", "SupplyRequest", "Task",
+    "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet", "VerificationResult", "VisionPrescription",
+])
 
 _TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
 _HOW_TO_EXPORT = "export FHIR R4 JSON: a Bundle, a single resource, or NDJSON with one resource per line"
@@ -39,7 +67,12 @@ def load(data: bytes, name: str) -> tuple[list[Item], list[Rejected]]:
             "UTF-8 - export it again"
         ) from None
     try:
-        doc = json.loads(text, parse_float=Decimal)
+        doc = _loads(text)
+    except _BadJsonNumber as exc:
+        raise ParseError(f"{exc}; {_HOW_TO_EXPORT}") from None
+    except RecursionError:
+        raise ParseError("the JSON is nested too deeply (arrays or objects inside each other thousands of levels "
+                         f"deep), which no FHIR export does; {_HOW_TO_EXPORT}") from None
     except json.JSONDecodeError as exc:
         if _looks_like_ndjson(text, name):
             return _load_ndjson(text)
@@ -65,6 +98,37 @@ def load(data: bytes, name: str) -> tuple[list[Item], list[Rejected]]:
     return items, rejected
 
 
+# Numbers are read as text of bounded length: a JSON number is never turned into a huge int
+# (Python refuses > 4,300 digits with a ValueError) or a Decimal from a megabyte of digits.
+# Decimal('1e999999999') itself is small; readers of the values check their range
+# (core.model.read_decimal) before any arithmetic or formatting.
+MAX_NUMBER_CHARS = 64
+
+
+class _BadJsonNumber(ValueError):
+    """A JSON number that is not one a FHIR document can hold; the message shows no value."""
+
+
+def _parse_float(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadJsonNumber(f"a number in the JSON has {len(text):,} characters (at most {MAX_NUMBER_CHARS})")
+    return Decimal(text)
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > 18:
+        raise _BadJsonNumber(f"a whole number in the JSON has {len(text):,} digits (at most 18)")
+    return int(text)
+
+
+def _parse_constant(name: str) -> Any:
+    raise _BadJsonNumber(f"the JSON holds {name}, which is not a JSON number")
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
+
+
 def _looks_like_ndjson(text: str, name: str) -> bool:
     if name.lower().endswith(".ndjson"):
         return True
@@ -72,8 +136,8 @@ def _looks_like_ndjson(text: str, name: str) -> bool:
     if len(lines) < 2:
         return False
     try:
-        return isinstance(json.loads(lines[0]), dict)
-    except json.JSONDecodeError:
+        return isinstance(_loads(lines[0]), dict)
+    except (json.JSONDecodeError, _BadJsonNumber, RecursionError):
         return False
 
 
@@ -85,7 +149,14 @@ def _load_ndjson(text: str) -> tuple[list[Item], list[Rejected]]:
             continue
         part = f"line {n}"
         try:
-            res = json.loads(line, parse_float=Decimal)
+            res = _loads(line)
+        except _BadJsonNumber as exc:
+            rejected.append(Rejected(part, f"line {n}: {exc}; fix or remove this line, the other lines were read"))
+            continue
+        except RecursionError:
+            rejected.append(Rejected(part, f"line {n}: the JSON is nested too deeply to be a FHIR resource; fix or "
+                                           "remove this line, the other lines were read"))
+            continue
         except json.JSONDecodeError as exc:
             rejected.append(Rejected(part, f"line {n}: not valid JSON ({exc.msg} at column "
                                            f"{exc.colno}); fix or remove this line, the other lines were read"))

@@ -7,7 +7,6 @@ HTTP. Each thread has its own connection to the encrypted store; SQLite serialis
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -17,28 +16,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent import __version__, audit, keys
-from agent.config import Config
+from agent.config import Config, FolderConfig, RcmConfig, SyncConfig
 from agent.lock import HomeLock
 from agent.pipeline import Pipeline
 from agent.schedule import in_business_hours
 from agent.store import Store, now
 from agent.sync import Breaker, Outbox, SyncJob, SyncResult
 from agent.watch import WatchService
+from connectors.rcm.base import Target
 from core.errors import ChargeBridgeError
 from core.paths import Paths
+from core.states import EngineState
 
 log = logging.getLogger("chargebridge.engine")
-
-
-class State(str, enum.Enum):
-    """What the tray shows. ``offline`` is the client's own state when no engine answers."""
-
-    IDLE = "idle"
-    SYNCING = "syncing"
-    PAUSED = "paused"
-    ATTENTION = "attention"
-    ERROR = "error"
-    OFFLINE = "offline"
 
 
 NON_RETRYABLE = ("auth", "tls", "protocol", "config")
@@ -54,10 +44,13 @@ class Engine:
         self.stopping = threading.Event()
         self._sync_lock = threading.Lock()
         self.syncing = False
-        self.target: Any = None
+        self.target: Target | None = None
         self.target_error = ""
         self.watch: WatchService | None = None
         self.watch_error = ""
+        self._watch_thread: threading.Thread | None = None
+        self._apply_lock = threading.Lock()
+        self.setup_token: str | None = None  # first-run token, while no user exists
         self._threads: list[threading.Thread] = []
         self.scheduler: Any = None
         self.server: Any = None
@@ -88,41 +81,78 @@ class Engine:
             main = self.store()
             Pipeline(main).recover()
             Outbox(main).recover_sending()
-            self._make_target()
+            self.apply_rcm()
             self._start_watch()
             self._start_scheduler()
+            from agent.users import begin_setup
+
+            self.setup_token = begin_setup(main)
             self._start_api()
         except BaseException:
             self.stop()
             raise
         log.info("engine started (pid %d, api port %d)", os.getpid(), self.port)
 
-    def _make_target(self) -> None:
+    def apply_rcm(self, rcm: RcmConfig | None = None) -> str:
+        """(Re)build the RCM target from ``rcm`` (default: the current settings); returns why it
+        cannot be built ("" when it can). The next sync and reconcile use it."""
         from agent.rcm import make_target
 
+        if rcm is not None:
+            self.config.rcm = rcm
         try:
             self.target = make_target(self.paths, self.config)
             self.target_error = ""
         except ChargeBridgeError as exc:
             self.target, self.target_error = None, f"{exc.title} — {exc.fix}"
+        return self.target_error
+
+    def apply_sync(self, sync: SyncConfig) -> None:
+        """New schedule settings: business hours/days are read at every run; the interval
+        reschedules the job."""
+        old_interval = self.config.sync.interval_minutes
+        self.config.sync = sync
+        if self.scheduler is not None and sync.interval_minutes != old_interval:
+            self.scheduler.reschedule_job("sync", trigger="interval", minutes=sync.interval_minutes)
+
+    def apply_folders(self, folders: list[FolderConfig]) -> None:
+        """New watched folders: stop the watch service (a file in flight finishes first) and start
+        one over the new list."""
+        with self._apply_lock:
+            self._stop_watch()
+            self.config.folders = folders
+            self.watch_error = ""
+            if not self.stopping.is_set():
+                self._start_watch()
+
+    def _stop_watch(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+        t = self._watch_thread
+        if t is not None:
+            t.join(timeout=30)
+            if t in self._threads:
+                self._threads.remove(t)
+        self.watch, self._watch_thread = None, None
 
     def _start_watch(self) -> None:
         if not self.config.folders:
             return
         pipe = Pipeline(None, max_file_bytes=self.config.max_file_bytes, chargemaster=self.config.chargemaster)
-        self.watch = WatchService(pipe, self.config)
+        watch = WatchService(pipe, self.config)
+        self.watch = watch
 
         def run() -> None:
             pipe.store = self.store()  # this thread's own connection
             try:
-                assert self.watch is not None
-                self.watch.run()
+                watch.run()
             except Exception as exc:
                 self.watch_error = str(exc)
                 log.error("folder watching stopped: %s", type(exc).__name__)
 
         t = threading.Thread(target=run, name="chargebridge-watch", daemon=True)
         t.start()
+        self._watch_thread = t
         self._threads.append(t)
 
     def _start_scheduler(self) -> None:
@@ -145,9 +175,10 @@ class Engine:
     def _start_api(self) -> None:
         import uvicorn
 
-        from agent.api import create_app
+        from agent.api.app import create_app
+        from agent.service import EngineService
 
-        cfg = uvicorn.Config(create_app(self), host=self.config.api.host, port=self.config.api.port,
+        cfg = uvicorn.Config(create_app(EngineService(self)), host=self.config.api.host, port=self.config.api.port,
                              log_level="warning", access_log=False, lifespan="off", date_header=False,
                              timeout_graceful_shutdown=5)
         self.server = _quiet_server_class()(cfg)
@@ -185,8 +216,8 @@ class Engine:
         if self.scheduler is not None:
             try:
                 self.scheduler.shutdown(wait=True)  # a batch in flight finishes and commits
-            except Exception:
-                pass
+            except Exception as exc:
+                log.debug("scheduler shutdown: %s", type(exc).__name__)
             self.scheduler = None
         if self.watch is not None:
             self.watch.stop()
@@ -201,6 +232,11 @@ class Engine:
             (self.paths.engine_info).unlink()
         except FileNotFoundError:
             pass
+        if self.setup_token is not None:  # the setup token lives only as long as this engine
+            from agent.users import end_setup
+
+            end_setup(self.paths)
+            self.setup_token = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -211,14 +247,14 @@ class Engine:
         if self.paused:
             return
         sc = self.config.sync
-        if not in_business_hours(datetime.now(), sc.business_hours, sc.business_days):
+        if not in_business_hours(datetime.now().astimezone(), sc.business_hours, sc.business_days):
             return
         self.run_sync(force=False)
 
     def run_sync(self, *, force: bool = True, timeout: float = 600) -> SyncResult:
         """One sync run; a manual run ("Sync now") goes even when the breaker is open."""
         if self.target is None:
-            self._make_target()
+            self.apply_rcm()
         if self.target is None:
             return SyncResult(skipped=self.target_error or "no RCM is configured ([rcm] in chargebridge.toml)")
         if not self._sync_lock.acquire(timeout=timeout):
@@ -252,7 +288,7 @@ class Engine:
         from connectors.rcm.base import TargetError
 
         if self.target is None:
-            self._make_target()
+            self.apply_rcm()
         if self.target is None:
             return {"skipped": self.target_error or "no RCM is configured"}
         s, e = default_window()
@@ -294,8 +330,7 @@ class Engine:
     # -- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return compute_status(self.store(), self.config, syncing=self.syncing, target_error=self.target_error,
-                              target_ok=self.target is not None, watch=self.watch, watch_error=self.watch_error,
-                              next_sync=self._next_sync())
+                              watch=self.watch, watch_error=self.watch_error, next_sync=self._next_sync())
 
     def _next_sync(self) -> str:
         job = self.scheduler.get_job("sync") if self.scheduler is not None else None
@@ -331,7 +366,7 @@ def _quiet_server_class():  # type: ignore[no-untyped-def]
 
 
 def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_error: str = "",
-                   target_ok: bool | None = None, watch: WatchService | None = None, watch_error: str = "",
+                   watch: WatchService | None = None, watch_error: str = "",
                    next_sync: str = "") -> dict[str, Any]:
     """The typed status every client shows; also used by ``chargebridge status`` with no engine."""
     from agent import notify
@@ -356,26 +391,26 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         last_kind = ""
     reason = ""
     if syncing:
-        state = State.SYNCING
+        state = EngineState.SYNCING
     elif paused:
-        state, reason = State.PAUSED, "sync is paused"
+        state, reason = EngineState.PAUSED, "sync is paused"
     elif target_error:
-        state, reason = State.ERROR, target_error
+        state, reason = EngineState.ERROR, target_error
     elif breaker_open:
-        state = State.ERROR
+        state = EngineState.ERROR
         reason = (f"sync paused after repeated failures until {breaker_until}: "
                   f"{store.setting('sync.last_error')}")
     elif last_kind in NON_RETRYABLE:
-        state, reason = State.ERROR, last.get("error", "")
+        state, reason = EngineState.ERROR, last.get("error", "")
     elif watch_error:
-        state, reason = State.ERROR, watch_error
+        state, reason = EngineState.ERROR, watch_error
     elif counts.get("quarantined", 0) or counts.get("needs_review", 0) or outbox.get("rejected", 0):
-        state = State.ATTENTION
+        state = EngineState.ATTENTION
         reason = ", ".join(f"{n} {what}" for n, what in (
             (counts.get("quarantined", 0), "in quarantine"), (counts.get("needs_review", 0), "need review"),
             (outbox.get("rejected", 0), "rejected by the RCM")) if n)
     else:
-        state = State.IDLE
+        state = EngineState.IDLE
     return {
         "state": state.value, "reason": reason, "version": __version__, "paused": paused,
         "counts": {k: counts.get(k, 0) for k in ("ready", "needs_review", "expected", "quarantined")},

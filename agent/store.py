@@ -17,6 +17,7 @@ from typing import Any
 import sqlcipher3
 
 from agent import keys, notify
+from agent.repos import EncounterRepo, QuarantineRepo
 from core.errors import StoreKeyError
 from core.paths import Paths
 
@@ -24,9 +25,11 @@ log = logging.getLogger("chargebridge.store")
 
 DatabaseError = sqlcipher3.DatabaseError
 
-_SEARCH_BODY = ("{t}.mrn || ' ' || {t}.source_id || ' ' || coalesce(json_extract({t}.data, '$.patient.family'), '')"
+_SEARCH_BODY = ("{t}.mrn || ' ' || {t}.source_id || ' ' "
+                "|| coalesce(json_extract({t}.data, '$.patient.family'), '')"
                 " || ' ' || coalesce(json_extract({t}.data, '$.patient.given'), '') || ' ' || coalesce("
-                "(SELECT group_concat(json_extract(l.value, '$.code'), ' ') FROM json_each({t}.data, '$.lines') l), '')")
+                "(SELECT group_concat(json_extract(l.value, '$.code'), ' ') "
+                "FROM json_each({t}.data, '$.lines') l), '')")
 
 MIGRATIONS: list[tuple[int, str | list[str]]] = [
     (
@@ -174,11 +177,11 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
             + " FROM encounters e",
             "CREATE TRIGGER encounters_search_ins AFTER INSERT ON encounters BEGIN "
             "INSERT INTO encounter_search (rowid, body) VALUES (new.id, " + _SEARCH_BODY.format(t="new") + "); END",
-            "CREATE TRIGGER encounters_search_upd AFTER UPDATE OF data, mrn, source_id ON encounters BEGIN "
-            "DELETE FROM encounter_search WHERE rowid = old.id; "
-            "INSERT INTO encounter_search (rowid, body) VALUES (new.id, " + _SEARCH_BODY.format(t="new") + "); END",
-            "CREATE TRIGGER encounters_search_del AFTER DELETE ON encounters BEGIN "
-            "DELETE FROM encounter_search WHERE rowid = old.id; END",
+            ("CREATE TRIGGER encounters_search_upd AFTER UPDATE OF data, mrn, source_id ON encounters BEGIN "
+             "DELETE FROM encounter_search WHERE rowid = old.id; "
+             "INSERT INTO encounter_search (rowid, body) VALUES (new.id, " + _SEARCH_BODY.format(t="new") + "); END"),
+            ("CREATE TRIGGER encounters_search_del AFTER DELETE ON encounters BEGIN "
+             "DELETE FROM encounter_search WHERE rowid = old.id; END"),
         ],
     ),
     (
@@ -299,32 +302,10 @@ class Store:
         return out
 
     def encounters(self, state: str | None = None, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
-        sql = ("SELECT id, business_key, kind, source, source_id, document_id, state, mrn, dos, data, "
-               "findings, version, created_at, updated_at FROM encounters")
-        args: list[Any] = []
-        if state:
-            sql += " WHERE state = ?"
-            args.append(state)
-        sql += " ORDER BY id LIMIT ? OFFSET ?"
-        args += [limit, offset]
-        cols = ["id", "business_key", "kind", "source", "source_id", "document_id", "state", "mrn",
-                "dos", "data", "findings", "version", "created_at", "updated_at"]
-        rows = []
-        for r in self.conn.execute(sql, args):
-            d = dict(zip(cols, r))
-            d["data"] = json.loads(d["data"])
-            d["findings"] = json.loads(d["findings"])
-            rows.append(d)
-        return rows
+        return EncounterRepo(self.conn).rows(state, limit=limit, offset=offset)
 
     def quarantine_list(self, include_resolved: bool = False) -> list[dict[str, Any]]:
-        sql = ("SELECT q.id, q.document_id, d.origin, q.part, q.reason, q.created_at, q.resolved_at, "
-               "q.resolution FROM quarantine q JOIN documents d ON d.id = q.document_id")
-        if not include_resolved:
-            sql += " WHERE q.resolved_at IS NULL"
-        sql += " ORDER BY q.id"
-        cols = ["id", "document_id", "file", "part", "reason", "created_at", "resolved_at", "resolution"]
-        return [dict(zip(cols, r)) for r in self.conn.execute(sql)]
+        return QuarantineRepo(self.conn).rows(include_resolved)
 
 
 def _looks_plaintext(paths: Paths) -> bool:

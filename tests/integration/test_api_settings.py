@@ -54,10 +54,10 @@ def test_new_endpoints_need_a_token_and_the_right_role(engine) -> None:
             r = call(engine, method, path, role=role, json={"secret": "x"} if "secret" in path else None)
             if role == "front_desk" or needed == "admin":
                 assert r.status_code == 403, (path, role)
-                assert f"needs the {needed} role" in r.json()["detail"]
+                assert f"needs the {needed} role" in r.json()["title"]
     # a manager may test the configured RCM, but not send unsaved settings (they carry a secret)
     r = call(engine, "POST", "/rcm/test", role="manager", json={"base_url": "https://rcm.example/fhir"})
-    assert r.status_code == 403 and "admin" in r.json()["detail"]
+    assert r.status_code == 403 and "admin" in r.json()["title"]
 
 
 def test_config_round_trip_without_secrets_and_audited(engine) -> None:
@@ -74,25 +74,29 @@ def test_config_round_trip_without_secrets_and_audited(engine) -> None:
     assert r.status_code == 200 and r.json()["changed"] == [] and r.json()["message"] == "Nothing changed."
     assert call(engine, "GET", "/config").json()["config"] == cfg
 
-    # schedule and RCM apply live; a folder change waits for a restart
+    # schedule, RCM and folders apply live (the watch service restarts on the new folders)
     cfg["sync"]["interval_minutes"] = 7.0
     cfg["sync"]["business_hours"] = "07:00-19:00"
     cfg["folders"][0]["format"] = "hl7v2"
     r = call(engine, "PUT", "/config", json=cfg)
     body = r.json()
     assert r.status_code == 200, body
-    assert body["applied"] == ["sync"] and body["restart_required"] == ["folders"]
-    assert "Restart the engine" in body["message"] and "folders" in body["message"]
+    assert body["applied"] == ["sync", "folders"] and body["restart_required"] == []
+    assert body["message"] == "Saved and applied."
     assert engine.config.sync.interval_minutes == 7.0 and engine.config.sync.business_hours == "07:00-19:00"
     assert engine.scheduler.get_job("sync").trigger.interval.total_seconds() == 7 * 60
-    assert engine.config.folders[0].format == "auto"  # the watcher keeps its settings until restart
+    assert engine.config.folders[0].format == "hl7v2" and engine.watch.config.folders[0].format == "hl7v2"
     on_disk = configmod.load(engine.paths.config)
     assert on_disk.folders[0].format == "hl7v2" and on_disk.sync.interval_minutes == 7.0
-    assert call(engine, "GET", "/config").json()["restart_required"] == ["folders"]
+    assert call(engine, "GET", "/config").json()["restart_required"] == []
+    # an API change still waits for a restart
+    cfg["api"]["port"] = 8799
+    body = call(engine, "PUT", "/config", json=cfg).json()
+    assert body["restart_required"] == ["api"] and "Restart the engine" in body["message"]
 
     trail = call(engine, "GET", "/audit", params={"action": "config.change"}).json()["items"]
-    assert len(trail) == 1 and trail[0]["actor"] == "api:admin-user" and trail[0]["before_sha256"]
-    assert trail[0]["detail"] == {"sections": ["sync", "folders"]}
+    assert len(trail) == 2 and all(t["actor"] == "api:admin-user" and t["before_sha256"] for t in trail)
+    assert [t["detail"] for t in trail] == [{"sections": ["api"]}, {"sections": ["sync", "folders"]}]
 
 
 def test_config_refuses_bad_values_and_secrets_naming_the_key(engine) -> None:
@@ -102,16 +106,16 @@ def test_config_refuses_bad_values_and_secrets_naming_the_key(engine) -> None:
     bad["folders"][0]["after"] = "delete"
     r = call(engine, "PUT", "/config", json=bad)
     assert r.status_code == 422
-    assert r.json()["detail"] == ("chargebridge.toml: 'folders[0].after' = 'delete' is not allowed — "
-                                  "Fix: allowed: archive, move")
+    assert r.json()["title"] == "chargebridge.toml: 'folders[0].after' = 'delete' is not allowed"
+    assert r.json()["fix"] == "allowed: archive, move" and r.json()["key"] == "folders[0].after"
     bad = json.loads(json.dumps(cfg))
     bad["rcm"]["client_secret"] = "hunter2"
     r = call(engine, "PUT", "/config", json=bad)
-    assert r.status_code == 422 and "'rcm.client_secret'" in r.json()["detail"] and "hunter2" not in r.text
+    assert r.status_code == 422 and r.json()["key"] == "rcm.client_secret" and "hunter2" not in r.text
     bad = json.loads(json.dumps(cfg))
     bad["sync"]["business_hours"] = "9 to 5"
     r = call(engine, "PUT", "/config", json=bad)
-    assert r.status_code == 422 and "'sync.business_hours'" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["key"] == "sync.business_hours"
     assert engine.paths.config.read_text() == before  # nothing was written
 
 
@@ -129,8 +133,9 @@ def test_rcm_secret_goes_to_the_keyring_only(engine) -> None:
 
 def test_rcm_test_reports_exactly_what_failed(engine, fhir_peer) -> None:
     r = call(engine, "POST", "/rcm/test", role="manager")
-    assert r.json() == {"ok": False, "detail": "no RCM is configured — add the billing system's address in "
-                                               "Settings (or the [rcm] section of chargebridge.toml)"}
+    assert r.json() == {"ok": False, "base_url": "",
+                        "detail": "no RCM is configured — add the billing system's address in "
+                                  "Settings (or the [rcm] section of chargebridge.toml)"}
     cfg = call(engine, "GET", "/config").json()["config"]
     cfg["rcm"].update(type="fhir", base_url=fhir_peer.base_url, token_url=fhir_peer.token_url,
                       client_id=fhir_peer.client_id)
@@ -152,15 +157,17 @@ def test_rcm_test_reports_exactly_what_failed(engine, fhir_peer) -> None:
     assert r.json()["ok"] is False
     assert r.json()["detail"].startswith("the RCM's token endpoint cannot be reached")
     r = call(engine, "POST", "/rcm/test", json={"base_url": "http://rcm.example/fhir", "secret": "y"})
-    assert r.json() == {"ok": False, "detail": "the RCM base URL must use https (plain http only on loopback)"}
+    got = r.json()
+    assert got["ok"] is False and got["base_url"] == "http://rcm.example/fhir"
+    assert got["detail"].startswith("the RCM base URL must use https")
 
 
 def test_quarantine_document_raw_text_capped_and_binary_flagged(engine) -> None:
     (engine.export / "garbage.bin").write_bytes(b"\x00\x01\x02binary")
     text_doc = "MSH|^~\\&|EHR|FAC|CB|BILL|20261001||ORU^R01|X1|P|2.5.1\rPID|1||MRN1\r"
     (engine.export / "results.hl7").write_text(text_doc)
-    wait_for(lambda: len(call(engine, "GET", "/quarantine").json()) == 2)
-    entries = {Path(q["file"]).name: q for q in call(engine, "GET", "/quarantine").json()}
+    wait_for(lambda: call(engine, "GET", "/quarantine").json()["total"] == 2)
+    entries = {Path(q["file"]).name: q for q in call(engine, "GET", "/quarantine").json()["items"]}
     qid = entries["results.hl7"]["id"]
     assert call(engine, "GET", f"/quarantine/{qid}/document", role="front_desk").status_code == 403
     doc = call(engine, "GET", f"/quarantine/{qid}/document", role="manager").json()

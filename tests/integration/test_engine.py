@@ -69,7 +69,7 @@ def test_change_feed_wakes_on_ingest_and_status_turns_to_attention(engine) -> No
     assert st["state"] == "attention" and "1 in quarantine" in st["reason"]
     enc = call(engine, "GET", "/encounters", role="front_desk").json()
     assert enc["total"] == 1 and enc["items"][0]["codes"] == ["99214", "93000"]
-    q = call(engine, "GET", "/quarantine").json()
+    q = call(engine, "GET", "/quarantine").json()["items"]
     assert len(q) == 1
     assert call(engine, "POST", f"/quarantine/{q[0]['id']}/reprocess", role="front_desk").status_code == 403
     assert call(engine, "POST", f"/quarantine/{q[0]['id']}/reprocess", role="manager").status_code == 200

@@ -181,7 +181,7 @@ def test_api_mismatch_queue_and_roles(seeded) -> None:
         out = requests.post(f"{url}/reconcile", params={"start": "2026-10-01", "end": "2026-10-31"},
                             headers=h["front_desk"], timeout=120).json()
         assert out["field_mismatch"] == 4
-        items = requests.get(f"{url}/mismatches", headers=h["front_desk"], timeout=30).json()
+        items = requests.get(f"{url}/mismatches", headers=h["front_desk"], timeout=30).json()["items"]
         fm = next(m for m in items if m["kind"] == "field_mismatch")
         assert fm["actions"] == ["resend", "accept-rcm", "ignore"] and fm["diff"]
         body = {"action": "ignore", "reason": "payer contract"}

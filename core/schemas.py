@@ -1,0 +1,322 @@
+"""The engine API's request and response bodies (pydantic v2), shared by the engine and its clients.
+
+State fields use the :mod:`core.states` enums, so ``/openapi.json`` lists their values. Every
+error the API answers has the body :class:`ErrorBody`; a client shows ``title`` and ``fix`` as
+they are and puts the cursor on ``key`` (a config key such as ``rcm.base_url``, or a request
+location such as ``page`` / ``body.name``) without parsing any text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.states import (
+    ConnectorKind,
+    EncounterKind,
+    EncounterState,
+    EngineState,
+    FindingKind,
+    FindingStatus,
+    OutboxState,
+    ResolveAction,
+    Role,
+)
+
+T = TypeVar("T")
+
+MAX_PAGE = 1_000_000
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+USER_NAME_MAX = 64
+
+
+# -- errors ---------------------------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer. ``request_id`` matches the engine log line of a server error."""
+
+    title: str = Field(description="what happened, for people")
+    fix: str = Field("", description="what to do about it")
+    key: str | None = Field(None, description="the config key or request field at fault, if one is")
+    request_id: str | None = Field(None, description="quote it to support; the engine log has the details")
+
+
+# -- basics ---------------------------------------------------------------------------------------
+class Health(BaseModel):
+    ok: bool = True
+    version: str
+    setup_needed: bool = Field(description="no user exists yet: the first-run setup token is accepted")
+
+
+class Caller(BaseModel):
+    name: str
+    role: Role
+
+
+class Page(BaseModel, Generic[T]):
+    total: int = Field(ge=0)
+    page: int = Field(ge=1)
+    page_size: int = Field(ge=1)
+    items: list[T]
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+# -- status ---------------------------------------------------------------------------------------
+class Connector(BaseModel):
+    name: str
+    kind: ConnectorKind
+    healthy: bool
+    detail: str
+
+
+class Counts(BaseModel):
+    ready: int = 0
+    needs_review: int = 0
+    expected: int = 0
+    quarantined: int = 0
+
+
+class Status(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    state: EngineState
+    reason: str = ""
+    version: str
+    paused: bool
+    counts: Counts
+    outbox: dict[str, int]
+    last_sync: dict[str, Any]
+    next_sync: str = ""
+    breaker_until: str = ""
+    connectors: list[Connector]
+    change_seq: int
+    user: Caller | None = None
+
+
+# -- encounters -----------------------------------------------------------------------------------
+class EncounterItem(BaseModel):
+    id: int
+    state: EncounterState
+    kind: EncounterKind
+    source: str
+    source_id: str
+    dos: str
+    mrn: str
+    patient: str
+    codes: list[str]
+    total: str = Field(description="sum of units × unit charge, two decimals")
+    findings: list[dict[str, Any]]
+    sync_state: OutboxState | Literal[""] = Field(description="the latest outbox state; empty = never queued")
+    sync_error: str
+    version: int
+
+
+class EncounterPage(Page[EncounterItem]):
+    total_capped: bool = Field(False, description="a broad search stopped counting at 1,000 matches")
+
+
+# -- quarantine -----------------------------------------------------------------------------------
+class QuarantineItem(BaseModel):
+    id: int
+    document_id: int
+    file: str
+    part: str
+    reason: str
+    created_at: str
+    resolved_at: str | None = None
+    resolution: str | None = None
+
+
+class QuarantineDocument(BaseModel):
+    id: int
+    document_id: int
+    file: str
+    part: str
+    reason: str
+    created_at: str
+    format: str
+    size: int
+    stored: bool
+    shown_bytes: int
+    truncated: bool
+    note: str
+    text: str
+
+
+class ReprocessResult(BaseModel):
+    document_id: int | None
+    status: str
+    accepted: int
+    quarantined: int
+    reasons: list[str]
+
+
+# -- sync -----------------------------------------------------------------------------------------
+class SyncStarted(BaseModel):
+    started: bool = True
+
+
+class SyncResult(BaseModel):
+    delivered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    remaining: int = 0
+    error: str = ""
+    error_kind: str = ""
+    skipped: str = ""
+    rejections: list[dict[str, Any]] = []
+
+
+class Paused(BaseModel):
+    paused: bool
+
+
+class Changes(BaseModel):
+    seq: int
+
+
+# -- reconcile and mismatches ---------------------------------------------------------------------
+class ReconcileResult(BaseModel):
+    """Counts per finding kind and what happened to the queue; ``skipped`` alone when nothing ran
+    (no RCM configured, or the RCM could not be read)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    skipped: str = ""
+    matched: int = 0
+    missing_in_rcm: int = 0
+    orphan_in_rcm: int = 0
+    field_mismatch: int = 0
+    missing_charge: int = 0
+    opened: int = 0
+    reopened: int = 0
+    closed: int = 0
+
+
+class Finding(BaseModel):
+    id: int
+    kind: FindingKind
+    encounter_id: int | None
+    remote_id: str
+    dos: str
+    local: dict[str, Any]
+    remote: dict[str, Any]
+    diff: list[dict[str, Any]]
+    status: FindingStatus
+    first_seen: str
+    last_seen: str
+    reopened: int
+    assignee: str
+    comments: list[dict[str, Any]]
+    resolution: str
+    resolved_by: str
+    resolved_at: str
+    age_days: int
+    actions: list[ResolveAction]
+
+
+class Resolution(BaseModel):
+    action: ResolveAction
+    reason: str = Field("", max_length=2000)
+
+
+class Comment(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+    assignee: str | None = Field(None, max_length=USER_NAME_MAX)
+
+
+class ResolveResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: FindingStatus
+
+
+# -- users and audit ------------------------------------------------------------------------------
+class User(BaseModel):
+    name: str
+    role: Role
+    created_at: str
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=USER_NAME_MAX, pattern=r"^[^\x00-\x1f\x7f/]+$")
+    role: Role
+
+
+class NewUserToken(BaseModel):
+    name: str
+    role: Role
+    token: str = Field(description="shown once; the engine keeps only its hash")
+
+
+class Revoked(BaseModel):
+    name: str
+    revoked: bool = True
+
+
+class AuditEntry(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    before_sha256: str
+    after_sha256: str
+    detail: Any
+    prev_hash: str
+    hash: str
+
+
+# -- configuration and RCM ------------------------------------------------------------------------
+class ConfigView(BaseModel):
+    config: dict[str, Any] = Field(description="chargebridge.toml as the engine reads it; never a secret")
+    path: str
+    problem: str = Field(description="why the file does not load (the running settings are shown then)")
+    rcm_secret_set: bool
+    restart_required: list[str] = Field(description="sections saved but not yet used by the running engine")
+
+
+class ConfigSaved(BaseModel):
+    saved: bool
+    changed: list[str]
+    applied: list[str]
+    restart_required: list[str]
+    message: str
+    config: dict[str, Any]
+
+
+class ConfigCheck(BaseModel):
+    config: dict[str, Any]
+    partial: bool = Field(False, description="validate only the sections given")
+
+
+class RcmSecret(BaseModel):
+    secret: str = Field(max_length=4096)
+
+
+class RcmSecretSaved(BaseModel):
+    saved: bool = True
+    rcm_error: str = Field(description="why the RCM connection cannot be built now; empty when it can")
+
+
+class RcmCandidate(BaseModel):
+    """Unsaved RCM settings to test. ``secret`` may be empty only while both URLs are the saved
+    ones: the stored secret is never sent to a new address."""
+
+    base_url: str = Field(min_length=1, max_length=2048)
+    token_url: str = Field("", max_length=2048)
+    client_id: str = Field("", max_length=512)
+    auth: Literal["client_credentials", "bearer"] = "client_credentials"
+    ca_bundle: str = Field("", max_length=4096)
+    timeout_seconds: float = Field(15.0, ge=1, le=30)
+    secret: str = Field("", max_length=4096)
+
+
+class RcmTestResult(BaseModel):
+    ok: bool
+    detail: str
+    base_url: str = ""

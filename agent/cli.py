@@ -145,6 +145,8 @@ def cmd_encounters(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(ctx: Context, args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return _quarantine_export(ctx, args)
     store = ctx.open_store(create=False)
     try:
         rows = store.quarantine_list(include_resolved=args.all)
@@ -162,6 +164,52 @@ def cmd_quarantine(ctx: Context, args: argparse.Namespace) -> int:
         part = f" ({r['part']})" if r["part"] else ""
         print(f"{r['id']:>5}  {Path(r['file']).name}{part}\n       {r['reason']}")
     print("fix the cause, then: chargebridge reprocess ID [--format F] [--profile P]")
+    return 0
+
+
+def _quarantine_export(ctx: Context, args: argparse.Namespace) -> int:
+    """``quarantine export ID --out FILE``: a quarantined file's raw bytes, out of the encrypted
+    store into a new file only this account can read (0600). The export is audited."""
+    from agent import audit
+    from core.errors import NotFound
+
+    if args.id is None or not args.out:
+        raise ConfigError("quarantine export needs an entry id and --out FILE",
+                          "chargebridge quarantine export ID --out FILE (ids: chargebridge quarantine)")
+    out = Path(args.out)
+    store = ctx.open_store(create=False)
+    try:
+        row = store.conn.execute(
+            "SELECT q.document_id, d.content FROM quarantine q JOIN documents d ON d.id = q.document_id "
+            "WHERE q.id = ?", (args.id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no quarantine entry {args.id}", "list the entries with: chargebridge quarantine")
+        doc_id, content = row
+        if content is None:
+            raise NotFound(f"quarantine entry {args.id} has no stored file: it was refused without being read "
+                           "(see its reason), so the file was left where it was found",
+                           "fix the cause named in the reason; the file is read again when it changes")
+        data = bytes(content)
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_BINARY", 0), 0o600)
+        except FileExistsError:
+            raise ConfigError(f"{out} already exists", "choose a new file name for --out") from None
+        except OSError as exc:
+            raise ConfigError(f"{out} cannot be created ({exc.strerror})",
+                              "choose a folder you can write to for --out") from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            out.unlink(missing_ok=True)
+            raise ConfigError(f"{out} could not be written ({exc.strerror})", "free some space or choose "
+                              "another folder for --out") from None
+        audit.record(store, actor=_cli_actor(), action="quarantine.export", target=f"quarantine:{args.id}",
+                     detail={"document_id": doc_id, "bytes": len(data)})
+    finally:
+        store.close()
+    print(f"quarantine entry {args.id}: {len(data):,} bytes written to {out} (readable by this account only)")
     return 0
 
 
@@ -311,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_encounters)
 
-    s = sub.add_parser("quarantine", help="list quarantined files with their reasons")
+    s = sub.add_parser("quarantine", help="list quarantined files with their reasons; export ID --out FILE")
+    s.add_argument("action", nargs="?", choices=["export"],
+                   help="export: write entry ID's stored file to --out (mode 0600)")
+    s.add_argument("id", nargs="?", type=int)
+    s.add_argument("--out", metavar="FILE", help="for export: a new file to write")
     s.add_argument("--all", action="store_true", help="include resolved entries")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_quarantine)

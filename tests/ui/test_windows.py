@@ -21,21 +21,22 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from agent import config as configmod
-from agent import keys
 from agent.engine import Engine
 from agent.reconcile import diff as reconcile_diff
 from agent.reconcile import local_from_row
 from agent.store import now
 from connectors.rcm.base import RemoteCharge, RemoteLine
+from core import secrets as keys
 from core.paths import Paths
+from core.secrets import API_TOKEN, RCM_SECRET
 from tests.conftest import ROOT, start_test_engine
 from tests.helpers import FAMILIES, dft
 from ui.app import protect_none_refcount
-from ui.client import ApiClient
+from ui.client import ApiClient, ApiFailure
 from ui.main_window import MainWindow
 from ui.pages.mismatches import HIGHLIGHT
 from ui.signin import SignInDialog
-from ui.wizard import FirstRunWizard
+from ui.wizard import FirstRunWizard, failure_text, read_setup_token
 
 protect_none_refcount()  # PySide6 6.12.0 + Python 3.11 (see ui.app)
 
@@ -133,6 +134,16 @@ def shot(widget: QWidget, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     assert widget.grab().save(str(path)), path
     return path
+
+
+def engine_error(eng: Engine, method: str, path: str, body: Any, token: str = "") -> ApiFailure:
+    """The engine's own error answer for a request, straight over HTTP: what a page must show."""
+    r = requests.request(method, f"{eng.base}/api/v1{path}", json=body, timeout=30,  # type: ignore[attr-defined]
+                         headers={"Authorization": f"Bearer {token or eng.tokens['admin']}"})  # type: ignore[attr-defined]
+    assert r.status_code == 422, (r.status_code, r.text)
+    b = r.json()
+    assert set(b) >= {"title", "fix", "key"}
+    return ApiFailure(r.status_code, b["title"], b["fix"], b["key"])
 
 
 # -- encounters: paging and filtering in the engine ------------------------------------------
@@ -388,12 +399,17 @@ def test_activity_needs_manager_and_settings_need_admin(ingested: Engine, window
     qtbot.waitUntil(lambda: st.loaded is not None and st.users.rowCount() == 3, timeout=WAIT)
     assert st.folders.rowCount() == 1 and st.folders.cellWidget(0, 1).currentData() == "hl7v2"
     assert st.secret.placeholderText() == "not set yet"
-    # a bad value: the engine names the key, the page says it plainly and marks the field
+    # a bad value: the engine's error names the key; the page shows its title and fix as sent
+    # (no string splitting) and marks the field the key names, on its tab
     st.hours.setText("9 to 5")
+    expected = engine_error(ingested, "POST", "/config/validate", {"config": st.collect(), "partial": False})
+    assert expected.key == "sync.business_hours"
     qtbot.mouseClick(st.save_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: st.banner.isVisible() and "Not saved" in st.banner.text, timeout=WAIT)
-    assert "'sync.business_hours'" in st.banner.text and "07:30-18:00" in st.banner.text
+    assert expected.title.rstrip(".") in st.banner.text and f"What to do: {expected.fix.rstrip('.')}" in \
+        st.banner.text
     assert "#c62828" in st.hours.styleSheet() and st.tabs.currentIndex() == 2
+    assert QApplication.focusWidget() is st.hours
     before = ingested.paths.config.read_text()
     # a good one: saved, applied live, secret to the keyring
     st.hours.setText("07:00-19:00")
@@ -406,7 +422,7 @@ def test_activity_needs_manager_and_settings_need_admin(ingested: Engine, window
     assert ingested.config.sync.interval_minutes == 10 and ingested.config.sync.business_hours == "07:00-19:00"
     assert ingested.paths.config.read_text() != before and "rcm-secret-from-settings" not in \
         ingested.paths.config.read_text()
-    assert keys.get_secret(ingested.paths, "rcm-secret") == "rcm-secret-from-settings"
+    assert keys.get_secret(ingested.paths, RCM_SECRET) == "rcm-secret-from-settings"
     # users: add one, the token is shown once
     st.new_name.setText("frontdesk-2")
     qtbot.mouseClick(st.add_user_btn, Qt.MouseButton.LeftButton)
@@ -434,7 +450,7 @@ def test_signin_reports_what_failed_and_remembers_a_good_token(engine: Engine, q
     with qtbot.waitSignal(dlg.accepted, timeout=WAIT):
         qtbot.mouseClick(dlg.ok_btn, Qt.MouseButton.LeftButton)
     assert (dlg.user, dlg.role, dlg.token) == ("manager-user", "manager", engine.tokens["manager"])  # type: ignore
-    assert keys.get_secret(engine.paths, "api-token") == engine.tokens["manager"]  # type: ignore[attr-defined]
+    assert keys.get_secret(engine.paths, API_TOKEN) == engine.tokens["manager"]  # type: ignore[attr-defined]
 
     nowhere = SignInDialog("http://127.0.0.1:9")
     qtbot.addWidget(nowhere)
@@ -447,78 +463,133 @@ def test_signin_reports_what_failed_and_remembers_a_good_token(engine: Engine, q
 
 
 # -- first-run wizard --------------------------------------------------------------------------
-def test_wizard_writes_a_valid_config_refuses_a_bad_one_and_creates_the_manager(tmp_path: Path, qtbot,
-                                                                                keyring_ok: None) -> None:
-    home, export = tmp_path / "newhome", tmp_path / "ehr-out"
+@pytest.fixture()
+def fresh_engine(tmp_path: Path, keyring_ok: None) -> Iterator[Engine]:
+    """A real engine on a home with no user yet (what the app starts on first run): it has
+    written its one-time setup token. Port 0 so tests never collide."""
+    paths = Paths.resolve(tmp_path / "newhome")
+    paths.ensure()
+    paths.config.write_text("[api]\nport = 0\n")  # kept: the wizard does not ask about it
+    eng = Engine(paths, configmod.load(paths.config))
+    eng.start()
+    eng.base = f"http://127.0.0.1:{eng.port}"  # type: ignore[attr-defined]
+    yield eng
+    eng.stop()
+
+
+def wait_page(qtbot: Any, wiz: FirstRunWizard, page: Any) -> None:
+    qtbot.waitUntil(lambda: wiz.currentPage() is page, timeout=WAIT)
+
+
+def test_wizard_sets_up_a_new_install_through_the_engine_with_the_setup_token(fresh_engine: Engine, tmp_path: Path,
+                                                                              qtbot) -> None:
+    eng, paths = fresh_engine, fresh_engine.paths
+    setup = read_setup_token(paths)
+    assert setup and requests.get(f"{eng.base}/api/v1/health", timeout=10).json()["setup_needed"] is True  # type: ignore
+    export = tmp_path / "ehr-out"
     export.mkdir()
-    home.mkdir()
-    (home / "chargebridge.toml").write_text("[api]\nport = 0\n")  # kept: the wizard does not ask about it
-    wiz = FirstRunWizard(home)
+    wiz = FirstRunWizard(paths, eng.base)  # type: ignore[attr-defined]
     qtbot.addWidget(wiz)
     wiz.show()
+    assert wiz.setup_mode and wiz.client.token == setup
+    qtbot.waitUntil(lambda: wiz.loaded is not None, timeout=WAIT)  # GET /config with the setup token
     fp, rp, ap = wiz.folders_page, wiz.rcm_page, wiz.account_page
     assert not fp.isComplete()
-    fp.add_folder(str(tmp_path / "missing"), "hl7v2")
-    wiz.next()
-    assert wiz.currentPage() is fp and "does not exist" in fp.error.text() and "folders[0].path" in fp.error.text()
-    fp.table.item(0, 0).setText(str(export))
-    wiz.next()
-    assert wiz.currentPage() is rp
 
-    # Test connection runs off the UI thread and says exactly what failed
+    # folders: checked by the engine (partial), a bad one is named by its key and its row selected
+    fp.add_folder(str(export), "hl7v2")
+    fp.add_folder(str(export), "csv", "generic")  # the same folder twice
+    bad = engine_error(eng, "POST", "/config/validate", {"config": {"folders": fp.folders()}, "partial": True},
+                       setup)
+    assert bad.key == "folders[1].path"
+    wiz.next()
+    qtbot.waitUntil(lambda: not fp.busy and fp.error.text() == failure_text(bad), timeout=WAIT)
+    assert wiz.currentPage() is fp and fp.table.currentRow() == 1 and "#c62828" in fp.table.styleSheet()
+    fp.table.selectRow(1)
+    fp._remove()
+    wiz.next()
+    wait_page(qtbot, wiz, rp)
+    assert paths.config.read_text() == "[api]\nport = 0\n"  # validating writes nothing
+
+    # Test connection: the engine runs it (off the UI thread) and says what failed
     rp.base_url.setText("http://127.0.0.1:9/fhir/R4")
     rp.token_url.setText("http://127.0.0.1:9/oauth2/token")
     rp.client_id.setText("chargebridge")
-    t0 = time.perf_counter()
-    qtbot.mouseClick(rp.test_btn, Qt.MouseButton.LeftButton)
-    assert time.perf_counter() - t0 < 0.5 and rp.test_result.text() == "Testing…"
-    qtbot.waitUntil(lambda: rp.test_result.text().startswith("✖"), timeout=WAIT)
-    assert "the RCM's token endpoint cannot be reached" in rp.test_result.text()
-
-    # bad values: refused, the key and what is allowed shown, nothing written
-    rp.base_url.setText("http://rcm.example/fhir/R4")
     rp.secret.setText("rcm-client-secret")
+    qtbot.mouseClick(rp.test_btn, Qt.MouseButton.LeftButton)
+    assert rp.test_result.text() == "Testing…"
+    qtbot.waitUntil(lambda: rp.test_result.text().startswith("✖"), timeout=WAIT)
+    assert "Failed" in rp.test_result.text()
+
+    # a bad value: the field the engine's key names is outlined and focused; title and fix shown
+    rp.base_url.setText("http://rcm.example/fhir/R4")
     wiz.next()
-    assert wiz.currentPage() is rp
-    assert rp.error.text() == ("Base URL: 'rcm.base_url' must use https — allowed: an https:// URL (plain http "
-                               "only on loopback)")
-    assert QApplication.focusWidget() is rp.base_url
+    qtbot.waitUntil(lambda: not rp.busy and "#c62828" in rp.base_url.styleSheet(), timeout=WAIT)
+    bad = engine_error(eng, "POST", "/config/validate", {"config": wiz.changes(), "partial": True}, setup)
+    assert bad.key == "rcm.base_url" and rp.error.text() == failure_text(bad)
+    assert wiz.currentPage() is rp and QApplication.focusWidget() is rp.base_url
     rp.base_url.setText("https://rcm.example/fhir/R4")
     rp.token_url.setText("https://rcm.example/oauth2/token")
     rp.hours.setText("9 to 5")
     wiz.next()
-    assert wiz.currentPage() is rp
-    assert rp.error.text().startswith("Business hours: 'sync.business_hours' = '9 to 5' is not a time range")
-    assert (home / "chargebridge.toml").read_text() == "[api]\nport = 0\n"
+    qtbot.waitUntil(lambda: not rp.busy and "#c62828" in rp.hours.styleSheet(), timeout=WAIT)
+    assert "#c62828" not in rp.base_url.styleSheet() and QApplication.focusWidget() is rp.hours
+    assert paths.config.read_text() == "[api]\nport = 0\n"
 
+    # good values: written by the engine (PATCH), the secret to the keyring through the API
     rp.hours.setText("08:00-17:30")
     wiz.next()
-    assert wiz.currentPage() is ap
-    cfg = configmod.load(home / "chargebridge.toml")
+    wait_page(qtbot, wiz, ap)
+    cfg = configmod.load(paths.config)
     assert [(str(f.path), f.format) for f in cfg.folders] == [(str(export), "hl7v2")]
     assert (cfg.rcm.type, cfg.rcm.base_url, cfg.rcm.client_id) == ("fhir", "https://rcm.example/fhir/R4",
                                                                    "chargebridge")
     assert cfg.sync.business_hours == "08:00-17:30" and cfg.sync.business_days == "mon-fri"
     assert cfg.api.port == 0  # what the wizard does not ask about is kept
-    assert "rcm-client-secret" not in (home / "chargebridge.toml").read_text()
-    paths = Paths.resolve(home)
-    assert keys.get_secret(paths, "rcm-secret") == "rcm-client-secret"
+    assert "rcm-client-secret" not in paths.config.read_text()
+    assert keys.get_secret(paths, RCM_SECRET) == "rcm-client-secret"
+    assert eng.config.sync.business_hours == "08:00-17:30"  # applied live by the running engine
 
-    # the manager account: no engine yet, so the store is opened directly (the one exception)
-    assert not ap.isComplete()
+    # the first account: created by the engine with the setup token, which then stops working
+    assert not ap.isComplete() and not ap.skip.isVisible()
     qtbot.mouseClick(ap.create_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: ap.created, timeout=WAIT)
+    qtbot.waitUntil(lambda: ap.created and "saved in this computer's keyring" in ap.result.text(), timeout=WAIT)
     token = ap.token_out.text()
-    assert token.startswith("cb_") and ap.isComplete() and "shown only once" in ap.result.text()
-    assert keys.get_secret(paths, "api-token") == token
-    eng = Engine(paths, configmod.load(paths.config))
-    eng.start()
-    try:
-        r = requests.get(f"http://127.0.0.1:{eng.port}/api/v1/status", headers={"Authorization": f"Bearer {token}"},
-                         timeout=10)
-        assert r.json()["user"] == {"name": "manager", "role": "manager"}
-    finally:
-        eng.stop()
+    assert token.startswith("cb_") and ap.isComplete() and wiz.token == token and "shown only once" in ap.result.text()
+    assert keys.get_secret(paths, API_TOKEN) == token
+    r = requests.get(f"{eng.base}/api/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=10)  # type: ignore
+    assert r.json()["user"] == {"name": "manager", "role": "admin"}
+    refused = requests.get(f"{eng.base}/api/v1/config", headers={"Authorization": f"Bearer {setup}"},  # type: ignore
+                           timeout=10)
+    assert refused.status_code == 401 and not paths.setup_token.exists()
+    assert requests.get(f"{eng.base}/api/v1/health", timeout=10).json()["setup_needed"] is False  # type: ignore
+
+
+def test_wizard_without_a_setup_token_says_so_and_a_rerun_uses_the_signed_in_token(engine: Engine, qtbot) -> None:
+    """Setup is over on this engine (it has users): no token file, so the wizard says what to
+    do; run again with an admin's token it shows the saved settings and may skip the account."""
+    assert read_setup_token(engine.paths) == ""
+    wiz = FirstRunWizard(engine.paths, engine.base)  # type: ignore[attr-defined]
+    qtbot.addWidget(wiz)
+    assert wiz.loaded is None and "no setup token" in wiz.folders_page.error.text()
+
+    again = FirstRunWizard(engine.paths, engine.base, engine.tokens["admin"])  # type: ignore[attr-defined]
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitUntil(lambda: again.loaded is not None, timeout=WAIT)
+    assert not again.setup_mode
+    assert [f["path"] for f in again.folders_page.folders()] == [str(engine.export)]  # type: ignore[attr-defined]
+    assert again.folders_page.folders()[0]["settle_seconds"] == 0.2  # keys it does not show ride along
+    again.next()
+    wait_page(qtbot, again, again.rcm_page)
+    days = [cb.isChecked() for cb in again.rcm_page.day_boxes]
+    assert days == [True] * 7  # the engine's saved schedule, not the first-run suggestion
+    again.rcm_page.enabled.setChecked(False)
+    again.next()
+    wait_page(qtbot, again, again.account_page)
+    assert again.account_page.skip.isVisible() and not again.account_page.isComplete()
+    again.account_page.skip.setChecked(True)
+    assert again.account_page.isComplete()
 
 
 # -- screenshots -------------------------------------------------------------------------------
@@ -564,17 +635,19 @@ def test_screenshots_of_every_page(ingested: Engine, window, qtbot, tmp_path: Pa
     qtbot.waitUntil(lambda: "(401)" in dlg.status.text(), timeout=WAIT)
     shot(dlg, "signin-bad-token")
 
-    wiz = FirstRunWizard(tmp_path / "wizard-home")
+    wiz = FirstRunWizard(ingested.paths, ingested.base, ingested.tokens["admin"])  # type: ignore[attr-defined]
     qtbot.addWidget(wiz)
     wiz.show()
-    wiz.folders_page.add_folder(str(ingested.export), "hl7v2")  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: wiz.loaded is not None, timeout=WAIT)
     wiz.folders_page.add_folder(str(tmp_path), "csv", "generic")
     shot(wiz, "wizard-1-folders")
     wiz.next()
     rp = wiz.rcm_page
+    wait_page(qtbot, wiz, rp)
     rp.base_url.setText("http://rcm.example/fhir/R4")
     rp.token_url.setText("https://rcm.example/oauth2/token")
     rp.client_id.setText("chargebridge")
     rp.secret.setText("x")
     wiz.next()
+    qtbot.waitUntil(lambda: not rp.busy and "#c62828" in rp.base_url.styleSheet(), timeout=WAIT)
     shot(wiz, "wizard-2-rcm-error")

@@ -246,3 +246,171 @@ def test_transaction_mode_splits_what_the_server_refuses(tmp_path: Path, clean_p
     assert any(e.get("status") == 400 for e in log)  # the refused whole-batch transaction
     claims = claims_by_identifier(clean_peer)
     assert len(claims) == 3 and set(claims.values()) == {1}
+
+
+# -- where secrets and charges may go: TLS trust, redirects, paging links --------------------------------
+class _Recorder:
+    """A loopback HTTP(S) server that answers with ``respond(method, path)`` and records what came."""
+
+    def __init__(self, respond, *, cert_dir: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[dict] = []
+        hits = self.hits
+
+        class H(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hits.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
+                status, headers, out = respond(self.command, self.path)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.cert = None
+        scheme = "http"
+        if cert_dir is not None:
+            from tests.tls import _self_signed
+
+            self.cert, key = _self_signed(cert_dir)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.cert, key)
+            self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+            scheme = "https"
+        self.port = self.srv.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture()
+def servers():  # type: ignore[no-untyped-def]
+    made: list[_Recorder] = []
+
+    def make(respond, **kw) -> _Recorder:  # type: ignore[no-untyped-def]
+        made.append(_Recorder(respond, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _ok(method: str, path: str) -> tuple[int, dict, bytes]:
+    return 200, {"Content-Type": "application/fhir+json"}, b'{"resourceType":"CapabilityStatement"}'
+
+
+def _redirect_to(base: str, status: int = 307):  # type: ignore[no-untyped-def]
+    return lambda method, path: (status, {"Location": base + path}, b"")
+
+
+def test_ca_bundle_wins_over_ca_variables_in_the_environment(tmp_path: Path, servers, monkeypatch) -> None:
+    from connectors.rcm.fhir import FhirTarget
+    from tests.tls import _self_signed
+
+    (tmp_path / "rcm").mkdir()
+    (tmp_path / "other").mkdir()
+    rcm = servers(_ok, cert_dir=tmp_path / "rcm")
+    wrong, _ = _self_signed(tmp_path / "other")  # a bundle that does not hold the RCM's CA
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(wrong))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(wrong))
+    url = f"{rcm.url}/fhir/R4"
+    ok, detail = FhirTarget(url, auth="bearer", secret="tok", ca_bundle=str(rcm.cert)).check()
+    assert (ok, detail) == (True, "connected; credentials accepted")
+    assert [h["path"] for h in rcm.hits] == ["/fhir/R4/metadata"]
+    # the environment's bundle is still what an unconfigured target trusts: it is really in effect
+    ok, detail = FhirTarget(url, auth="bearer", secret="tok").check()
+    assert not ok and "not trusted" in detail and len(rcm.hits) == 1
+
+
+def test_a_redirect_to_another_host_carries_neither_claims_nor_token(tmp_path: Path, clean_peer, keyring_ok,
+                                                                      servers) -> None:
+    elsewhere = servers(_ok)
+    rcm = servers(_redirect_to(f"http://localhost:{elsewhere.port}"))  # another host name, same machine
+    home = make_home(tmp_path, clean_peer, n=2, base_url=f"{rcm.url}/fhir/R4")
+    rc, res = sync(home)
+    assert rc == 1 and res["error_kind"] == "config" and "redirected the request to localhost" in res["error"]
+    assert [h["method"] for h in rcm.hits] == ["POST"] and rcm.hits[0]["headers"]["Authorization"]
+    assert elsewhere.hits == []  # neither the Bundle of claims nor the bearer token left
+    assert [r[0] for r in outbox_rows(home)] == ["queued", "queued"]  # kept for after the fix
+    assert clean_peer.count("Claim") == 0
+
+
+def test_a_token_endpoint_redirect_never_takes_the_client_secret_along(clean_peer, servers) -> None:
+    from connectors.rcm.fhir import FhirTarget
+
+    elsewhere = servers(_ok)
+    token = servers(_redirect_to(f"http://localhost:{elsewhere.port}"))
+    t = FhirTarget(clean_peer.base_url, token_url=f"{token.url}/oauth2/token", client_id=clean_peer.client_id,
+                   secret=clean_peer.client_secret, timeout=5)
+    ok, detail = t.check()
+    assert not ok and "token endpoint redirected the request to localhost" in detail
+    assert len(token.hits) == 1 and token.hits[0]["headers"]["Authorization"].startswith("Basic ")
+    assert elsewhere.hits == []
+
+
+def test_https_is_never_downgraded_by_a_redirect(tmp_path: Path, servers) -> None:
+    from connectors.rcm.fhir import FhirTarget
+
+    plain = servers(_ok)
+    rcm = servers(_redirect_to(plain.url, 302), cert_dir=tmp_path)
+    ok, detail = FhirTarget(f"{rcm.url}/fhir/R4", auth="bearer", secret="tok", ca_bundle=str(rcm.cert)).check()
+    assert not ok and "redirected the request to 127.0.0.1" in detail
+    assert len(rcm.hits) == 1 and plain.hits == []
+
+
+def test_a_redirect_within_the_rcm_is_followed(servers) -> None:
+    from connectors.rcm.fhir import FhirTarget
+
+    def respond(method: str, path: str) -> tuple[int, dict, bytes]:
+        if path == "/fhir/R4/metadata":
+            return 301, {"Location": "/fhir/R4/metadata/"}, b""
+        return _ok(method, path)
+
+    rcm = servers(respond)
+    ok, _ = FhirTarget(f"{rcm.url}/fhir/R4", auth="bearer", secret="tok").check()
+    assert ok and [h["path"] for h in rcm.hits] == ["/fhir/R4/metadata", "/fhir/R4/metadata/"]
+    assert rcm.hits[1]["headers"]["Authorization"] == "Bearer tok"
+
+
+def test_a_next_page_link_to_another_host_is_not_followed(servers) -> None:
+    from connectors.rcm.base import TargetError
+    from connectors.rcm.fhir import FhirTarget
+
+    elsewhere = servers(_ok)
+    page = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": [], "link": [
+        {"relation": "next", "url": f"http://localhost:{elsewhere.port}/fhir/R4/Claim?page=2"}]}).encode()
+    rcm = servers(lambda method, path: (200, {"Content-Type": "application/fhir+json"}, page))
+    with pytest.raises(TargetError) as ei:
+        FhirTarget(f"{rcm.url}/fhir/R4", auth="bearer", secret="tok").fetch_charges(dt.date(2024, 1, 1),
+                                                                                     dt.date(2024, 12, 31))
+    assert "next-page link points to another address" in str(ei.value) and elsewhere.hits == []
+
+
+@pytest.mark.parametrize("base,token,key", [
+    ("http://localhost.attacker.example/fhir", "http://127.0.0.1:9/token", "rcm.base_url"),
+    ("http://127.0.0.1:9/fhir", "http://127.0.0.1@attacker.example/token", "rcm.token_url"),
+])
+def test_the_target_applies_the_url_rule_to_candidate_settings(base: str, token: str, key: str) -> None:
+    from agent.config import RcmConfig
+    from agent.rcm import build_target
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as ei:  # e.g. settings typed into the wizard, not yet saved
+        build_target(RcmConfig(type="fhir", base_url=base, token_url=token, client_id="c"), "secret")
+    assert ei.value.key == key

@@ -57,3 +57,42 @@ def test_bad_values_name_key_and_allowed(tmp_path: Path, text: str, key: str, al
     msg = str(ei.value)
     assert key in msg and allowed in msg
     assert ei.value.exit_code == 2
+
+
+def test_bad_value_errors_carry_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_text(tmp_path, '[[folders]]\npath = "/x"\nafter = "delete"')
+    assert ei.value.key == "folders[0].after" and ei.value.to_dict()["key"] == "folders[0].after"
+
+
+RCM = '[rcm]\ntype = "fhir"\nclient_id = "c"\nbase_url = "{base}"\ntoken_url = "{token}"\n'
+
+
+@pytest.mark.parametrize("base,token,key", [
+    ("http://localhost.attacker.example/fhir", "https://rcm.example/token", "rcm.base_url"),
+    ("http://127.0.0.1@attacker.example/fhir", "https://rcm.example/token", "rcm.base_url"),
+    ("https://rcm.example/fhir", "http://rcm.example/token", "rcm.token_url"),  # the secret's own URL
+    ("https://rcm.example/fhir", "http://127.0.0.1@attacker.example/token", "rcm.token_url"),
+    ("https://rcm.example/fhir", "ftp://rcm.example/token", "rcm.token_url"),
+])
+def test_rcm_urls_are_parsed_not_prefix_checked(tmp_path: Path, base: str, token: str, key: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_text(tmp_path, RCM.format(base=base, token=token))
+    assert ei.value.key == key and ei.value.title.startswith(f"chargebridge.toml: '{key}' ")
+
+
+def test_loopback_http_and_https_rcm_urls_are_accepted(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, RCM.format(base="http://[::1]:8080/fhir/R4", token="http://localhost:8080/token"))
+    assert (cfg.rcm.base_url, cfg.rcm.token_url) == ("http://[::1]:8080/fhir/R4", "http://localhost:8080/token")
+    cfg = load_text(tmp_path, RCM.format(base="https://rcm.example/fhir", token="https://auth.example/token"))
+    assert cfg.rcm.token_url == "https://auth.example/token"
+
+
+def test_registered_types_and_formats_are_what_config_allows(tmp_path: Path) -> None:
+    from connectors.ehr import FORMATS
+    from connectors.rcm import TARGETS
+
+    with pytest.raises(ConfigError) as ei:
+        load_text(tmp_path, '[rcm]\ntype = "x12"\n')
+    assert ei.value.key == "rcm.type" and all(t in ei.value.fix for t in TARGETS)
+    assert config.FORMATS == ("auto", *FORMATS)

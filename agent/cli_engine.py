@@ -46,7 +46,7 @@ def _api(ctx: Context, client, method: str, path: str, **kw: Any) -> Any:  # typ
             raise ChargeBridgeError("the engine did not accept this machine's API token",
                                     "create a user with: chargebridge users add NAME --role admin --save, "
                                     "or save a token with: chargebridge login") from None
-        raise ChargeBridgeError(f"the engine refused: {exc.detail}") from None
+        raise ChargeBridgeError(f"the engine refused: {exc.title}", exc.fix, key=exc.key or "") from None
 
 
 def cmd_engine(ctx: Context, args: argparse.Namespace) -> int:
@@ -150,13 +150,19 @@ def cmd_pause(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_users(ctx: Context, args: argparse.Namespace) -> int:
     from agent import keys
-    from agent.users import add_user, list_users
+    from agent.users import add_user, list_users, revoke_user
 
     store = ctx.open_store()
     try:
         if args.action == "list":
             for u in list_users(store):
                 print(f"{u['name']:<24} {u['role']:<10} since {u['created_at'][:10]}")
+            return 0
+        if args.action == "revoke":  # the store is shared with a running engine: its next request sees it
+            if not revoke_user(store, args.name, actor=_cli_actor()):
+                raise ConfigError(f"there is no active user named {args.name!r}",
+                                  "see the names with: chargebridge users list")
+            print(f"user {args.name} revoked: its token no longer works")
             return 0
         try:
             token = add_user(store, args.name, args.role, actor=_cli_actor())
@@ -285,6 +291,12 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
                 return 1
         finally:
             store.close()
+    if out.get("skipped"):  # the engine ran nothing (no RCM configured, or the RCM could not be read)
+        if args.json:
+            print(json.dumps(out))
+        else:
+            print(f"reconcile skipped: {out['skipped']}")
+        return 1
     if args.json:
         print(json.dumps(out))
     else:

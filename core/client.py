@@ -14,10 +14,34 @@ from core.secrets import API_TOKEN as TOKEN_SECRET
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
+    """An error answer of the engine: its status and :class:`core.schemas.ErrorBody` fields."""
+
+    def __init__(self, status: int, title: str, fix: str = "", key: str | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(f"{status}: {title}")
         self.status = status
-        self.detail = detail
+        self.title = title
+        self.fix = fix
+        self.key = key
+        self.request_id = request_id
+
+    @property
+    def detail(self) -> str:
+        return f"{self.title} — {self.fix}" if self.fix else self.title
+
+    @classmethod
+    def from_response(cls, r: requests.Response) -> ApiError:
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("title"), str):
+            def opt(name: str) -> str | None:
+                v = body.get(name)
+                return v if isinstance(v, str) else None
+
+            return cls(r.status_code, body["title"], opt("fix") or "", opt("key"), opt("request_id"))
+        return cls(r.status_code, f"the engine answered HTTP {r.status_code}")
 
 
 class EngineClient:
@@ -57,9 +81,5 @@ class EngineClient:
         r = self.session.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"},
                                  timeout=timeout or self.timeout, **kw)
         if r.status_code >= 400:
-            try:
-                detail = str(r.json().get("detail", ""))
-            except ValueError:
-                detail = r.text[:200]
-            raise ApiError(r.status_code, detail)
+            raise ApiError.from_response(r)
         return r.json()

@@ -28,9 +28,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import defusedxml.ElementTree as DET
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
+from connectors.ehr import limits
 from connectors.ehr.base import ParseError
 from core.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected
 
@@ -63,11 +64,15 @@ NOTHING_TO_BILL = "C-CDA document has no Encounters or Procedures section entrie
 # ---------------------------------------------------------------------------
 
 
-def _read(data: bytes) -> ET.Element:
+def _read(data: bytes, max_bytes: int = limits.DEFAULT.max_xml_bytes) -> ET.Element:
     if not data.strip(b"\xef\xbb\xbf \t\r\n"):
         raise ParseError("the file is empty; export the C-CDA document again")
+    if len(data) > max_bytes:
+        raise ParseError(f"the XML document is {len(data) / limits.MIB:,.1f} MiB, over the "
+                         f"{max_bytes / limits.MIB:g} MiB limit for one C-CDA document (ingest.max_xml_mb); "
+                         "export fewer visits per document")
     try:
-        root = DET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        root = defused_fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden):
         raise ParseError(DTD_REFUSED) from None
     except ET.ParseError as exc:
@@ -351,7 +356,7 @@ def _unique_ids(visits: list[_Visit]) -> None:
 
 def parse(data: bytes, *, name: str, options: Mapping[str, Any]) -> list[Parsed]:
     """C-CDA document -> Encounters (visits with their charge lines) and Rejected entries."""
-    root = _read(data)
+    root = _read(data, limits.of(options).max_xml_bytes)
     patient = _patient(root)
     org = _f(root, "recordTarget/patientRole/providerOrganization")
     header = {"system": _source_system(root), "patient": patient,

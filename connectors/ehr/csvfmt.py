@@ -21,14 +21,15 @@ import codecs
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from connectors.ehr import limits
 from connectors.ehr.base import ParseError
-from connectors.ehr.csvio import (  # noqa: F401  (re-exported: csvfmt.pack_directory etc. are public)
+from connectors.ehr.csvio import (  # noqa: F401  (re-exported: csvfmt.pack_directory, Profile etc. are public)
     DELIMITERS,
+    Profile,
     Table,
     column_index,
     decode,
@@ -82,30 +83,6 @@ _PTR_SPLIT = re.compile(r"[\s,;|:/+]+")
 # ---------------------------------------------------------------------------
 # Profiles
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A loaded, checked mapping profile. ``columns`` holds normalized-header alternatives."""
-
-    name: str
-    format: str = "rows"  # rows | synthea
-    delimiter: str = "auto"
-    encoding: str = "utf-8"
-    fallback_encoding: str = "cp1252"
-    header_row: int = 1
-    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    constants: Mapping[str, str] = field(default_factory=dict)
-    diagnoses_separator: str = "auto"
-    modifiers_separator: str = "auto"
-    pointers_default: str = "row"  # row | none
-    decimal: str = "."  # "," for exports that write 1.234,50
-    raw: Mapping[str, Any] = field(default_factory=dict)  # the whole TOML (format-specific tables)
-
-    @property
-    def source_system(self) -> str:
-        return self.constants.get("source_system", "")
 
 
 def builtin_profiles() -> list[str]:
@@ -245,15 +222,17 @@ def parse(data: bytes, *, name: str = "", options: Mapping[str, Any] | None = No
     if not spec and data.startswith(b"PK\x03\x04"):
         spec = "synthea"
     profile = load_profile(spec)
+    budgets = limits.of(options)
     if profile.format == "synthea":
         from connectors.ehr import synthea
 
-        return synthea.parse_zip(data, profile)
+        return synthea.parse_zip(data, profile, budgets)
     text = decode(data, encoding=profile.encoding, fallback=profile.fallback_encoding)
     if not text.strip():
         raise ParseError("file is empty")
     with gc_paused():
-        table = read_table(text, delimiter=profile.delimiter, header_row=profile.header_row)
+        table = read_table(text, delimiter=profile.delimiter, header_row=profile.header_row,
+                           max_rows=budgets.max_rows)
         return _RowsReader(profile, table).run()
 
 
@@ -261,7 +240,7 @@ _POS = {f: i for i, f in enumerate(FIELDS)}
 _E0, _E1 = 1, 1 + len(ENCOUNTER_FIELDS)  # encounter fields in a row tuple
 _L0, _L1 = _E1, _E1 + len(LINE_FIELDS)  # line fields
 _D0, _D1 = _L1, _L1 + len(DX_FIELDS)  # dx1..dx12; the last item is "diagnoses"
-_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,4})?")  # ASCII only: Unicode digits are checked in full
 
 
 class _RowsReader:
@@ -304,13 +283,20 @@ class _RowsReader:
                 alts = profile.columns[f]
                 also = f"; also accepted: {_quote_list(alts[1:])}" if len(alts) > 1 else ""
                 parts.append(f"'{alts[0]}' (field {f}{also})")
-            has = _quote_list(table.header)
+            # The header row is quoted back only when it is one: some of its cells are header names
+            # this profile knows. Otherwise it is most likely the first data row of an export
+            # without its header - patient data, which a reason must never show.
+            known = {norm_header(h) for alts in profile.columns.values() for h in alts}
+            is_header = any(norm_header(h) in known for h in table.header)
             if len(parts) == 1:
                 head = f"column {parts[0]}, required by CSV profile '{profile.name}', is missing"
             else:
                 head = f"columns {', '.join(parts)}, required by CSV profile '{profile.name}', are missing"
-            raise ParseError(f"{head}; the file has columns: {has} — fix the export or the profile's "
-                             "[columns] table")
+            found = (f"the file has columns: {_quote_list(table.header)}" if is_header else
+                     f"row {table.header_line}, read as the header, has none of the column names this profile "
+                     f"expects ({len(table.header)} cells, not shown: it may be a data row) - the header row "
+                     "may be missing")
+            raise ParseError(f"{head}; {found} — fix the export or the profile's [columns] table")
         if not table.rows:
             raise ParseError("the file has a header row but no data rows; the export selected no charges — "
                              "check its date range and export again")
@@ -347,9 +333,10 @@ class _RowsReader:
 
     def _check_number(self, f: str, value: str) -> None:
         try:
-            std_decimal(value)
-        except BadValue:
-            raise _RowError(f"{self.where(f)} is not a number; use digits with an optional decimal point") from None
+            std_decimal(value, places=2 if f == "unit_charge" else None)
+        except BadValue as exc:
+            reason = str(exc).split(" ", 1)[-1] if f == "unit_charge" else str(exc).removeprefix("units ")
+            raise _RowError(f"{self.where(f)} {reason}; use digits with an optional decimal point") from None
 
     def where(self, f: str) -> str:
         return f"field {f} (column '{self.label[f]}')" if f in self.label else f"field {f}"
@@ -585,7 +572,11 @@ def parse_pointers(text: str) -> list[int] | None:
     tokens = [t for t in _PTR_SPLIT.split(text.strip().upper()) if t]
     out: list[int] = []
     for t in tokens:
+        if not t.isascii():
+            return None
         if t.isdigit():
+            if len(t) > 2 and len(tokens) > 1:
+                return None
             if len(tokens) == 1 and len(t) > 1:
                 out.extend(int(ch) for ch in t)
             else:

@@ -13,16 +13,45 @@ import csv
 import gc
 import io
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from connectors.ehr import limits
 from connectors.ehr.base import ParseError
 
 DELIMITERS = (",", ";", "\t", "|")
-MAX_ZIP_BYTES = 2 * 1024 * 1024 * 1024  # uncompressed; a Synthea set this big is not a practice day
+MAX_ZIP_MEMBERS = 1000  # a Synthea set has ~20 tables
+_RATIO_FLOOR = 1024 * 1024  # members smaller than this unpack to little whatever their ratio
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A loaded, checked CSV mapping profile (see :func:`connectors.ehr.csvfmt.load_profile`).
+    ``columns`` holds normalized-header alternatives. It lives here, below both the row reader
+    (:mod:`connectors.ehr.csvfmt`) and the Synthea reader, so neither imports the other."""
+
+    name: str
+    format: str = "rows"  # rows | synthea
+    delimiter: str = "auto"
+    encoding: str = "utf-8"
+    fallback_encoding: str = "cp1252"
+    header_row: int = 1
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    constants: Mapping[str, str] = field(default_factory=dict)
+    diagnoses_separator: str = "auto"
+    modifiers_separator: str = "auto"
+    pointers_default: str = "row"  # row | none
+    decimal: str = "."  # "," for exports that write 1.234,50
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the whole TOML (format-specific tables)
+
+    @property
+    def source_system(self) -> str:
+        return self.constants.get("source_system", "")
 
 
 def norm_header(text: str) -> str:
@@ -107,9 +136,11 @@ class Table:
     header_line: int
 
 
-def read_table(text: str, *, delimiter: str = "auto", header_row: int = 1, what: str = "file") -> Table:
+def read_table(text: str, *, delimiter: str = "auto", header_row: int = 1, what: str = "file",
+               max_rows: int = limits.DEFAULT.max_rows) -> Table:
     """Text -> :class:`Table`. Blank lines and all-empty rows are skipped; trailing empty
-    header cells (a trailing delimiter) are dropped. Handles CRLF, CR, quoted newlines."""
+    header cells (a trailing delimiter) are dropped. Handles CRLF, CR, quoted newlines.
+    More than ``max_rows`` data rows: refused as soon as the limit is passed (ingest.max_rows)."""
     if not text.strip():
         raise ParseError(f"{what} is empty")
     if delimiter == "auto":
@@ -139,6 +170,9 @@ def read_table(text: str, *, delimiter: str = "auto", header_row: int = 1, what:
                         header.pop()
                 continue
             append((start, rec))
+            if len(rows) > max_rows:
+                raise ParseError(f"{what} has more than {max_rows:,} data rows, over the limit per file "
+                                 "(ingest.max_rows); split the export into smaller files")
     except csv.Error as exc:
         raise ParseError(f"{what}: the record starting at line {prev + 1} cannot be read as CSV ({exc}); "
                          "check that row's quotes") from exc
@@ -204,18 +238,35 @@ def pack_directory(path: Path, *, only: Iterable[str] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def iter_zip_tables(data: bytes) -> Iterator[tuple[str, zipfile.ZipFile, zipfile.ZipInfo]]:
-    """(lower-case base name, archive, member) for each CSV member; guards size and duplicates."""
+def iter_zip_tables(data: bytes, budgets: limits.Budgets = limits.DEFAULT,
+                    ) -> Iterator[tuple[str, zipfile.ZipFile, zipfile.ZipInfo]]:
+    """(lower-case base name, archive, member) for each CSV member; guards size, ratio,
+    encryption and duplicates before anything is unpacked.
+
+    The checks use the sizes the archive declares; :mod:`zipfile` never inflates a member past
+    its declared size (it stops there and fails the CRC check), so a lying header cannot unpack
+    more than was checked."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         members = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ParseError(f"the file starts like a ZIP archive but cannot be opened ({exc}); "
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ParseError(f"the file starts like a ZIP archive but cannot be opened ({type(exc).__name__}); "
                          "pack the folder again") from exc
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ParseError(f"the ZIP holds {len(members):,} files, over the limit of {MAX_ZIP_MEMBERS:,}; "
+                         "pack only the tables needed")
     total = sum(m.file_size for m in members)
-    if total > MAX_ZIP_BYTES:
-        raise ParseError(f"the ZIP unpacks to {total / 2**30:.1f} GiB, over the "
-                         f"{MAX_ZIP_BYTES / 2**30:.0f} GiB limit; pack only the tables needed")
+    if total > budgets.max_unpacked_bytes:
+        raise ParseError(f"the ZIP unpacks to {total / limits.MIB:,.0f} MiB, over the {budgets.max_unpacked_mb:g} MiB "
+                         "limit (ingest.max_unpacked_mb); pack only the tables needed")
+    for m in members:
+        if m.flag_bits & 0x1:
+            raise ParseError("the ZIP is password-protected (encrypted), so it cannot be read; pack the "
+                             "export again without a password")
+        if m.file_size > _RATIO_FLOOR and m.file_size > budgets.max_zip_ratio * max(m.compress_size, 1):
+            raise ParseError(f"a file in the ZIP unpacks to {m.file_size / max(m.compress_size, 1):,.0f} times its "
+                             f"packed size, over the limit of {budgets.max_zip_ratio:g} (ingest.max_zip_ratio); "
+                             "exports are not that repetitive - this looks like a ZIP bomb")
     seen: set[str] = set()
     for m in members:
         if m.is_dir() or "__MACOSX" in m.filename:

@@ -33,9 +33,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from connectors.ehr import limits
 from connectors.ehr.base import ParseError
-from connectors.ehr.csvfmt import Profile
-from connectors.ehr.csvio import decode, gc_paused, iter_zip_tables, norm_header, read_table
+from connectors.ehr.csvio import Profile, decode, gc_paused, iter_zip_tables, norm_header, read_table
 from core.model import (
     Address,
     ChargeLine,
@@ -76,6 +76,7 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
 # The tables this reader uses (for pack_directory(only=...)).
 USED_TABLES = tuple(REQUIRED_TABLES) + tuple(OPTIONAL_TABLES)
 SELF_PAY_NAMES = {"NO_INSURANCE"}
+_SLOT_REFS = frozenset("12345678")
 
 
 @dataclass
@@ -88,13 +89,13 @@ class _Rows:
 
 
 def _load(name: str, raw: bytes, required: Iterable[str], optional: Iterable[str],
-          key: str | None) -> tuple[_Rows, set[str]]:
+          key: str | None, max_rows: int = limits.DEFAULT.max_rows) -> tuple[_Rows, set[str]]:
     """Read one member; returns the rows and the keys of rows that could not be read."""
     what = name
     text = decode(raw, what=what)
     if not text.strip():
         raise ParseError(f"{name} in the Synthea set is empty; export the set again")
-    table = read_table(text, delimiter=",", what=what)
+    table = read_table(text, delimiter=",", what=what, max_rows=max_rows)
     idx = {}
     for i, h in enumerate(table.header):
         idx.setdefault(norm_header(h), i)
@@ -130,9 +131,9 @@ def _load(name: str, raw: bytes, required: Iterable[str], optional: Iterable[str
     return _Rows(name, rows, bad), bad_keys
 
 
-def parse_zip(data: bytes, profile: Profile) -> list[Parsed]:
+def parse_zip(data: bytes, profile: Profile, budgets: limits.Budgets = limits.DEFAULT) -> list[Parsed]:
     """The bytes of a ZIP holding a Synthea CSV set -> encounters + rejected parts."""
-    members = {base: (zf, m) for base, zf, m in iter_zip_tables(data)}
+    members = {base: (zf, m) for base, zf, m in iter_zip_tables(data, budgets)}
     if not members:
         raise ParseError("the ZIP holds no .csv files; expected a Synthea CSV export set "
                          f"({', '.join(REQUIRED_TABLES)})")
@@ -151,16 +152,19 @@ def parse_zip(data: bytes, profile: Profile) -> list[Parsed]:
             zf, m = members[name]
             try:
                 raw = zf.read(m)
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError) as exc:
                 raise ParseError(f"{name} cannot be unpacked from the ZIP ({type(exc).__name__}); "
                                  "pack the folder again") from exc
-            t[name], bad_keys[name] = _load(name, raw, cols, OPTIONAL_COLUMNS.get(name, ()), keys.get(name))
+            t[name], bad_keys[name] = _load(name, raw, cols, OPTIONAL_COLUMNS.get(name, ()), keys.get(name),
+                                            budgets.max_rows)
         return _Assembler(profile, t, bad_keys).run()
 
 
 def _code_system_by_shape(code: str) -> str:
     """Last resort when a code is in none of the tables: SNOMED concept ids carry a Verhoeff
     check digit and partition 00/10; CVX codes have at most 3 digits; else RxNorm."""
+    if not code.isascii():
+        return "unknown"
     if code.isdigit() and len(code) >= 6 and code[-3:-1] in ("00", "10") and _verhoeff_ok(code):
         return "SNOMED"
     if code.isdigit() and len(code) <= 3:
@@ -280,7 +284,7 @@ class _Assembler:
                     ref = tx.get(f"DIAGNOSISREF{i}", "").strip()
                     if not ref:
                         continue
-                    if not ref.isdigit() or not 1 <= int(ref) <= 8 or not slots[int(ref) - 1]:
+                    if ref not in _SLOT_REFS or not slots[int(ref) - 1]:
                         raise _Reject(part, f"DIAGNOSISREF{i} does not point at a filled DIAGNOSIS1-8 column of "
                                       f"its claim (claims.csv row {cline}); export the Synthea set again")
                     p = dx_pos[slots[int(ref) - 1]]
@@ -342,7 +346,5 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 def _int_or(text: str, default: int) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return default
+    t = text.strip()
+    return int(t) if t.isascii() and t.isdigit() and len(t) <= 18 else default

@@ -402,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--role", required=True, choices=[v.value for v in Role])
     ua.add_argument("--save", action="store_true", help="also keep the token in this machine's keyring for the CLI")
     us.add_parser("list")
+    us.add_parser("revoke", help="end a user's token at once").add_argument("name")
     s.set_defaults(func=cmd_users)
 
     s = sub.add_parser("audit", help="the tamper-evident audit trail: verify | list")

@@ -34,7 +34,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, k
     export = tmp_path / "export"
     export.mkdir()
     (home / "chargebridge.toml").write_text(
-        f'[ingest]\nbatch_files = 40\n[[folders]]\npath = "{export}"\nsettle_seconds = 0.05\n')
+        f'[ingest]\nbatch_files = 40\n[[folders]]\npath = "{export}"\nsettle_seconds = 0.05\n'
+        f'quarantine_dir = "{tmp_path / "quarantine"}"\n')  # IT's opt-in plaintext copy: moved, not deleted
     names = [f"visit-{i:04d}.hl7" for i in range(GOOD)] + [f"broken-{i:03d}.hl7" for i in range(BAD)]
     rng.shuffle(names)
     for n in names:
@@ -80,5 +81,5 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, k
     assert all(e["version"] == 1 for e in encs)
     broken = sorted(Path(q["file"]).name for q in quar)
     assert broken == sorted(n for n in names if n.startswith("broken")), f"seed {seed}"
-    assert len(list((export / "quarantine").glob("broken-*.hl7"))) == BAD
+    assert len(list((tmp_path / "quarantine").glob("broken-*.hl7"))) == BAD
     print(f"crash test: {kills} SIGKILLs, {GOOD} encounters, {BAD} quarantined — none lost or doubled")

@@ -71,9 +71,15 @@ def read_setup_token(paths: Paths) -> str:
 
 
 def failure_text(f: ApiFailure) -> str:
-    """Title and fix as the engine sent them, as one plain sentence pair."""
-    title = f.title[:1].upper() + f.title[1:] if f.title else "The engine refused this"
+    """Title and fix as the engine sent them (verbatim), as one plain sentence pair."""
+    title = f.title or "The engine refused this"
     return f"{title.rstrip('.')}." + (f" What to do: {f.fix.rstrip('.')}." if f.fix else "")
+
+
+def fit(label: QLabel) -> None:
+    """A wrapped label inside a QWizard page does not grow by itself when its text gets longer
+    (the wizard sizes pages once): ask for the height the text needs at the current width."""
+    label.setMinimumHeight(label.heightForWidth(label.width()) if label.text() and label.width() > 0 else 0)
 
 
 def _error_label() -> QLabel:
@@ -118,6 +124,7 @@ class _AsyncPage(QWizardPage):
             self.wiz.button(QWizard.WizardButton.NextButton).setEnabled(True)
             if ok:
                 self.error.setText("")
+                fit(self.error)
                 # what is on screen now (saving may have cleared the secret field): a later
                 # "Next" with nothing changed moves on without asking again
                 self._passed = self.snapshot()
@@ -130,6 +137,7 @@ class _AsyncPage(QWizardPage):
     def show_failure(self, f: ApiFailure) -> None:
         self.error.setStyleSheet(f"color: {RED};")
         self.error.setText(failure_text(f))
+        fit(self.error)
         self.wiz.mark(f.key)
 
 
@@ -321,11 +329,13 @@ class RcmPage(_AsyncPage):
             detail = str(out.get("detail", "")) if isinstance(out, dict) else ""
             self.test_result.setStyleSheet(f"color: {GREEN if ok else RED};")
             self.test_result.setText(("✔ " if ok else "✖ Failed: ") + detail)
+            fit(self.test_result)
 
         def failed(f: ApiFailure) -> None:
             self.test_btn.setEnabled(self.enabled.isChecked())
             self.test_result.setStyleSheet(f"color: {RED};")
             self.test_result.setText("✖ " + failure_text(f))
+            fit(self.test_result)
             self.wiz.mark(f.key)
 
         self.wiz.client.call("POST", "/api/v1/rcm/test", json=body, timeout=75, on_ok=alive(self, done),
@@ -473,6 +483,7 @@ class AccountPage(QWizardPage):
     def _say(self, text: str, color: str) -> None:
         self.result.setStyleSheet(f"color: {color};" if color else "")
         self.result.setText(text)
+        fit(self.result)
 
 
 class FirstRunWizard(QWizard):

@@ -448,6 +448,7 @@ class SettingsPage(Page):
         return None
 
     def _mark_bad(self, widget: QWidget, message: str) -> None:
+        self._clear_bad()
         widget.setStyleSheet("border: 2px solid #c62828;")
         widget.setFocus(Qt.FocusReason.OtherFocusReason)
         self._bad_widget = widget
@@ -461,6 +462,7 @@ class SettingsPage(Page):
 
     # -- RCM test and users -------------------------------------------------------------------
     def test_connection(self) -> None:
+        self._clear_bad()
         self.test_btn.setEnabled(False)
         self.test_result.setStyleSheet("")
         self.test_result.setText("Testing… (up to 30 seconds)")

@@ -115,9 +115,11 @@ def _parse_float(text: str) -> Decimal:
     return Decimal(text)
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | Decimal:
     if len(text) > 18:
         raise _BadJsonNumber(f"a whole number in the JSON has {len(text):,} digits (at most 18)")
+    if text.startswith("-") and text.strip("-0") == "":
+        return Decimal(text)  # keeps the sign, so a "-0" amount is refused rather than read as 0
     return int(text)
 
 

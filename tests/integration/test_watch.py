@@ -138,7 +138,7 @@ def test_catch_up_scan_and_same_file_twice(store, tmp_path: Path) -> None:
 
 
 def test_file_deleted_before_it_settles_and_engine_keeps_going(running, store, tmp_path: Path) -> None:
-    svc = running()
+    running()
     export = tmp_path / "export"
     doomed = export / "doomed.hl7"
     doomed.write_text(dft(4))

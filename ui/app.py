@@ -25,7 +25,6 @@ Stop it with ``chargebridge`` service tooling or SIGTERM, never implicitly.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import logging.handlers
 import os
@@ -42,8 +41,10 @@ from urllib.parse import urlsplit
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtWidgets import QApplication, QDialog, QInputDialog, QLineEdit, QMessageBox, QWidget
 
+from core.errors import ChargeBridgeError
 from core.paths import Paths, holder_alive
 from core.states import EngineState
+from core.urls import check_url
 
 log = logging.getLogger("chargebridge.ui")
 
@@ -83,20 +84,13 @@ def protect_none_refcount() -> bool:
 
 # -- arguments --------------------------------------------------------------------------------
 def check_engine_url(url: str) -> str:
-    """The engine base URL, or ValueError: https always, plain http only on this machine."""
+    """The engine base URL, or ValueError: https always, plain http only on this machine (the
+    kernel's one URL rule, :func:`core.urls.check_url`)."""
+    try:
+        check_url(url.strip(), key="--engine-url", what="--engine-url")
+    except ChargeBridgeError as exc:
+        raise ValueError(f"{exc.title}; give {exc.fix}" if exc.fix else exc.title) from None
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"--engine-url {url!r} is not an http(s) URL; give e.g. https://engine.practice.lan:8765")
-    if parts.scheme == "http":
-        host = parts.hostname
-        loopback = host == "localhost"
-        try:
-            loopback = loopback or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            pass
-        if not loopback:
-            raise ValueError(f"--engine-url must use https for a remote engine ({host} is not this machine): "
-                             "tokens and charge data must not cross the network in clear")
     base = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
     return base[: -len("/api/v1")] if base.endswith("/api/v1") else base
 
@@ -295,7 +289,6 @@ class Bootstrap(QObject):
             self.quit(0)  # the engine keeps running (see the module docstring); setup waits for next time
             return
         from core import secrets
-        from core.errors import ChargeBridgeError
         from core.secrets import API_TOKEN as TOKEN_SECRET
 
         try:

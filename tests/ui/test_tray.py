@@ -316,7 +316,9 @@ def test_engine_url_must_be_https_unless_loopback() -> None:
     assert check_engine_url("http://127.0.0.1:8765/api/v1") == "http://127.0.0.1:8765"
     assert check_engine_url("http://localhost:8765") == "http://localhost:8765"
     assert check_engine_url("http://[::1]:8765") == "http://[::1]:8765"
-    for bad in ("http://192.168.1.20:8765", "http://engine.practice.lan", "ftp://x", "engine:8765"):
+    for bad in ("http://192.168.1.20:8765", "http://engine.practice.lan", "ftp://x", "engine:8765",
+                "http://localhost.attacker.example", "http://127.0.0.1@attacker.example:8765",
+                "http://user:pw@127.0.0.1:8765"):
         with pytest.raises(ValueError):
             check_engine_url(bad)
 

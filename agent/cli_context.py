@@ -55,4 +55,5 @@ class Context:
         from agent.pipeline import Pipeline
 
         cm = self.config.chargemaster if chargemaster is None else chargemaster
-        return Pipeline(store, max_file_bytes=self.config.max_file_bytes, chargemaster=cm)
+        return Pipeline(store, max_file_bytes=self.config.max_file_bytes, chargemaster=cm,
+                        budgets=self.config.budgets)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.ehr import FORMATS as _EHR_FORMATS
+from connectors.ehr.limits import Budgets
 from connectors.rcm import target_types
 from core.errors import ConfigError
 from core.urls import check_url
@@ -37,6 +38,13 @@ max_file_mb = 50
 batch_files = 200
 # Crosswalk from source codes (e.g. SNOMED CT) to CPT/HCPCS and ICD-10-CM; "" for none.
 chargemaster = ""
+# Budgets per file (see connectors/ehr/limits.py): a file over one is quarantined with a reason.
+# max_unpacked_mb = 512          # a ZIP may unpack to at most this much
+# max_zip_ratio = 200            # ...and a member (over 1 MiB) to at most this many times its packed size
+# max_rows = 1000000             # data rows per CSV table / messages per HL7 file
+# max_lines_per_encounter = 999  # charge lines on one encounter
+# max_quarantine_per_file = 100  # then one entry says "N more parts"
+# max_xml_mb = 20                # one C-CDA document
 
 # One [[folders]] table per EHR export folder:
 # [[folders]]
@@ -110,6 +118,7 @@ class Config:
     max_file_mb: float = 50.0
     batch_files: int = 200
     chargemaster: str = ""
+    budgets: Budgets = field(default_factory=Budgets)
     folders: list[FolderConfig] = field(default_factory=list)
     rcm: RcmConfig = field(default_factory=RcmConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -149,6 +158,16 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         max_file_mb=v.number(ingest, "ingest.max_file_mb", 50.0, lo=0.001, hi=4096),
         batch_files=int(v.number(ingest, "ingest.batch_files", 200, lo=1, hi=100_000, integer=True)),
         chargemaster=v.string(ingest, "ingest.chargemaster", ""),
+    )
+    cfg.budgets = Budgets(  # per-file budgets (H4); defaults and meaning in connectors/ehr/limits.py
+        max_unpacked_mb=v.number(ingest, "ingest.max_unpacked_mb", 512.0, lo=1, hi=65536),
+        max_zip_ratio=v.number(ingest, "ingest.max_zip_ratio", 200.0, lo=2, hi=100_000),
+        max_rows=int(v.number(ingest, "ingest.max_rows", 1_000_000, lo=1, hi=100_000_000, integer=True)),
+        max_lines_per_encounter=int(v.number(ingest, "ingest.max_lines_per_encounter", 999, lo=1, hi=100_000,
+                                             integer=True)),
+        max_quarantine_per_file=int(v.number(ingest, "ingest.max_quarantine_per_file", 100, lo=1, hi=1_000_000,
+                                             integer=True)),
+        max_xml_mb=v.number(ingest, "ingest.max_xml_mb", 20.0, lo=0.01, hi=4096),
     )
     rcm = v.table(raw, "rcm")
     v.known(rcm, "rcm", {"type", "base_url", "token_url", "client_id", "auth", "timeout_seconds", "batch_size",

@@ -235,7 +235,7 @@ def test_api_records_the_caller_and_lists_the_trail(tmp_path: Path, keyring_ok) 
         assert call("POST", "/resume", "manager").status_code == 200
         assert call("POST", "/users", "admin", json={"name": "carol", "role": "front_desk"}).status_code == 200
         assert call("GET", "/audit", "front_desk").status_code == 403
-        r = call("GET", "/audit", "manager", params={"limit": 3})
+        r = call("GET", "/audit", "manager", params={"page_size": 3})
         assert r.status_code == 200
         body = r.json()
         assert body["total"] == 6

@@ -367,8 +367,10 @@ class Pipeline:
         findings += standardize(enc)
         findings += validate(enc)
         if len(findings) > 1:  # standardize and validate may both report one unreadable value
-            seen: set[tuple[str, str]] = set()
-            findings = [f for f in findings if (f.code, f.field) not in seen and not seen.add((f.code, f.field))]
+            unique: dict[tuple[str, str], Finding] = {}
+            for f in findings:
+                unique.setdefault((f.code, f.field), f)
+            findings = list(unique.values())
         if enc.kind == EncounterKind.EXPECTED:
             return EncounterState.EXPECTED, findings
         return (EncounterState.NEEDS_REVIEW if has_errors(findings) else EncounterState.READY), findings

@@ -476,7 +476,7 @@ def read_decimal(value: Any, *, limit: Decimal, places: int, what: str = "value"
         return Decimal(0)
     if not -_MAX_ADJUSTED <= d.adjusted() <= _MAX_ADJUSTED or abs(d) > limit:
         raise BadValue(f"{what} is out of range (the largest allowed is {limit:,})")
-    if d.as_tuple().exponent < -places and d != d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN):
+    if int(d.as_tuple().exponent) < -places and d != d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN):
         raise BadValue(f"{what} has more than {places} decimal places")
     return d
 

@@ -247,7 +247,7 @@ def _patient(res: dict[str, Any]) -> Patient:
     lines = [str(x) for x in addr.get("line") or []]
     phones = [t for t in res.get("telecom") or [] if isinstance(t, dict)
               and t.get("system") == "phone" and t.get("value") and t.get("use") != "old"]
-    phones.sort(key=lambda t: {"home": 0, "mobile": 1, "work": 2}.get(t.get("use"), 3))
+    phones.sort(key=lambda t: {"home": 0, "mobile": 1, "work": 2}.get(str(t.get("use")), 3))
     return Patient(
         mrn=str(mrn or res.get("id") or ""),
         family=family, given=given[0] if given else "", middle=" ".join(given[1:]),
@@ -431,7 +431,8 @@ class _Builder:
             value = _ref_identifier(subject)[1]
             m = _LITERAL_REF.search(str((subject or {}).get("reference") or ""))
             enc.patient = Patient(mrn=value or (m.group(2) if m else ""))
-        period = res.get("period") or next((c.get("billablePeriod") for c in claims if c.get("billablePeriod")), {})
+        period: Any = (res.get("period")
+                       or next((c.get("billablePeriod") for c in claims if c.get("billablePeriod")), {}))
         enc.dos_start, enc.dos_end = str(period.get("start") or ""), str(period.get("end") or "")
         enc.rendering = self._rendering(res, claims)
         billing_ref = next((c.get("provider") for c in claims if c.get("provider")), res.get("serviceProvider"))

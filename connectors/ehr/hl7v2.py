@@ -188,7 +188,7 @@ def _decode(raw: bytes, codec: str | None) -> str:
     """Decode with the declared codec, else utf-8, else latin-1 (which never fails)."""
     for name in (codec, "utf-8") if codec and codec != "utf-8" else ("utf-8",):
         try:
-            return raw.decode(name)  # type: ignore[arg-type]
+            return raw.decode(name)
         except (UnicodeDecodeError, LookupError):
             continue
     return raw.decode("latin-1")

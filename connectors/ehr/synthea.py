@@ -96,25 +96,25 @@ def _load(name: str, raw: bytes, required: Iterable[str], optional: Iterable[str
     if not text.strip():
         raise ParseError(f"{name} in the Synthea set is empty; export the set again")
     table = read_table(text, delimiter=",", what=what, max_rows=max_rows)
-    idx = {}
+    idx: dict[str, int] = {}
     for i, h in enumerate(table.header):
         idx.setdefault(norm_header(h), i)
     plan: list[tuple[str, int]] = []
-    missing = []
+    missing: list[str] = []
     for col in required:
-        i = idx.get(norm_header(col))
-        if i is None:
+        at = idx.get(norm_header(col))
+        if at is None:
             missing.append(col)
         else:
-            plan.append((col, i))
+            plan.append((col, at))
     if missing:
         raise ParseError(
             f"{name} in the Synthea set has no column {', '.join(repr(c) for c in missing)}; is it a Synthea "
             "3.x CSV export? (Synthea writes these tables with exporter.csv.export = true)")
     for col in optional:
-        i = idx.get(norm_header(col))
-        if i is not None:
-            plan.append((col, i))
+        at = idx.get(norm_header(col))
+        if at is not None:
+            plan.append((col, at))
     ncols = len(table.header)
     key_i = dict(plan).get(key) if key else None
     rows: list[tuple[int, dict[str, str]]] = []

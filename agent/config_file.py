@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import tomllib
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,21 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
     There is no secret to leave out: the config never holds one (parse refuses them)."""
     def folder(fc: Any) -> dict[str, Any]:
-        return {"path": str(fc.path), "format": fc.format, "profile": fc.profile, "after": fc.after,
-                "processed_dir": str(fc.processed_dir or ""), "quarantine_dir": str(fc.quarantine_dir or ""),
-                "observer": fc.observer, "poll_seconds": fc.poll_seconds, "settle_seconds": fc.settle_seconds}
+        # every FolderConfig field, so a key added there round-trips without a change here
+        out: dict[str, Any] = {}
+        for f in fields(fc):
+            v = getattr(fc, f.name)
+            out[f.name] = "" if v is None else str(v) if isinstance(v, Path) else v
+        return out
 
+    ingest: dict[str, Any] = {"max_file_mb": cfg.max_file_mb, "batch_files": cfg.batch_files,
+                              "chargemaster": cfg.chargemaster}
+    budgets = getattr(cfg, "budgets", None)  # per-file ingest budgets live in [ingest] too
+    if budgets is not None and is_dataclass(budgets) and not isinstance(budgets, type):
+        ingest.update(asdict(budgets))
     return {
         "store": {"key_source": cfg.key_source},
-        "ingest": {"max_file_mb": cfg.max_file_mb, "batch_files": cfg.batch_files, "chargemaster": cfg.chargemaster},
+        "ingest": ingest,
         "rcm": asdict(cfg.rcm),
         "sync": asdict(cfg.sync),
         "api": asdict(cfg.api),

@@ -153,6 +153,10 @@ def test_patch_config_replaces_only_the_sections_given_and_applies_folders_live(
     assert r.status_code == 200 and r.json()["changed"] == ["sync"]
     after = call(engine, "GET", "/config").json()["config"]
     assert after["folders"] == cfg["folders"] and after["sync"]["business_days"] == "mon-fri"
+    # every key of a section round-trips (the ingest budgets too); ingest waits for a restart
+    r = call(engine, "PATCH", "/config", json={"ingest": {**cfg["ingest"], "max_rows": 5000}})
+    assert r.status_code == 200 and r.json()["restart_required"] == ["ingest"], r.text
+    assert call(engine, "GET", "/config").json()["config"]["ingest"]["max_rows"] == 5000
     # a bad value or a secret in a patch: 422 naming the key, nothing written
     before = engine.paths.config.read_text()
     assert error(call(engine, "PATCH", "/config", json={"rcm": {"type": "fhir"}}), 422)["key"] == "rcm.base_url"
@@ -164,7 +168,8 @@ def test_patch_config_replaces_only_the_sections_given_and_applies_folders_live(
     new = tmp_path / "second-export"
     new.mkdir()
     r = call(engine, "PATCH", "/config", json={"folders": [{"path": str(new), "settle_seconds": 0.2}]})
-    assert r.status_code == 200 and r.json()["applied"] == ["folders"] and r.json()["restart_required"] == []
+    assert r.status_code == 200 and r.json()["applied"] == ["folders"]
+    assert r.json()["restart_required"] == ["ingest"]  # still waiting from above; folders are not
     (new / "visit.hl7").write_text(dft(3))
     assert wait_until(lambda: call(engine, "GET", "/encounters").json()["total"] == 1, 30)
     assert [f["path"] for f in call(engine, "GET", "/config").json()["config"]["folders"]] == [str(new)]

@@ -174,7 +174,7 @@ def entries(store: Store, limit: int = 100, offset: int = 0, action: str | None 
     args += [limit, offset]
     out = []
     for row in store.conn.execute(sql, args):
-        d = dict(zip(_COLUMNS, row))
+        d = dict(zip(_COLUMNS, row, strict=True))
         try:
             d["detail"] = json.loads(d["detail"])
         except (TypeError, ValueError):

@@ -3,13 +3,13 @@ from __future__ import annotations
 import pytest
 
 from core.model import (
-    content_hash,
     Address,
     BadValue,
     ChargeLine,
     Diagnosis,
     Encounter,
     Patient,
+    content_hash,
     standardize,
     std_date,
     std_decimal,

@@ -451,6 +451,23 @@ _MAX_ADJUSTED = 12  # |exponent| of a sane amount; checked before any arithmetic
 def read_decimal(value: Any, *, limit: Decimal, places: int, what: str = "value") -> Decimal:
     """Text (or a Decimal/int from a JSON reader) -> a finite Decimal within ``+-limit`` with at
     most ``places`` decimal places. Raises :class:`BadValue` naming ``what``, never the value."""
+    if type(value) is str and len(value) <= MAX_NUMBER_CHARS:  # the common case; values repeat a lot
+        got = _read_text_cached(value, limit, places, what)
+        if isinstance(got, str):
+            raise BadValue(got)
+        return got
+    return _read_decimal(value, limit=limit, places=places, what=what)
+
+
+@lru_cache(maxsize=8192)
+def _read_text_cached(value: str, limit: Decimal, places: int, what: str) -> Decimal | str:
+    try:
+        return _read_decimal(value, limit=limit, places=places, what=what)
+    except BadValue as exc:
+        return str(exc)
+
+
+def _read_decimal(value: Any, *, limit: Decimal, places: int, what: str) -> Decimal:
     if isinstance(value, bool):
         raise BadValue(f"{what} is not a number")
     if isinstance(value, Decimal):

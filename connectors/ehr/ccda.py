@@ -75,6 +75,9 @@ def _read(data: bytes, max_bytes: int = limits.DEFAULT.max_xml_bytes) -> ET.Elem
         root = defused_fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden):
         raise ParseError(DTD_REFUSED) from None
+    except LookupError:  # <?xml encoding="..."?> names a character set Python does not know
+        raise ParseError("the XML declaration names a character encoding that does not exist; C-CDA is "
+                         "UTF-8 - export the document again") from None
     except ET.ParseError as exc:
         line, col = getattr(exc, "position", (0, 0))
         raise ParseError(

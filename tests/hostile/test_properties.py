@@ -235,3 +235,15 @@ def test_sane_number_rule_itself() -> None:
     assert is_sane_number("125.00", money=True) and is_sane_number("", money=False)
     assert not is_sane_number("NaN", money=True) and not is_sane_number("1" + "0" * 30, money=True)
     assert Decimal("9999") and not is_sane_number("10000", money=False)
+
+
+def test_ccda_unknown_declared_encoding_is_a_parse_error() -> None:
+    """Found by test_ccda_mutated_document: encoding="U0F-8" escaped as a LookupError."""
+    doc = _CCDA.replace(b'encoding="UTF-8"', b'encoding="U0F-8"', 1)
+    assert doc != _CCDA
+    try:
+        ccda.parse(doc, name="x.xml", options={})
+    except ParseError as exc:
+        assert "character encoding" in str(exc)
+    else:
+        raise AssertionError("an unknown declared encoding was accepted")

@@ -45,7 +45,9 @@ R4_RESOURCE_TYPES: frozenset[str] = frozenset([
     "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet", "VerificationResult", "VisionPrescription",
 ])
 
-_TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+# A resourceType is quoted back only when it has the shape of a FHIR type name from another
+# version (CamelCase compound like "DeviceUsage"): a single word such as a surname is not shown.
+_TYPE_NAME = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+$")
 _HOW_TO_EXPORT = "export FHIR R4 JSON: a Bundle, a single resource, or NDJSON with one resource per line"
 Item = tuple[str, dict[str, Any], str]  # (part label for people, resource, fullUrl)
 
@@ -192,7 +194,8 @@ def _add(res: Any, part: str, full_url: str, items: list[Item], rejected: list[R
         return
     rtype = res["resourceType"]
     if not isinstance(rtype, str) or rtype not in R4_RESOURCE_TYPES:
-        shown = f"'{rtype}'" if isinstance(rtype, str) and _TYPE_NAME.match(rtype) else "(unreadable)"
+        shown = (f"'{rtype}'" if isinstance(rtype, str) and len(rtype) <= 64 and _TYPE_NAME.match(rtype)
+                 else "(not shown)")
         where = "file" if part.startswith("line ") else "bundle"
         rejected.append(Rejected(part, f"{prefix}resource type {shown} is not a FHIR R4 resource "
                                        f"type; the rest of the {where} was read"))

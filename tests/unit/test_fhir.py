@@ -272,14 +272,14 @@ def test_single_resource_with_unresolved_patient() -> None:
 def test_ndjson_with_bad_and_unknown_lines() -> None:
     lines = [json.dumps(r) for r in resources()]
     lines.insert(2, '{"resourceType": "Patient", "id": ')
-    lines.insert(4, json.dumps({"resourceType": "Foo", "id": "x"}))
+    lines.insert(4, json.dumps({"resourceType": "FooBar", "id": "x"}))
     lines.insert(5, "")
     out = run("\n".join(lines).encode(), name="export.ndjson")
     check_claim(encounters(out)[0])
     assert rejected(out) == [
         Rejected("line 3", "line 3: not valid JSON (Expecting value at column 35); fix or remove this line, "
                            "the other lines were read"),
-        Rejected("line 5", "line 5: resource type 'Foo' is not a FHIR R4 resource type; the rest of the "
+        Rejected("line 5", "line 5: resource type 'FooBar' is not a FHIR R4 resource type; the rest of the "
                            "file was read"),
     ]
 
@@ -291,10 +291,11 @@ def test_ndjson_detected_without_extension() -> None:
 
 def test_unknown_resource_type_in_bundle() -> None:
     res = resources()
-    res.insert(1, {"resourceType": "Foo", "id": "f1"})
+    res.insert(1, {"resourceType": "DeviceUsage", "id": "f1"})
     out = run(bundle("collection", res))
     assert rejected(out) == [Rejected(
-        "Bundle.entry[1]", "resource type 'Foo' is not a FHIR R4 resource type; the rest of the bundle was read")]
+        "Bundle.entry[1]", "resource type 'DeviceUsage' is not a FHIR R4 resource type; the rest of the bundle was "
+        "read")]
     check_claim(encounters(out)[0])
 
 
@@ -384,7 +385,8 @@ def test_reasons_never_contain_the_family_name(family: str) -> None:
     res[7]["item"].append({"sequence": 3, "productOrService": {"text": family}})
     docs: list[bytes] = [
         json.dumps(bundle("transaction", [*res, cancelled, orphan, {"resourceType": "Foo", "name": family},
-                                          {"name": family}, {"resourceType": {"family": family}}])).encode(),
+                                          {"name": family}, {"resourceType": {"family": family}},
+                                          {"resourceType": family}])).encode(),
         "\n".join([json.dumps(res[0]), f'{{"name": "{family}" ', json.dumps(res[1]),
                    json.dumps({"resourceType": f"No {family}"})]).encode(),
     ]

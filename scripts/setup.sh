@@ -13,8 +13,10 @@ command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
 command -v trayer >/dev/null 2>&1 || need_apt+=(trayer)
 command -v import >/dev/null 2>&1 || need_apt+=(imagemagick)
 command -v xdotool >/dev/null 2>&1 || need_apt+=(xdotool x11-utils)
-dpkg -s libxcb-cursor0 >/dev/null 2>&1 || need_apt+=(libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0
-  libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-shape0 libegl1 libgl1 libfontconfig1)
+for pkg in libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 libxcb-xinerama0 libxcb-randr0 \
+           libxcb-render-util0 libxcb-image0 libxcb-shape0 libegl1 libgl1 libfontconfig1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")  # each one: a machine may have some of them
+done
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt)"

@@ -54,6 +54,4 @@ class Context:
     def pipeline(self, store: Store, chargemaster: str | None = None) -> Pipeline:
         from agent.pipeline import Pipeline
 
-        cm = self.config.chargemaster if chargemaster is None else chargemaster
-        return Pipeline(store, max_file_bytes=self.config.max_file_bytes, chargemaster=cm,
-                        budgets=self.config.budgets)
+        return Pipeline.for_config(store, self.config, chargemaster=chargemaster)

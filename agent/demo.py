@@ -52,7 +52,7 @@ def run_demo(ctx: Any, args: argparse.Namespace) -> int:
     print(f"ChargeBridge demo — home {paths.home}")
     print(f"  watching {export / 'hl7'} (HL7 v2) and {export / 'csv'} (CSV, generic profile)")
     store = Store.open(paths, cfg.key_source)
-    svc = WatchService(Pipeline(store, max_file_bytes=cfg.max_file_bytes), cfg)
+    svc = WatchService(Pipeline.for_config(store, cfg), cfg)
     worker = threading.Thread(target=svc.run, name="chargebridge-watch", daemon=True)
     worker.start()
     try:

@@ -79,7 +79,7 @@ class Engine:
         try:
             self._key = keys.store_key(self.paths, self.config.key_source, create=True)
             main = self.store()
-            Pipeline(main).recover()
+            Pipeline.for_config(main, self.config).recover()
             Outbox(main).recover_sending()
             self.apply_rcm()
             self._start_watch()
@@ -138,7 +138,7 @@ class Engine:
     def _start_watch(self) -> None:
         if not self.config.folders:
             return
-        pipe = Pipeline(None, max_file_bytes=self.config.max_file_bytes, chargemaster=self.config.chargemaster)
+        pipe = Pipeline.for_config(None, self.config)
         watch = WatchService(pipe, self.config)
         self.watch = watch
 

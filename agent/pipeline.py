@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import audit
 from agent.store import Store, now
@@ -27,6 +27,9 @@ from connectors.ehr.limits import DEFAULT as DEFAULT_BUDGETS
 from connectors.ehr.limits import Budgets
 from core.model import Encounter, Finding, PatientUpdate, Rejected, content_hash, standardize, standardize_patient
 from core.states import DocumentStatus, EncounterKind, EncounterState
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 log = logging.getLogger("chargebridge.pipeline")
 
@@ -96,6 +99,13 @@ class Pipeline:
         self._events: list[tuple[Any, ...]] = []
         if chargemaster:  # a bad crosswalk is a configuration error: report it now, not per file
             self._chargemaster(chargemaster)
+
+    @classmethod
+    def for_config(cls, store: Store | None, cfg: Config, *, chargemaster: str | None = None) -> Pipeline:
+        """The pipeline a home's configuration asks for (file cap, crosswalk, budgets): the one
+        way the engine, the watcher, the CLI and the demo build it."""
+        cm = cfg.chargemaster if chargemaster is None else chargemaster
+        return cls(store, max_file_bytes=cfg.max_file_bytes, chargemaster=cm, budgets=cfg.budgets)
 
     # -- entry points --------------------------------------------------------------------
     def ingest_path(self, path: Path, *, source: str = "cli", fmt: str = "auto",

@@ -157,8 +157,7 @@ class EngineService:
 
         cfg = self.engine.config
         try:
-            out = Pipeline(self.store, max_file_bytes=cfg.max_file_bytes,
-                           chargemaster=cfg.chargemaster).reprocess(qid, actor=actor)
+            out = Pipeline.for_config(self.store, cfg).reprocess(qid, actor=actor)
         except KeyError:
             raise NotFound(f"there is no quarantine entry {qid}", "reload the quarantine list") from None
         except ValueError as exc:

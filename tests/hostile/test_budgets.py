@@ -146,3 +146,34 @@ def test_headerless_csv_does_not_echo_its_first_row(fast_store) -> None:
         if len(cell) > 2:
             assert cell not in reason, "the reason quotes a cell of the first row"
     assert "encounter_id" in reason and "header row may be missing" in reason
+
+
+def test_configured_budgets_reach_the_engines_watcher(tmp_path: Path) -> None:
+    """[ingest] budgets in chargebridge.toml apply to files the running engine's watcher takes,
+    not only to the CLI: one Pipeline.for_config builds every pipeline."""
+    from agent import config as configmod
+    from agent.engine import Engine
+    from core.paths import Paths
+    from tests.conftest import wait_until
+
+    export = tmp_path / "export"
+    export.mkdir()
+    paths = Paths.resolve(tmp_path / "home")
+    paths.ensure()
+    paths.config.write_text(f'[api]\nport = 0\n[ingest]\nmax_lines_per_encounter = 2\n'
+                            f'[[folders]]\npath = "{export}"\nsettle_seconds = 0.2\n')
+    eng = Engine(paths, configmod.load(paths.config))
+    eng.start()
+    try:
+        (export / "visits.hl7").write_text(dft(1, lines=3) + dft(2, lines=2))
+        store = eng.store()
+
+        def done() -> bool:
+            return store.conn.execute("SELECT count(*) FROM documents WHERE status != 'pending'").fetchone()[0] == 1
+
+        assert wait_until(done)
+        assert store.conn.execute("SELECT count(*) FROM encounters").fetchone()[0] == 1
+        reasons = [r[0] for r in store.conn.execute("SELECT reason FROM quarantine")]
+        assert len(reasons) == 1 and "more than 2 FT1" in reasons[0]
+    finally:
+        eng.stop()

@@ -326,16 +326,16 @@ class Chargemaster:
             if not pointers and fallback_dx:
                 pointers = [fallback_dx]
             system = norm_system(line.code_system)
-            table = self.lines.get(system) if system in SOURCE_SYSTEMS else None
-            if table is None:
+            line_table = self.lines.get(system) if system in SOURCE_SYSTEMS else None
+            if line_table is None:
                 if pointers != line.dx_pointers:
                     line.dx_pointers = pointers
                 new_lines.append(line)
                 continue
             code = norm_code(system, line.code)
-            rule = table.get(code)
+            line_rule = line_table.get(code)
             kind = _KIND[system]
-            if rule is None:
+            if line_rule is None:
                 line.dx_pointers = pointers
                 line.code_system = system
                 new_lines.append(line)
@@ -344,28 +344,28 @@ class Chargemaster:
                                         "add it to the crosswalk"))
                 continue
             changed = True
-            if rule.skip:
+            if line_rule.skip:
                 findings.append(Finding("chargemaster.skipped", f"lines[{i}]",
                                         f"{system} {kind} code {code} is not billed by the practice"
-                                        f"{_why(rule.why)}; the line was dropped", severity="warning"))
+                                        f"{_why(line_rule.why)}; the line was dropped", severity="warning"))
                 continue
-            target = _pick(rule.code, rule.by_age, age_at(line.service_date))
+            target = _pick(line_rule.code, line_rule.by_age, age_at(line.service_date))
             if not target:
                 line.dx_pointers = pointers
                 new_lines.append(line)
                 findings.append(_age_finding(f"lines[{len(new_lines) - 1}].code", system, kind, code))
                 continue
             units, charge = line.units, line.unit_charge
-            if rule.units is not None:
-                units, charge = _scale(line.units, line.unit_charge, rule.units)
-            if rule.price is not None:
-                charge = rule.price
+            if line_rule.units is not None:
+                units, charge = _scale(line.units, line.unit_charge, line_rule.units)
+            if line_rule.price is not None:
+                charge = line_rule.price
             new_line = ChargeLine(
-                code=target, code_system=rule.system or ("HCPCS" if _HCPCS_RE.match(target) else "CPT"),
+                code=target, code_system=line_rule.system or ("HCPCS" if _HCPCS_RE.match(target) else "CPT"),
                 modifiers=list(line.modifiers), dx_pointers=pointers, units=units, unit_charge=charge,
                 line_id=line.line_id, service_date=line.service_date)
             new_lines.append(new_line)
-            if rule.admin:
+            if line_rule.admin:
                 admin_lines.append(new_line)
 
         if admin_lines and self.vaccine_admin.get("first"):
@@ -557,14 +557,14 @@ def _std_key(name: str) -> str:
 def _name_index(table: Mapping[str, str]) -> dict[str, str]:
     """Exact (case/space-folded) names, plus standardized forms ('Ted955' -> 'ted') where unambiguous,
     so a lookup works before and after :func:`core.model.standardize` strips Synthea's digits."""
-    idx = {_name_key(k): v for k, v in table.items()}
+    idx: dict[str, str] = {_name_key(k): v for k, v in table.items()}
     std: dict[str, str | None] = {}
     for k, v in table.items():
         s = _std_key(k)
         std[s] = v if s not in std or std[s] == v else None
-    for s, v in std.items():
-        if v is not None:
-            idx.setdefault("~" + s, v)
+    for s, target in std.items():
+        if target is not None:
+            idx.setdefault("~" + s, target)
     return idx
 
 

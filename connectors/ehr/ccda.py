@@ -362,7 +362,7 @@ def parse(data: bytes, *, name: str, options: Mapping[str, Any]) -> list[Parsed]
     root = _read(data, limits.of(options).max_xml_bytes)
     patient = _patient(root)
     org = _f(root, "recordTarget/patientRole/providerOrganization")
-    header = {"system": _source_system(root), "patient": patient,
+    header: dict[str, Any] = {"system": _source_system(root), "patient": patient,
               "billing": Provider(npi=_npi(org), organization=_txt(_f(org, "name")))}
     out: list[Parsed] = []
     visits: list[_Visit] = []

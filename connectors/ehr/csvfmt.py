@@ -292,11 +292,11 @@ class _RowsReader:
                 head = f"column {parts[0]}, required by CSV profile '{profile.name}', is missing"
             else:
                 head = f"columns {', '.join(parts)}, required by CSV profile '{profile.name}', are missing"
-            found = (f"the file has columns: {_quote_list(table.header)}" if is_header else
+            seen = (f"the file has columns: {_quote_list(table.header)}" if is_header else
                      f"row {table.header_line}, read as the header, has none of the column names this profile "
                      f"expects ({len(table.header)} cells, not shown: it may be a data row) - the header row "
                      "may be missing")
-            raise ParseError(f"{head}; {found} — fix the export or the profile's [columns] table")
+            raise ParseError(f"{head}; {seen} — fix the export or the profile's [columns] table")
         if not table.rows:
             raise ParseError("the file has a header row but no data rows; the export selected no charges — "
                              "check its date range and export again")
@@ -413,15 +413,15 @@ class _RowsReader:
                 if first_vals[pos]:
                     continue
                 if len(rows) == 1 or not any(vals[pos] for _, vals in rows):
-                    lines = [str(line) for line, _ in rows]
+                    row_nums = [str(line) for line, _ in rows]
                     errors.append(Rejected(
-                        f"row {lines[0]}" if len(lines) == 1 else f"rows {', '.join(lines)}",
+                        f"row {row_nums[0]}" if len(row_nums) == 1 else f"rows {', '.join(row_nums)}",
                         f"{self.where(FIELDS[pos])} is empty"
-                        f"{' in every row of this encounter' if len(lines) > 1 else ''}, and CSV profile "
+                        f"{' in every row of this encounter' if len(row_nums) > 1 else ''}, and CSV profile "
                         f"'{self.p.name}' requires it"))
                     break
         if errors:
-            return errors + self._also_rejected(rows, errors)
+            return [*errors, *self._also_rejected(rows, errors)]
 
         dx_union: list[str] = []
         dx_pos: dict[str, int] = {}
@@ -449,7 +449,7 @@ class _RowsReader:
             except _RowError as exc:
                 errors.append(Rejected(f"row {line}", str(exc)))
         if errors:
-            return errors + self._also_rejected(rows, errors)
+            return [*errors, *self._also_rejected(rows, errors)]
 
         (mrn, family, given, middle, suffix, dob, sex, address1, address2, city, state, zip_, phone,
          payer_name, payer_id, member_id, group, rendering_npi, rendering_family, rendering_given,
@@ -519,8 +519,9 @@ class _RowsReader:
             mods.extend(m for m in (m1, m2, m3, m4) if m)
         pointers: list[int] = []
         if raw_ptr:
-            nums = self.ptr_cache.get(raw_ptr, False)
-            if nums is False:
+            if raw_ptr in self.ptr_cache:
+                nums = self.ptr_cache[raw_ptr]
+            else:
                 nums = self.ptr_cache[raw_ptr] = parse_pointers(raw_ptr)
             if nums is None:
                 raise _RowError(f"{self.where('dx_pointers')} is not a list of diagnosis pointers; write numbers "

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from agent import keys
-from agent.store import Store
+from agent.store import MIGRATIONS, Store
 from core.errors import KeyringUnavailable, StoreKeyError
 from tests.conftest import ROOT
 
@@ -24,7 +24,7 @@ def test_key_is_created_in_the_keyring_and_reused(paths, keyring_ok) -> None:
     stored = keyring.get_password(keys.SERVICE, keys.keyring_entry(paths))
     assert stored is not None and len(bytes.fromhex(stored)) == 32
     s2 = Store.open(paths, "keyring", create=False)
-    assert s2.schema_version == 4
+    assert s2.schema_version == max(v for v, _ in MIGRATIONS)
     s2.close()
     assert not any(p.name.endswith((".key", ".txt")) for p in paths.home.iterdir())
 

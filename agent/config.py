@@ -263,14 +263,15 @@ def _opt_path(s: str) -> Path | None:
 class _Validator:
     def __init__(self, origin: str) -> None:
         self.origin = origin
+        self.prefix = f"{origin}: " if origin else ""  # "" for a form: the field is pointed at by key
 
     def fail(self, key: str, problem: str, allowed: str) -> None:
-        raise ConfigError(f"{self.origin}: '{key}' {problem}", f"allowed: {allowed}", key=key)
+        raise ConfigError(f"{self.prefix}'{key}' {problem}", f"allowed: {allowed}", key=key)
 
     def url(self, t: dict[str, Any], key: str) -> str:
         """An optional URL setting: "" or an address that passes :func:`core.urls.check_url`."""
         val = self.string(t, key, "")
-        return check_url(val, key=key, what=f"{self.origin}: '{key}'") if val else ""
+        return check_url(val, key=key, what=f"{self.prefix}'{key}'") if val else ""
 
     def known(self, t: dict[str, Any], section: str, allowed: set[str]) -> None:
         for k in t:

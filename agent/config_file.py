@@ -161,7 +161,7 @@ def validate(doc: dict[str, Any]) -> Config:
     """Validate with the engine's start-up rules; the error's ``key`` names the config key at fault."""
     refuse_secrets(doc)
     try:
-        return parse(doc, origin="chargebridge.toml")
+        return parse(doc, origin="")  # a form points at the field by key; no file name in the title
     except ConfigError as exc:
         raise with_key(exc) from None
     except (TypeError, ValueError, OverflowError):  # a shape parse does not expect (never echoed)

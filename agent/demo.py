@@ -19,7 +19,7 @@ from typing import Any
 
 from agent import config as configmod
 from core.paths import Paths
-from core.states import Severity
+from core.states import EncounterState, Severity
 
 DEMO_FILES = {
     "hl7": ["visit-20261120-0001.hl7", "visits-20261121.hl7", "schedule-20261119.hl7", "truncated-export.hl7"],
@@ -152,7 +152,8 @@ def _sync_to_local_rcm(paths: Paths, root: Path) -> int:
 
             claim = json.loads(remote).get("Claim", "")
             print(f"  {source_id:<14} {state:<9} " + (f"Claim/{claim}" if claim else err))
-        held = eng.store().conn.execute("SELECT count(*) FROM encounters WHERE state = 'needs_review'").fetchone()[0]
+        held = eng.store().conn.execute("SELECT count(*) FROM encounters WHERE state = ?",
+                                          (EncounterState.NEEDS_REVIEW,)).fetchone()[0]
         if held:
             print(f"  {held} encounter(s) held for review were not sent (fix them first)")
         eng.store().close()

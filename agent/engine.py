@@ -26,7 +26,7 @@ from agent.watch import WatchService
 from connectors.rcm.base import Target
 from core.errors import ChargeBridgeError
 from core.paths import Paths
-from core.states import EngineState
+from core.states import DocumentStatus, EncounterState, EngineState, OutboxState
 
 log = logging.getLogger("chargebridge.engine")
 
@@ -404,16 +404,18 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         state, reason = EngineState.ERROR, last.get("error", "")
     elif watch_error:
         state, reason = EngineState.ERROR, watch_error
-    elif counts.get("quarantined", 0) or counts.get("needs_review", 0) or outbox.get("rejected", 0):
+    elif (counts.get(DocumentStatus.QUARANTINED, 0) or counts.get(EncounterState.NEEDS_REVIEW, 0)
+          or outbox.get(OutboxState.REJECTED, 0)):
         state = EngineState.ATTENTION
         reason = ", ".join(f"{n} {what}" for n, what in (
-            (counts.get("quarantined", 0), "in quarantine"), (counts.get("needs_review", 0), "need review"),
-            (outbox.get("rejected", 0), "rejected by the RCM")) if n)
+            (counts.get(DocumentStatus.QUARANTINED, 0), "in quarantine"),
+            (counts.get(EncounterState.NEEDS_REVIEW, 0), "need review"),
+            (outbox.get(OutboxState.REJECTED, 0), "rejected by the RCM")) if n)
     else:
         state = EngineState.IDLE
     return {
         "state": state.value, "reason": reason, "version": __version__, "paused": paused,
-        "counts": {k: counts.get(k, 0) for k in ("ready", "needs_review", "expected", "quarantined")},
+        "counts": {k.value: counts.get(k, 0) for k in (*EncounterState, DocumentStatus.QUARANTINED)},
         "outbox": outbox, "last_sync": last, "next_sync": "" if paused else next_sync,
         "breaker_until": breaker_until if breaker_open else "",
         "connectors": connectors, "change_seq": notify.seq(),

@@ -55,7 +55,7 @@ class Outcome:
     @property
     def file_quarantined(self) -> bool:
         """Nothing usable came out of the file: it belongs in the quarantine folder."""
-        return self.status == "quarantined" or self.seen_quarantined
+        return self.status == DocumentStatus.QUARANTINED or self.seen_quarantined
 
 
 @dataclass
@@ -343,11 +343,12 @@ class Pipeline:
             elif out.duplicates:
                 out.status = "partial" if out.quarantined else "duplicate"
             else:
-                out.status = "quarantined"
+                out.status = DocumentStatus.QUARANTINED
             if self._events:
                 conn.executemany("INSERT INTO events (at, kind, encounter_id, document_id, detail) VALUES (?,?,?,?,?)",
                                  self._events)
-            doc_status = DocumentStatus.QUARANTINED if out.status == "quarantined" else DocumentStatus.PROCESSED
+            quarantined = out.status == DocumentStatus.QUARANTINED
+            doc_status = DocumentStatus.QUARANTINED if quarantined else DocumentStatus.PROCESSED
             conn.execute("UPDATE documents SET status = ?, processed_at = ?, format = ? WHERE id = ?",
                          (doc_status, now(), fmt or "auto", doc_id))
         log.info("document %d: %s (accepted %d, duplicates %d, quarantined %d)",
@@ -479,7 +480,7 @@ class Pipeline:
         limit_mb = self.max_file_bytes / 1024 / 1024
         reason = (f"file is {size / 1024 / 1024:.1f} MB, over the {limit_mb:g} MB limit (ingest.max_file_mb); "
                   "split the export or raise the limit, then drop it again")
-        out = Outcome(status="quarantined")
+        out = Outcome(status=DocumentStatus.QUARANTINED)
         with self.store.tx():
             cur = conn.execute(
                 "INSERT INTO documents (sha256, origin, source, format, profile, size, content, status, received_at,"

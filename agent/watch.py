@@ -117,7 +117,7 @@ class WatchService:
         row = conn.execute("SELECT id FROM documents WHERE sha256 = ?", (key,)).fetchone()
         if row:
             return Outcome(document_id=int(row[0]), status="duplicate", duplicates=1, seen_quarantined=True)
-        out = Outcome(status="quarantined", quarantined=1, reasons=[t.refusal])
+        out = Outcome(status=DocumentStatus.QUARANTINED, quarantined=1, reasons=[t.refusal])
         ts = now()
         with store.tx():
             cur = conn.execute(

@@ -465,9 +465,10 @@ def check_tray(exe: Path, home: Path, env: dict[str, str], work: Path, *, screen
             secs, state, icon = wait_tray_icon(tray, disp.display, state_file, timeout=timeout)
             info = wait_engine(home, None, None, timeout=30)
             engine_pid = int(info["pid"])
-            if state_file.exists():  # the icon may show before the first status: wait for it
-                state = wait_ui_state(state_file, lambda st: st.get("state") not in (None, "offline"), 30,
-                                      "the tray to reach its engine (state other than offline)")
+            # the icon may show before the UI has written its first state (or reached its engine):
+            # wait for the state file rather than skipping the check when it is not there yet
+            state = wait_ui_state(state_file, lambda st: st.get("state") not in (None, "offline"), 30,
+                                  "the tray to reach its engine (state other than offline)")
             time.sleep(0.5)  # let the icon paint
             disp.screenshot(shot)
             n = colours_in(shot, icon.x, icon.y, icon.w, icon.h)

@@ -106,7 +106,7 @@ def test_config_refuses_bad_values_and_secrets_naming_the_key(engine) -> None:
     bad["folders"][0]["after"] = "delete"
     r = call(engine, "PUT", "/config", json=bad)
     assert r.status_code == 422
-    assert r.json()["title"] == "chargebridge.toml: 'folders[0].after' = 'delete' is not allowed"
+    assert r.json()["title"] == "'folders[0].after' = 'delete' is not allowed"
     assert r.json()["fix"] == "allowed: archive, move" and r.json()["key"] == "folders[0].after"
     bad = json.loads(json.dumps(cfg))
     bad["rcm"]["client_secret"] = "hunter2"

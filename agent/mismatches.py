@@ -6,7 +6,7 @@ Every resolution is written to the audit trail in the same transaction as the ch
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from agent import audit
@@ -30,31 +30,11 @@ class ResolveError(Exception):
 
 def list_findings(store: Store, *, status: str | None = FindingStatus.OPEN,
                   kind: str | None = None) -> list[dict[str, Any]]:
-    sql = ("SELECT id, kind, encounter_id, remote_id, dos, local, remote, diff, status, first_seen, last_seen, "
-           "reopened, assignee, comments, resolution, resolved_by, resolved_at FROM findings")
-    where, args = [], []
-    if status:
-        where.append("status = ?")
-        args.append(status)
-    if kind:
-        where.append("kind = ?")
-        args.append(kind)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY first_seen, id"
-    cols = ["id", "kind", "encounter_id", "remote_id", "dos", "local", "remote", "diff", "status", "first_seen",
-            "last_seen", "reopened", "assignee", "comments", "resolution", "resolved_by", "resolved_at"]
-    out = []
-    today = datetime.now(UTC)
-    for row in store.conn.execute(sql, args):
-        d = dict(zip(cols, row, strict=True))
-        for k in ("local", "remote", "diff", "comments"):
-            d[k] = json.loads(d[k])
-        first = datetime.fromisoformat(d["first_seen"])
-        d["age_days"] = (today - first).days
-        d["actions"] = [a.value for a in ALLOWED.get(d["kind"], ())]
-        out.append(d)
-    return out
+    """The mismatch queue on a local store, oldest first, with the actions allowed on each."""
+    from agent.repos import FindingRepo
+
+    actions = {k: [a.value for a in acts] for k, acts in ALLOWED.items()}
+    return FindingRepo(store.conn).all(status=status, kind=kind, actions=actions)
 
 
 def comment(store: Store, finding_id: int, *, actor: str, text: str, assignee: str | None = None) -> None:

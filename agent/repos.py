@@ -187,18 +187,28 @@ class FindingRepo:
         """The mismatch queue, oldest first; ``actions`` maps a finding kind to what may be done."""
         where, args = self._where(status, kind)
         total = int(self.conn.execute(f"SELECT count(*) FROM findings{where}", args).fetchone()[0])
-        rows = self.conn.execute(f"SELECT {', '.join(self.COLUMNS)} FROM findings{where} ORDER BY first_seen, id "
-                                 "LIMIT ? OFFSET ?", [*args, page_size, _offset(page, page_size)])
+        items = self._rows(where, [*args, page_size, _offset(page, page_size)], actions, paged=True)
+        return {"total": total, "page": page, "page_size": page_size, "items": items}
+
+    def all(self, *, status: str | None, kind: str | None,
+            actions: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
+        """Every finding that matches, oldest first (the CLI on a local store)."""
+        where, args = self._where(status, kind)
+        return self._rows(where, args, actions, paged=False)
+
+    def _rows(self, where: str, args: list[Any], actions: Mapping[str, Sequence[str]], *,
+              paged: bool) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(self.COLUMNS)} FROM findings{where} ORDER BY first_seen, id"
         today = datetime.now(UTC)
         items = []
-        for row in rows:
+        for row in self.conn.execute(sql + (" LIMIT ? OFFSET ?" if paged else ""), args):
             d = dict(zip(self.COLUMNS, row, strict=True))
             for k in ("local", "remote", "diff", "comments"):
                 d[k] = json.loads(d[k])
             d["age_days"] = (today - datetime.fromisoformat(d["first_seen"])).days
             d["actions"] = list(actions.get(d["kind"], ()))
             items.append(d)
-        return {"total": total, "page": page, "page_size": page_size, "items": items}
+        return items
 
 
 class UserRepo:

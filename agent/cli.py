@@ -444,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="run the main job on built-in demo data")
     s.add_argument("--keep", action="store_true", help="keep the demo home afterwards")
     s.set_defaults(func=cmd_demo)
+
+    from agent.cli_rules import register as register_rules
+
+    register_rules(sub)  # review, approve, reject, rules (H7)
     return p
 
 

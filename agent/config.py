@@ -113,6 +113,25 @@ class ApiConfig:
 
 
 @dataclass
+class RulesConfig:
+    """``[rules]`` (H7): charge capture rules on/off and severity per practice (see agent/rules/)."""
+
+    enabled: bool = True  # false: validation only, no charge rules (and no review holds from them)
+    off: list[str] = field(default_factory=list)  # rule ids switched off
+    info: list[str] = field(default_factory=list)  # rule ids whose severity becomes info
+    review: list[str] = field(default_factory=list)  # ... review
+    error: list[str] = field(default_factory=list)  # ... error
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        return frozenset(self.off)
+
+    @property
+    def severity(self) -> dict[str, str]:
+        return {rid: sev for sev in ("info", "review", "error") for rid in getattr(self, sev)}
+
+
+@dataclass
 class Config:
     key_source: str = "keyring"
     max_file_mb: float = 50.0
@@ -123,6 +142,7 @@ class Config:
     rcm: RcmConfig = field(default_factory=RcmConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     source: Path | None = None
 
     @property
@@ -147,7 +167,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "rules"}
     for key in raw:
         if key not in known:
             v.fail(key, "is not a known section", ", ".join(sorted(known)))
@@ -219,6 +239,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
                         port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)))
     if cfg.api.host not in ("127.0.0.1", "localhost", "::1"):
         v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
+    cfg.rules = _rules(v, v.table(raw, "rules"))
     folders = raw.get("folders", [])
     if not isinstance(folders, list):
         v.fail("folders", "must be an array of tables ([[folders]])", "[[folders]] path = \"...\"")
@@ -254,6 +275,31 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         seen.add(fc.path)
         cfg.folders.append(fc)
     return cfg
+
+
+def _rules(v: _Validator, t: dict[str, Any]) -> RulesConfig:
+    """``[rules]``: every id must be a known rule, and in at most one severity list."""
+    from agent.rules import RULES
+
+    v.known(t, "rules", {"enabled", "off", "info", "review", "error"})
+    enabled = t.get("enabled", True)
+    if not isinstance(enabled, bool):
+        v.fail("rules.enabled", "must be true or false", "true, false")
+    lists: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for name in ("off", "info", "review", "error"):
+        val = t.get(name, [])
+        if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+            v.fail(f"rules.{name}", "must be a list of rule ids", '["units.mue", "doc.missing"]')
+        for rid in val:
+            if rid not in RULES:
+                v.fail(f"rules.{name}", f"names {rid!r}, which is not a rule", "see: chargebridge rules list")
+            if name != "off" and rid in seen:
+                v.fail(f"rules.{name}", f"names {rid!r}, which rules.{seen[rid]} also names", "one severity per rule")
+            if name != "off":
+                seen[rid] = name
+        lists[name] = list(val)
+    return RulesConfig(enabled=enabled, **lists)
 
 
 def _opt_path(s: str) -> Path | None:

@@ -48,6 +48,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "sync": asdict(cfg.sync),
         "api": asdict(cfg.api),
         "folders": [folder(f) for f in cfg.folders],
+        "rules": asdict(cfg.rules),  # [rules] (H7): charge rules on/off and severities
     }
 
 

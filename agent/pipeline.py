@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import audit
+from agent.rules import EncounterFacts, RuleSet, holds
 from agent.store import Store, now
 from agent.validate import has_errors, validate
 from connectors.ehr.limits import DEFAULT as DEFAULT_BUDGETS
@@ -90,7 +91,8 @@ class Totals:
 
 class Pipeline:
     def __init__(self, store: Store | None, *, max_file_bytes: int = 50 * 1024 * 1024,
-                 chargemaster: str = "", budgets: Budgets | None = None) -> None:
+                 chargemaster: str = "", budgets: Budgets | None = None, rules: RuleSet | None = None) -> None:
+        self.rules = rules  # charge capture rules (agent/rules/); None = validation only
         self.store: Store = store  # type: ignore[assignment]  # None only inside parse workers
         self.max_file_bytes = max_file_bytes
         self.budgets = budgets or DEFAULT_BUDGETS
@@ -105,7 +107,8 @@ class Pipeline:
         """The pipeline a home's configuration asks for (file cap, crosswalk, budgets): the one
         way the engine, the watcher, the CLI and the demo build it."""
         cm = cfg.chargemaster if chargemaster is None else chargemaster
-        return cls(store, max_file_bytes=cfg.max_file_bytes, chargemaster=cm, budgets=cfg.budgets)
+        return cls(store, max_file_bytes=cfg.max_file_bytes, chargemaster=cm, budgets=cfg.budgets,
+                   rules=RuleSet.for_config(store, cfg.rules))
 
     # -- entry points --------------------------------------------------------------------
     def ingest_path(self, path: Path, *, source: str = "cli", fmt: str = "auto",
@@ -154,7 +157,8 @@ class Pipeline:
         window: deque[tuple[Path, int, Future[Analysis]]] = deque()
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may run watcher threads
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(self.max_file_bytes, self._chargemaster_name, self.budgets)) as pool:
+                                 initargs=(self.max_file_bytes, self._chargemaster_name, self.budgets,
+                                           self.rules)) as pool:
 
             def drain(limit: int) -> Iterator[tuple[Path, Outcome]]:
                 while len(window) > limit:
@@ -337,6 +341,10 @@ class Pipeline:
             if overflow:
                 self._quarantine(doc_id, f"{len(overflow):,} more parts", _overflow_reason(overflow, cap), out)
                 out.quarantined += len(overflow) - 1
+            if self.rules is not None and self.rules.historic and rows:
+                from agent.rules.apply import history_rows
+
+                rows = history_rows(self.store, self.rules, rows)
             self._store_encounters(doc_id, rows, out)
             if out.accepted:
                 out.status = "partial" if out.quarantined else "accepted"
@@ -382,9 +390,12 @@ class Pipeline:
             for f in findings:
                 unique.setdefault((f.code, f.field), f)
             findings = list(unique.values())
+        if self.rules is not None:  # charge rules: their review/error findings hold the encounter too
+            findings = self.rules.apply_local(enc, findings)
         if enc.kind == EncounterKind.EXPECTED:
             return EncounterState.EXPECTED, findings
-        return (EncounterState.NEEDS_REVIEW if has_errors(findings) else EncounterState.READY), findings
+        held = has_errors(findings) or (self.rules is not None and holds(findings))
+        return (EncounterState.NEEDS_REVIEW if held else EncounterState.READY), findings
 
     def _encounter_row(self, enc: Encounter) -> tuple[Any, ...]:
         """Everything the store needs for one encounter, computed outside the write transaction."""
@@ -393,7 +404,7 @@ class Pipeline:
         chash = content_hash(blob)
         fjson = json.dumps([f.to_dict() for f in findings]) if findings else "[]"
         return (enc.business_key, enc.kind, enc.source, enc.source_id, state, enc.patient.mrn, enc.dos_start,
-                blob, fjson, chash, len(findings))
+                blob, fjson, chash, len(findings), EncounterFacts.of(enc) if self.rules is not None else None)
 
     def _store_encounters(self, doc_id: int, rows: list[tuple[Any, ...]], out: Outcome) -> None:
         """Insert new encounters in bulk; identical re-exports are duplicates, changed ones revisions."""
@@ -494,9 +505,9 @@ class Pipeline:
 _WORKER: Pipeline | None = None
 
 
-def _worker_init(max_file_bytes: int, chargemaster: str, budgets: Budgets) -> None:
+def _worker_init(max_file_bytes: int, chargemaster: str, budgets: Budgets, rules: RuleSet | None = None) -> None:
     global _WORKER
-    _WORKER = Pipeline(None, max_file_bytes=max_file_bytes, chargemaster=chargemaster, budgets=budgets)
+    _WORKER = Pipeline(None, max_file_bytes=max_file_bytes, chargemaster=chargemaster, budgets=budgets, rules=rules)
 
 
 def _worker_analyze(content: bytes, fmt: str, profile: str, name: str) -> Analysis:

@@ -320,3 +320,86 @@ class RcmTestResult(BaseModel):
     ok: bool
     detail: str
     base_url: str = ""
+
+
+# -- charge rules and the coder review queue (H7) -----------------------------------------------
+class RuleInfo(BaseModel):
+    id: str
+    severity: Literal["info", "review", "error"] = Field(description="as this practice configured it")
+    default_severity: Literal["info", "review", "error"]
+    enabled: bool
+    applies_to: str
+    summary: str
+    opportunity: bool = Field(description="a care-opportunity suggestion: shown, never billed")
+    version: str = Field(description="the rule pack version every finding records")
+
+
+class ReviewLine(BaseModel):
+    index: int = Field(ge=0)
+    code: str
+    code_system: str
+    modifiers: list[str]
+    units: str
+    dx_pointers: list[int]
+    unit_charge: str
+    findings: list[dict[str, Any]] = Field(description="findings about this line: code, message, fix, severity")
+
+
+class ReviewItem(BaseModel):
+    id: int
+    state: EncounterState
+    version: int
+    dos: str
+    source: str
+    source_id: str
+    mrn: str
+    patient: str
+    sex: str
+    dob: str
+    place_of_service: str
+    payer: str
+    diagnoses: list[str]
+    lines: list[ReviewLine]
+    findings: list[dict[str, Any]] = Field(description="findings about the encounter as a whole")
+    holding: int = Field(ge=0, description="findings that hold it for review (review or error)")
+
+
+class ApproveBody(BaseModel):
+    note: str = Field("", max_length=500)
+
+
+class RejectBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class LineEdit(BaseModel):
+    """The fields to change on one charge line; the ones left out stay as they are."""
+
+    code: str | None = Field(None, max_length=16)
+    modifiers: list[str] | None = Field(None, max_length=4)
+    units: str | None = Field(None, max_length=32)
+    dx_pointers: list[int] | None = Field(None, max_length=4)
+
+
+class ReviewDecision(BaseModel):
+    id: int
+    state: EncounterState
+    version: int
+
+
+class Opportunity(BaseModel):
+    encounter_id: int
+    dos: str
+    mrn: str
+    rule: str
+    message: str
+    fix: str
+    rule_version: str
+
+
+class RulesRerun(BaseModel):
+    checked: int = Field(ge=0)
+    changed: int = Field(ge=0)
+    held: int = Field(ge=0)
+    released: int = Field(ge=0)
+    skipped_sent: int = Field(ge=0, description="already sent: never changed by a re-run")

@@ -21,6 +21,8 @@ class EncounterState(StrEnum):
     READY = "ready"  # no error findings: will be synced
     NEEDS_REVIEW = "needs_review"  # validation found errors a person must fix
     EXPECTED = "expected"  # a scheduled visit (SIU) with no charge yet
+    VOIDED = "voided"  # the EHR database no longer has an active line for it (a void)
+    REJECTED = "rejected"  # a coder rejected it (with a reason): never billed unless the EHR re-exports it
 
 
 class EncounterKind(StrEnum):
@@ -102,6 +104,7 @@ class Role(StrEnum):
     FRONT_DESK = "front_desk"
     MANAGER = "manager"
     ADMIN = "admin"
+    CODER = "coder"  # the review queue (approve / edit lines / reject); ranks between front desk and manager
 
     @property
     def rank(self) -> int:
@@ -111,7 +114,7 @@ class Role(StrEnum):
         return self.rank >= other.rank
 
 
-_RANK = {Role.FRONT_DESK: 0, Role.MANAGER: 1, Role.ADMIN: 2}
+_RANK = {Role.FRONT_DESK: 0, Role.CODER: 1, Role.MANAGER: 2, Role.ADMIN: 3}
 
 
 class ConnectorKind(StrEnum):
@@ -125,3 +128,4 @@ class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
+    REVIEW = "review"  # a charge rule's finding a coder must look at: holds the encounter like an error

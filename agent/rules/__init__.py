@@ -1,0 +1,203 @@
+"""Charge capture rules: what payers deny, what coders fix, and money left on the table.
+
+Each rule is a small documented unit (:class:`Rule`) in one module per family (``dx``, ``units``,
+``modifiers``, ``setting``, ``history``, ``opportunity``): an id such as ``units.mue``, a
+default severity, what it looks at, and a check that returns :class:`Hit` s a coder understands
+(which line, which code, why, what to do). :class:`RuleSet` applies the practice's ``[rules]``
+settings (on/off, severity per rule) and stamps every finding with :data:`PACK_VERSION`, so a
+finding always says which version of the rules produced it.
+
+Severities: ``info`` (a suggestion; never holds an encounter, never billed), ``review`` (a coder
+looks before it is sent) and ``error`` (a payer will deny it as it is). ``review`` and ``error``
+hold the encounter in ``needs_review`` until a coder approves, edits or rejects it.
+
+Rules split by what they need. *Encounter rules* look at one encounter and tables loaded once
+(ICD-10-CM facts, the MUE table): they run in :meth:`agent.pipeline.Pipeline.prepare`, also in
+parse workers. *History rules* compare with the patient's other encounters (duplicates, chronic
+care in the month, wellness visits in a year): they run where the store is, just before the
+encounters are written, over a :class:`History` read once per batch.
+
+Messages name codes and positions, never patient data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from core.model import Encounter, Finding
+from core.states import Severity
+
+if TYPE_CHECKING:
+    from agent.config import RulesConfig
+    from agent.store import Store
+
+PACK_VERSION = "2026.06-1"  # bump whenever a rule, a table or a default severity changes
+SEVERITIES = (Severity.INFO.value, Severity.REVIEW.value, Severity.ERROR.value)
+HOLDS = frozenset({Severity.REVIEW.value, Severity.ERROR.value})
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One thing a rule found: where (``field``; ``line`` = 0-based charge line or -1), why, and
+    what to do. ``message`` and ``fix`` may name codes, never patient data."""
+
+    field: str
+    message: str
+    fix: str = ""
+    line: int = -1
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an encounter rule may read besides the encounter: the MUE table and today."""
+
+    mue: dict[str, int] = field(default_factory=dict)
+    today: date | None = None
+
+
+@dataclass
+class Visit:
+    """Another encounter of the same patient, as the history rules see it (no patient data)."""
+
+    key: str
+    dos: str
+    codes: tuple[str, ...]
+    dx: tuple[str, ...]
+
+
+@dataclass
+class History:
+    """The patient's other encounters by MRN, read once per batch (or once per re-run)."""
+
+    visits: dict[str, list[Visit]] = field(default_factory=dict)
+
+    def of(self, mrn: str, key: str) -> list[Visit]:
+        return [v for v in self.visits.get(mrn, ()) if v.key != key]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str  # the default: info | review | error
+    applies_to: str  # diagnoses | lines | encounter | history
+    summary: str  # one line for `chargebridge rules list` and the window
+    check: Callable[..., Iterable[Hit]]
+    history: bool = False  # needs the patient's other encounters (runs where the store is)
+    opportunity: bool = False  # a suggestion (care-opportunity alert), never billed
+
+
+@dataclass
+class RuleFinding(Finding):
+    """A :class:`core.model.Finding` from a rule: the rule id is its ``code``."""
+
+    fix: str = ""
+    line: int = -1
+    rule_version: str = PACK_VERSION
+    kind: str = "rule"  # rule | opportunity
+
+
+RULES: dict[str, Rule] = {}  # filled at the end of this module, once the types the rule modules use exist
+
+
+def rule_ids() -> list[str]:
+    return list(RULES)
+
+
+class RuleSet:
+    """The rules a practice turned on, with their severities, and the tables they read."""
+
+    def __init__(self, *, disabled: Iterable[str] = (), severity: dict[str, str] | None = None,
+                 mue: dict[str, int] | None = None, today: date | None = None) -> None:
+        self.disabled = frozenset(disabled)
+        self.severity = {rid: (severity or {}).get(rid, r.severity) for rid, r in RULES.items()}
+        self.facts = Facts(mue=dict(mue or {}), today=today)
+        self.local = [r for r in RULES.values() if not r.history and r.id not in self.disabled]
+        self.historic = [r for r in RULES.values() if r.history and r.id not in self.disabled]
+        self.owned = frozenset(RULES)  # validator findings with these codes yield to the rule
+
+    @classmethod
+    def for_config(cls, store: Store | None, cfg: RulesConfig) -> RuleSet | None:
+        """``None`` when ``[rules] enabled = false``; else the practice's rules and MUE table."""
+        if not cfg.enabled:
+            return None
+        return cls(disabled=cfg.disabled, severity=cfg.severity, mue=load_mue(store) if store else {})
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"id": r.id, "severity": self.severity[r.id], "default_severity": r.severity,
+                 "enabled": r.id not in self.disabled, "applies_to": r.applies_to, "summary": r.summary,
+                 "opportunity": r.opportunity, "version": PACK_VERSION} for r in RULES.values()]
+
+    # -- running -------------------------------------------------------------------------------
+    def _finding(self, rule: Rule, hit: Hit) -> RuleFinding:
+        return RuleFinding(rule.id, hit.field, hit.message, self.severity[rule.id], fix=hit.fix, line=hit.line,
+                           kind="opportunity" if rule.opportunity else "rule")
+
+    def apply_local(self, enc: Encounter, findings: list[Finding]) -> list[Finding]:
+        """``findings`` (from standardize + validate) with the encounter rules' findings added. A
+        validator finding a rule owns (``dx.not_billable``) is replaced by the rule's, so the
+        practice's severity applies to it."""
+        out = [f for f in findings if f.code not in self.owned]
+        if enc.kind != "charge":
+            return out
+        facts = self.facts
+        for rule in self.local:
+            for hit in rule.check(enc, facts):
+                out.append(self._finding(rule, hit))
+        return out
+
+    def apply_history(self, enc_facts: EncounterFacts, history: History) -> list[RuleFinding]:
+        others = history.of(enc_facts.mrn, enc_facts.key)
+        return [self._finding(rule, hit) for rule in self.historic for hit in rule.check(enc_facts, others)]
+
+
+@dataclass
+class EncounterFacts:
+    """What the history rules need of the encounter being checked (small; crosses processes)."""
+
+    key: str
+    mrn: str
+    dos: str
+    sex: str
+    dob: str
+    medicare: bool
+    codes: tuple[str, ...]
+    dx: tuple[str, ...]
+
+    @classmethod
+    def of(cls, enc: Encounter) -> EncounterFacts:
+        return cls(enc.business_key, enc.patient.mrn, enc.dos_start, enc.patient.sex, enc.patient.dob,
+                   any("MEDICARE" in c.payer_name.upper() for c in enc.coverages),
+                   tuple(ln.code for ln in enc.lines), tuple(d.code for d in enc.diagnoses))
+
+    def visit(self) -> Visit:
+        return Visit(self.key, self.dos, self.codes, self.dx)
+
+
+def holds(findings: Iterable[Finding]) -> bool:
+    """Any finding that keeps the encounter from being sent (validation error, rule review/error)."""
+    return any(f.severity in HOLDS for f in findings)
+
+
+def findings_json(findings: Iterable[Finding]) -> str:
+    return json.dumps([f.to_dict() for f in findings])
+
+
+def load_mue(store: Store) -> dict[str, int]:
+    """The imported MUE table (``chargebridge rules import-mue FILE``): code -> max units per day."""
+    try:
+        return {str(c): int(n) for c, n in store.conn.execute("SELECT code, max_units FROM rule_mue")}
+    except Exception:  # a store from before migration 7 (opened read-only elsewhere): no table yet
+        return {}
+
+
+def _load_rules() -> list[Rule]:
+    from agent.rules import dx, history, modifiers, setting, units
+
+    return [*dx.RULES, *units.RULES, *modifiers.RULES, *setting.RULES, *history.RULES]
+
+
+RULES.update((r.id, r) for r in _load_rules())

@@ -1,0 +1,141 @@
+"""Running the rules where the store is: history rules on a batch before it is written, and a
+re-run over stored encounters after a rule change or an MUE import.
+
+A re-run touches only encounters *not yet sent*: a version the outbox is sending or has delivered
+(or the RCM rejected) is never changed, and a coder's rejection stands. An encounter a coder
+approved keeps its approval while its content is unchanged (the approval is tied to the content
+hash); its findings are refreshed. An encounter the re-run newly holds leaves the outbox queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from agent.rules import EncounterFacts, History, RuleSet, holds
+from agent.rules.history import read_history
+from agent.store import Store, now
+from core.model import Encounter
+from core.states import EncounterKind, EncounterState, OutboxState
+
+log = logging.getLogger("chargebridge.rules")
+
+SENT = (OutboxState.SENDING.value, OutboxState.DELIVERED.value, OutboxState.REJECTED.value)
+
+
+def history_rows(store: Store, rules: RuleSet, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The pipeline's encounter rows with the history rules' findings added (and the state they
+    imply). Row layout: see ``Pipeline._encounter_row``; index 11 holds the :class:`EncounterFacts`."""
+    facts = [r[11] if len(r) > 11 else None for r in rows]
+    charge = [f for r, f in zip(rows, facts, strict=True) if f is not None and r[1] == EncounterKind.CHARGE]
+    if not charge:
+        return rows
+    history = read_history(store, {f.mrn for f in charge})
+    for f in charge:  # encounters earlier in the same file count too
+        history.visits.setdefault(f.mrn, []).append(f.visit())
+    out = []
+    for r, f in zip(rows, facts, strict=True):
+        if f is None or r[1] != EncounterKind.CHARGE:
+            out.append(r)
+            continue
+        found = rules.apply_history(f, history)
+        if not found:
+            out.append(r)
+            continue
+        findings = json.loads(r[8]) + [x.to_dict() for x in found]
+        state = r[4]
+        if state == EncounterState.READY and holds(found):
+            state = EncounterState.NEEDS_REVIEW
+        out.append((*r[:4], state, *r[5:8], json.dumps(findings), r[9], len(findings), *r[11:]))
+    return out
+
+
+@dataclass
+class RerunResult:
+    checked: int = 0
+    changed: int = 0
+    held: int = 0  # newly needs_review
+    released: int = 0  # newly ready
+    skipped_sent: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def evaluate(rules: RuleSet | None, enc: Encounter, stored: list[dict[str, Any]],
+             history: History) -> list[dict[str, Any]]:
+    """New findings for a stored encounter: its stored validation findings, plus the rules' now."""
+    base = [d for d in stored if "rule_version" not in d]
+    if rules is None:
+        return base
+    kept = [d for d in base if d.get("code") not in rules.owned]
+    fresh = rules.apply_local(enc, [])
+    fresh += rules.apply_history(EncounterFacts.of(enc), history)
+    return kept + [f.to_dict() for f in fresh]
+
+
+def _holds(findings: list[dict[str, Any]]) -> bool:
+    return any(d.get("severity") in ("error", "review") for d in findings)
+
+
+def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: int = 2000) -> RerunResult:
+    """Re-apply the rules to every charge encounter not yet sent. Returns counts."""
+    conn = store.conn
+    res = RerunResult()
+    approved = {(int(e), str(h)) for e, h in conn.execute(
+        "SELECT encounter_id, content_hash FROM reviews r WHERE decision = 'approved' AND id = "
+        "(SELECT max(id) FROM reviews r2 WHERE r2.encounter_id = r.encounter_id)")}
+    rows = conn.execute(
+        "SELECT e.id, e.data, e.findings, e.state, e.content_hash, e.version, "
+        "(SELECT o.state FROM outbox o WHERE o.encounter_id = e.id AND o.version = e.version) "
+        "FROM encounters e WHERE e.kind = ? AND e.state != ?",
+        (EncounterKind.CHARGE, EncounterState.REJECTED)).fetchall()
+    decoded: list[tuple[int, Encounter, str, str, str, str | None]] = []
+    history = History()
+    for eid, data, fjson, state, chash, _version, ostate in rows:
+        enc = Encounter.from_dict(json.loads(data))
+        f = EncounterFacts.of(enc)
+        history.visits.setdefault(f.mrn, []).append(f.visit())
+        decoded.append((int(eid), enc, fjson, state, chash, ostate))
+    updates: list[tuple[str, str, int]] = []
+    dequeue: list[tuple[int]] = []
+    for eid, enc, fjson, state, chash, ostate in decoded:
+        if ostate in SENT:
+            res.skipped_sent += 1
+            continue
+        res.checked += 1
+        stored = json.loads(fjson)
+        new = evaluate(rules, enc, stored, history)
+        held = _holds(new) and (eid, chash) not in approved
+        new_state = EncounterState.NEEDS_REVIEW if held else EncounterState.READY
+        new_json = json.dumps(new)
+        if new_json == fjson and new_state == state:
+            continue
+        res.changed += 1
+        if new_state != state:
+            if new_state == EncounterState.NEEDS_REVIEW:
+                res.held += 1
+                if ostate is not None:
+                    dequeue.append((eid,))
+            else:
+                res.released += 1
+        updates.append((new_state, new_json, eid))
+    ts = now()
+    for i in range(0, len(updates), batch):
+        part = updates[i:i + batch]
+        with store.tx():
+            conn.executemany("UPDATE encounters SET state = ?, findings = ?, updated_at = '" + ts + "' WHERE id = ?",
+                             part)
+            conn.executemany("DELETE FROM outbox WHERE encounter_id = ? AND state IN ('queued', 'failed')",
+                             [d for d in dequeue if d[0] in {u[2] for u in part}])
+            conn.executemany("INSERT INTO events (at, kind, encounter_id, detail) VALUES (?, 'encounter.rules', ?, ?)",
+                             [(ts, u[2], json.dumps({"state": u[0]})) for u in part])
+    from agent import audit
+
+    with store.tx():
+        audit.record(store, actor=actor, action="rules.rerun", target="rules", detail=res.to_dict())
+    log.info("rules re-run: %d checked, %d changed, %d held, %d released, %d already sent",
+             res.checked, res.changed, res.held, res.released, res.skipped_sent)
+    return res

@@ -1,0 +1,79 @@
+"""Rules about the visit's setting, coverage and documentation.
+
+* ``pos.mismatch`` — the place of service does not fit the E/M family billed (the E/M code is
+  the encounter's class as the claim states it): an emergency-department visit (99281-99285)
+  away from POS 23, hospital inpatient/observation care (99221-99239) in an office (11), an
+  office/outpatient visit (99202-99215) at an inpatient or emergency POS, nursing-facility care
+  (99304-99316) outside POS 31/32, home visits (99341-99350) outside a home or domiciliary POS.
+* ``coverage.missing`` — no payer or member id at all: self-pay is rare enough that a coder
+  confirms it before the charge goes out as self-pay.
+* ``doc.missing`` — an *unlisted* procedure code (e.g. 17999, 64999, 99499): payers price it by
+  hand and ask for the procedure note, which the source did not carry. A finding for the coder,
+  never a silent change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agent.rules import Facts, Hit, Rule
+from core.model import Encounter
+
+INPATIENT_POS = frozenset({"21", "31", "32", "51", "61"})
+HOME_POS = frozenset({"12", "13", "14", "16", "33"})
+# (first, last, allowed POS or None, refused POS or None, what)
+EM_SETTINGS: tuple[tuple[str, str, frozenset[str] | None, frozenset[str] | None, str], ...] = (
+    ("99281", "99285", frozenset({"23"}), None, "an emergency department visit"),
+    ("99221", "99239", None, frozenset({"11"}), "hospital inpatient or observation care"),
+    ("99202", "99215", None, INPATIENT_POS | {"23"}, "an office or outpatient visit"),
+    ("99304", "99316", frozenset({"31", "32"}), None, "nursing facility care"),
+    ("99341", "99350", HOME_POS, None, "a home or residence visit"),
+)
+UNLISTED = frozenset({
+    "15999", "17999", "19499", "20999", "21499", "22899", "22999", "23929", "24999", "25999", "26989", "27299",
+    "27599", "27899", "28899", "29799", "29999", "30999", "31299", "31599", "31899", "32999", "33999", "36299",
+    "37799", "38999", "39599", "40799", "40899", "41599", "41899", "42299", "42699", "42999", "43499", "43999",
+    "44799", "44899", "45399", "45999", "46999", "47399", "47999", "48999", "49999", "50949", "51999", "53899",
+    "54699", "55899", "58999", "59899", "60699", "64999", "66999", "67299", "67399", "67599", "67999", "68399",
+    "68899", "69399", "69799", "69949", "69979", "76499", "77299", "77499", "78099", "78199", "78299", "78399",
+    "78499", "78599", "78699", "78799", "78999", "79999", "81479", "81599", "84999", "85999", "86849", "86999",
+    "87999", "88199", "88299", "88399", "89398", "90749", "90899", "92499", "93799", "94799", "95999", "96549",
+    "96999", "97039", "97139", "97799", "99199", "99429", "99499",
+})
+
+
+def pos_mismatch(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+    pos = enc.place_of_service
+    if not pos:
+        return
+    for i, ln in enumerate(enc.lines):
+        for first, last, allowed, refused, what in EM_SETTINGS:
+            if len(ln.code) == 5 and first <= ln.code <= last:
+                if (allowed is not None and pos not in allowed) or (refused is not None and pos in refused):
+                    yield Hit("place_of_service", f"{ln.code} is {what}, but the place of service is {pos}",
+                              "correct the place of service or the E/M code in the EHR", line=i)
+                break
+
+
+def coverage_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+    if not any(c.payer_name or c.payer_id or c.member_id for c in enc.coverages):
+        yield Hit("coverages", "the encounter has no insurance coverage (no payer, no member id); it will be "
+                  "billed as self-pay", "add the patient's coverage in the EHR, or approve it as self-pay")
+
+
+def doc_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+    for i, ln in enumerate(enc.lines):
+        if ln.code in UNLISTED:
+            yield Hit(f"lines[{i}].code", f"{ln.code} is an unlisted procedure code: the payer prices it by hand "
+                      "from the procedure note, which the export did not carry",
+                      "attach the operative/procedure note to the claim in the RCM, or use a specific code",
+                      line=i)
+
+
+RULES = [
+    Rule("pos.mismatch", "review", "encounter", "place of service inconsistent with the E/M family billed",
+         pos_mismatch),
+    Rule("coverage.missing", "review", "encounter", "no insurance coverage on the encounter", coverage_missing),
+    Rule("doc.missing", "review", "lines", "a code that needs documentation the source did not carry",
+         doc_missing),
+]

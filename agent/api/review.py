@@ -51,9 +51,7 @@ def item(eid: int = ID, c: Caller = Depends(caller), svc: EngineService = Depend
 @router.post("/review/{eid}/approve", response_model=ReviewDecision, responses=errors(*AUTH, 404, 409))
 def approve(body: ApproveBody, eid: int = ID, c: Caller = Depends(need(Role.CODER)),
             svc: EngineService = Depends(service)) -> dict[str, Any]:
-    out = review.approve(svc.store, eid, actor=c.actor, note=body.note)
-    svc.engine.sync_now()  # an approved encounter goes out with the next run; start it now
-    return out
+    return review.approve(svc.store, eid, actor=c.actor, note=body.note)  # sent by the next scheduled sync
 
 
 @router.post("/review/{eid}/reject", response_model=ReviewDecision, responses=errors(*AUTH, 404, 409))

@@ -3,7 +3,7 @@
 * ``modifier.25_missing`` — an E/M visit billed on the same day as a procedure from the CPT
   surgery section (10004-69990, the procedures that carry a global period), with no modifier 25
   on the E/M line: NCCI bundles the visit into the procedure unless 25 says it was separately
-  identifiable.
+  identifiable. Blood draws (36415 and kin, :data:`NO_GLOBAL`) carry no global period and are left out.
 * ``modifier.59_review`` — two codes that NCCI's procedure-to-procedure edits pair (column 1,
   column 2; modifier indicator 1) billed together with no 59, XE, XS, XP or XU on either line: the
   column-2 code is denied unless a distinct-service modifier applies. :data:`BUNDLES` is a small
@@ -36,8 +36,12 @@ def is_em(code: str) -> bool:
     return len(code) == 5 and code.isdigit() and "99202" <= code <= "99499"
 
 
+# Surgery-section codes with no global period (MPFS global "XXX"): blood draws need no 25 with a visit
+NO_GLOBAL = frozenset({"36400", "36405", "36406", "36410", "36415", "36416", "36591", "36592"})
+
+
 def is_surgery(code: str) -> bool:
-    return len(code) == 5 and code.isdigit() and "10004" <= code <= "69990"
+    return len(code) == 5 and code.isdigit() and "10004" <= code <= "69990" and code not in NO_GLOBAL
 
 
 def missing_25(enc: Encounter, facts: Facts) -> Iterator[Hit]:

@@ -5,8 +5,10 @@
   away from POS 23, hospital inpatient/observation care (99221-99239) in an office (11), an
   office/outpatient visit (99202-99215) at an inpatient or emergency POS, nursing-facility care
   (99304-99316) outside POS 31/32, home visits (99341-99350) outside a home or domiciliary POS.
-* ``coverage.missing`` — no payer or member id at all: self-pay is rare enough that a coder
-  confirms it before the charge goes out as self-pay.
+* ``coverage.missing`` — no payer or member id at all. ``info`` by default: in many practices
+  the RCM, not the EHR export, holds the patient's insurance, and the charge goes out with
+  self-pay coverage for the RCM to match. A practice whose EHR is the coverage source raises it
+  to ``review`` (``[rules] review = ["coverage.missing"]``) so a coder confirms self-pay first.
 * ``doc.missing`` — an *unlisted* procedure code (e.g. 17999, 64999, 99499): payers price it by
   hand and ask for the procedure note, which the source did not carry. A finding for the coder,
   never a silent change.
@@ -73,7 +75,7 @@ def doc_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
 RULES = [
     Rule("pos.mismatch", "review", "encounter", "place of service inconsistent with the E/M family billed",
          pos_mismatch),
-    Rule("coverage.missing", "review", "encounter", "no insurance coverage on the encounter", coverage_missing),
+    Rule("coverage.missing", "info", "encounter", "no insurance coverage on the encounter", coverage_missing),
     Rule("doc.missing", "review", "lines", "a code that needs documentation the source did not carry",
          doc_missing),
 ]

@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_rules import register as register_rules
 
     register_rules(sub)  # review, approve, reject, rules (H7)
+    from agent.cli_db import register as register_db
+
+    register_db(sub)  # db set-password | db test, poll (H6)
     return p
 
 

@@ -17,6 +17,8 @@ from connectors.rcm import target_types
 from core.errors import ConfigError
 from core.urls import check_url
 
+from agent.dbconfig import DatabaseConfig, parse_databases  # [[databases]] (H6)
+
 FORMATS = ("auto", *_EHR_FORMATS)  # the registered EHR formats
 AFTER_ACTIONS = ("archive", "move")
 OBSERVERS = ("native", "polling")
@@ -143,6 +145,7 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    databases: list[DatabaseConfig] = field(default_factory=list)  # [[databases]]: agent/dbconfig.py
     source: Path | None = None
 
     @property
@@ -167,7 +170,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api", "rules"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "rules", "databases"}
     for key in raw:
         if key not in known:
             v.fail(key, "is not a known section", ", ".join(sorted(known)))
@@ -274,6 +277,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
             v.fail(f"{key}.path", "is listed twice", "one [[folders]] table per folder")
         seen.add(fc.path)
         cfg.folders.append(fc)
+    cfg.databases = parse_databases(v, raw.get("databases", []))
     return cfg
 
 

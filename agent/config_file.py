@@ -48,6 +48,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "sync": asdict(cfg.sync),
         "api": asdict(cfg.api),
         "folders": [folder(f) for f in cfg.folders],
+        **({"databases": [asdict(d) for d in cfg.databases]} if getattr(cfg, "databases", None) else {}),
         "rules": asdict(cfg.rules),  # [rules] (H7): charge rules on/off and severities
     }
 

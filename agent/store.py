@@ -191,6 +191,19 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         ["ALTER TABLE documents ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"],
     ),
     (
+        6,
+        # EHR database connectors (agent/dbpoll.py, H6): each database's cursor (watermark), and
+        # per encounter read from it the hash of what was read, so a re-read tells new, changed,
+        # voided and unchanged apart. Both commit with the poll's raw document, in one transaction.
+        [
+            "CREATE TABLE db_cursors (name TEXT PRIMARY KEY, cursor TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            ("CREATE TABLE db_encounters (name TEXT NOT NULL, key TEXT NOT NULL, raw_key TEXT NOT NULL,"
+             " dos TEXT NOT NULL DEFAULT '', hash TEXT NOT NULL, voided INTEGER NOT NULL DEFAULT 0,"
+             " updated_at TEXT NOT NULL, PRIMARY KEY (name, key))"),
+            "CREATE INDEX db_encounters_dos ON db_encounters(name, voided, dos)",
+        ],
+    ),
+    (
         7,
         # Charge rules (agent/rules/, H7): the practice's imported CMS MUE table, and the coder's
         # review decisions (approve / reject), each tied to the content it was made on.

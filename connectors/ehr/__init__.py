@@ -21,6 +21,7 @@ FORMATS: dict[str, str] = {
     "csv": "connectors.ehr.csvfmt",
     "fhir": "connectors.ehr.fhir",
     "ccda": "connectors.ehr.ccda",
+    "db": "connectors.ehr.dbrows",  # what an EHR database poll read (agent.dbpoll), not a file format
 }
 
 _loaded: dict[tuple[str, str], Parser] = {}

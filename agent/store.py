@@ -208,10 +208,9 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         # Charge rules (agent/rules/, H7): the practice's imported CMS MUE table, and the coder's
         # review decisions (approve / reject), each tied to the content it was made on.
         ["CREATE TABLE rule_mue (code TEXT PRIMARY KEY, max_units INTEGER NOT NULL)",
-         "CREATE TABLE reviews (id INTEGER PRIMARY KEY, encounter_id INTEGER NOT NULL REFERENCES encounters(id) "
-         "ON DELETE CASCADE, "
-         "version INTEGER NOT NULL, content_hash TEXT NOT NULL, decision TEXT NOT NULL, "
-         "reason TEXT NOT NULL DEFAULT '', actor TEXT NOT NULL, at TEXT NOT NULL)",
+         ("CREATE TABLE reviews (id INTEGER PRIMARY KEY, encounter_id INTEGER NOT NULL REFERENCES encounters(id) "
+          "ON DELETE CASCADE, version INTEGER NOT NULL, content_hash TEXT NOT NULL, decision TEXT NOT NULL, "
+          "reason TEXT NOT NULL DEFAULT '', actor TEXT NOT NULL, at TEXT NOT NULL)"),
          "CREATE INDEX reviews_encounter ON reviews(encounter_id)"],
     ),
 ]

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import QComboBox, QTableWidget
 
 from core.states import Role
 
-ROLE_LABEL: dict[str, str] = {Role.FRONT_DESK: "front desk", Role.MANAGER: "manager", Role.ADMIN: "admin"}
+ROLE_LABEL: dict[str, str] = {Role.FRONT_DESK: "front desk", Role.CODER: "coder", Role.MANAGER: "manager",
+                              Role.ADMIN: "admin"}
 
 
 def role_label(role: str) -> str:
@@ -35,7 +36,7 @@ def role_at_least(role: str, needed: Role) -> bool:
 
 def needs_role_text(needed: Role, role: str) -> str:
     """The tooltip on anything a role may not use: what it needs, who you are, what to do."""
-    who = "an administrator" if needed == Role.ADMIN else "a practice manager"
+    who = {Role.ADMIN: "an administrator", Role.CODER: "a coder"}.get(needed, "a practice manager")
     return (f"Needs the {role_label(needed)} role — you are signed in as {role_label(role)}. "
             f"Ask {who}, or sign in with {who.replace('a practice ', 'a ')}'s token.")
 

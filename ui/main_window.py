@@ -23,12 +23,13 @@ from ui.pages.activity import ActivityPage
 from ui.pages.encounters import EncountersPage
 from ui.pages.mismatches import MismatchesPage
 from ui.pages.quarantine import QuarantinePage
+from ui.pages.review import ReviewPage
 from ui.pages.settings import SettingsPage
 from ui.pages.status import StatusPage
 
-PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings")
+PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings", "review")
 _TAB_TEXT = {"status": "&Status", "encounters": "&Encounters", "quarantine": "&Quarantine",
-             "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings"}
+             "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings", "review": "Re&view"}
 _TAB_TIP = {
     "status": "Is everything flowing? What needs attention? (Ctrl+1)",
     "encounters": "Every visit read from the EHR, searchable (Ctrl+2)",
@@ -36,6 +37,7 @@ _TAB_TIP = {
     "mismatches": "Where the EHR and the billing system disagree (Ctrl+4)",
     "activity": "Who changed what, when (Ctrl+5)",
     "settings": "Folders, billing system, schedule, users (Ctrl+6)",
+    "review": "Charges the rules hold for a coder: approve or reject (Ctrl+7)",
 }
 _INPUT = {QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.Wheel}
 
@@ -59,7 +61,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.pages: dict[str, Page] = {}
-        for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage):
+        for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage, ReviewPage):
             page = cls(self.session)
             self.pages[page.name] = page
             i = self.tabs.addTab(page, _TAB_TEXT[page.name])

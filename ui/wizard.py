@@ -378,6 +378,7 @@ class AccountPage(QWizardPage):
         self.role = QComboBox()
         for key, text in ((Role.ADMIN, "Admin — settings, users, and everything a manager does"),
                           (Role.MANAGER, "Manager — resolve mismatches, reprocess, pause"),
+                          (Role.CODER, "Coder — review queue: approve, edit lines, reject"),
                           (Role.FRONT_DESK, "Front desk — view only")):
             self.role.addItem(text, str(key))
         self.role.setToolTip("What this account may do")

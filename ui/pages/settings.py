@@ -253,6 +253,7 @@ class SettingsPage(Page):
         rl = QLabel("R&ole:")
         self.new_role = QComboBox()
         for key, text in ((Role.FRONT_DESK, "Front desk — view only"),
+                          (Role.CODER, "Coder — review queue: approve, edit lines, reject"),
                           (Role.MANAGER, "Manager — resolve, reprocess, pause"),
                           (Role.ADMIN, "Admin — also settings and users")):
             self.new_role.addItem(text, key)

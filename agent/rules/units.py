@@ -5,7 +5,9 @@ of service; claim lines above it are denied. The practice imports CMS's table (q
 ``chargebridge rules import-mue FILE``: the CMS practitioner-services CSV (columns "HCPCS/CPT
 Code" and "Practitioner Services MUE Values"; the licence preamble before the header row is
 skipped) or a JSON object ``{code: {"maxUnits": n}}``. Units are summed per code and date over
-the encounter's lines, as the edit is applied.
+the encounter's lines, as the edit is applied. An MUE of 0 is not a units edit: it marks a code
+Medicare does not pay practitioners for (e.g. preventive visits, 99381-99397), which other payers
+do pay, so it raises no finding.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def mue(enc: Encounter, facts: Facts) -> Iterator[Hit]:
     totals: dict[tuple[str, str], tuple[Decimal, int]] = {}
     for i, ln in enumerate(enc.lines):
         limit = table.get(ln.code)
-        if limit is None:
+        if not limit:  # unknown, or 0: Medicare does not pay practitioners for it (coverage, not units)
             continue
         try:
             units = read_decimal(ln.units, limit=MAX_UNITS, places=UNITS_PLACES, what="units")

@@ -90,6 +90,7 @@ def test_units_mue_sums_units_per_code_and_date():
     assert len(hit) == 1 and hit[0].rule_version and hit[0].severity == "error" and hit[0].line == 0
     assert "units.mue" not in codes(enc([L("99213", units="2")]))
     assert "units.mue" not in codes(enc([L("99213", units="3")]), RuleSet())  # no table imported: quiet
+    assert "units.mue" not in codes(enc([L("99392")]), RuleSet(mue={"99392": 0}))  # 0: not paid, not a units edit
 
 
 def test_modifier_25():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -282,3 +283,61 @@ def _iso(v: str) -> str:
         return date.fromisoformat(v[:10]).isoformat()
     except (TypeError, ValueError):
         return ""
+
+
+# -- the engine's side: scheduled polls, "poll now", health ----------------------------------------
+_POLL_LOCK = threading.Lock()  # one poll at a time per engine (scheduler and API may both ask)
+
+
+def schedule(engine: Any, sched: Any) -> None:
+    """One interval job per ``[[databases]]`` entry on the engine's scheduler (its single worker,
+    so polls and syncs never overlap). Called by :meth:`agent.engine.Engine._start_scheduler`."""
+    first = datetime.now(UTC) + timedelta(seconds=3)
+    for d in getattr(engine.config, "databases", []):
+        sched.add_job(scheduled_poll, "interval", minutes=d.poll_minutes, id=f"db-poll:{d.name}",
+                      args=[engine, d.name], next_run_time=first, replace_existing=True)
+
+
+def scheduled_poll(engine: Any, name: str) -> None:
+    """A scheduled poll: inside business hours ([sync] business_hours/days), and not while the
+    server's backoff after a failure runs (unreachable: 1, 2, 4 ... 60 minutes)."""
+    from agent.schedule import in_business_hours
+
+    if engine.stopping.is_set():
+        return
+    sc = engine.config.sync
+    if not in_business_hours(datetime.now().astimezone(), sc.business_hours, sc.business_days):
+        return
+    if backing_off(engine.store(), name):
+        log.debug("database %s: still backing off after a failed poll", name)
+        return
+    poll_now(engine, name)
+
+
+def poll_now(engine: Any, name: str) -> PollResult:
+    db = find(engine.config, name)
+    with _POLL_LOCK:
+        store = engine.store()
+        try:
+            poller = Poller(store, engine.config, db)
+        except ConfigError as exc:  # a profile that no longer loads
+            res = PollResult(db.name, error=f"{exc.title} - {exc.fix}", error_kind="config")
+            record_health(store, db.name, res)
+            return res
+        try:
+            return poller.run()
+        finally:
+            poller.source.close()
+
+
+def list_databases(store: Store, cfg: Config) -> list[dict[str, Any]]:
+    from connectors.ehr.db import safe_url
+
+    out = []
+    for d in getattr(cfg, "databases", []):
+        h = health(store, d.name)
+        out.append({"name": d.name, "url": safe_url(d.url), "profile": d.profile, "poll_minutes": d.poll_minutes,
+                    "rescan_days": d.rescan_days, "healthy": bool(h.get("ok", True)),
+                    "detail": str(h.get("detail", "not polled yet")), "last_poll_at": str(h.get("at", "")),
+                    "rows_read": int(h.get("rows_read", 0) or 0)})
+    return out

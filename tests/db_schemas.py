@@ -150,7 +150,7 @@ def opendental_base(c: sa.Connection, patients: int = 6) -> None:
 def opendental_procs(c: sa.Connection, pat: int, day: date, codes: list[int], status: int = 2) -> None:
     ins(c, "procedurelog", [{"PatNum": pat, "AptNum": 0, "ProcDate": day, "ProcFee": 85.0 + 10 * n,
                              "ProcStatus": status, "ProvNum": 1, "CodeNum": n, "CodeMod1": "", "CodeMod2": "",
-                             "CodeMod3": "", "CodeMod4": "", "DiagnosticCode": "K02.52" if n == 4 else "",
+                             "CodeMod3": "", "CodeMod4": "", "DiagnosticCode": "K02.52" if n == 4 else "Z01.20",
                              "DiagnosticCode2": "", "DiagnosticCode3": "", "DiagnosticCode4": "", "UnitQty": 1,
                              "PlaceService": 0} for n in codes])
 

@@ -113,6 +113,9 @@ class DbSource:
                     cur.execute("SET SESSION TRANSACTION READ ONLY")
                 elif backend == "sqlite":
                     cur.execute("PRAGMA query_only = ON")
+                    # CONCAT as MySQL and PostgreSQL have it (SQLite has it only from 3.44), so
+                    # the built-in profiles also read a SQLite copy of these schemas
+                    dbapi_conn.create_function("concat", -1, _concat, deterministic=True)
             finally:
                 cur.close()
 
@@ -147,7 +150,8 @@ class DbSource:
             return DbError(f"database {self.name!r}: the server at {where} refused the login for user {user!r}",
                            f"check the user and run: chargebridge db set-password {self.name}", kind="auth",
                            key=f"databases.{self.name}")
-        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)):
+        file_problem = self.backend != "sqlite" or "unable to open" in msg or "locked" in msg
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)) and file_problem:
             return DbError(f"database {self.name!r}: the server at {where} cannot be reached while {doing} "
                            f"({type(orig).__name__}{f' {code}' if code else ''})",
                            "check that the database server is running and reachable from this machine; "
@@ -335,6 +339,10 @@ class DbSource:
             raise DbError(f"database {self.name!r}: one poll would read more than {self.max_rows:,} rows",
                           f"raise databases.max_rows for {self.name!r}, or shorten rescan_days",
                           kind="budget", key=f"databases.{self.name}.max_rows")
+
+
+def _concat(*parts: Any) -> str:
+    return "".join("" if p is None else str(p) for p in parts)
 
 
 def _find_table(insp: Any, table: str) -> str | None:

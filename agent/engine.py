@@ -169,6 +169,9 @@ class Engine:
                       next_run_time=first)
         sched.add_job(self._clock_check, "interval", seconds=30, id="clock")
         sched.add_job(self.scheduled_reconcile, "cron", hour=2, minute=15, id="reconcile-nightly")
+        from agent import dbpoll
+
+        dbpoll.schedule(self, sched)  # EHR database polls (H6), on the same single worker
         sched.start()
         self.scheduler = sched
 
@@ -382,6 +385,9 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         ok = fc.path.is_dir() and not watch_error
         connectors.append({"name": f"folder {fc.path}", "kind": "ehr", "healthy": ok,
                            "detail": watch_error or ("watching" if ok else "folder missing")})
+    from agent import dbpoll
+
+    connectors += dbpoll.connectors(store, cfg)  # EHR databases (H6)
     if cfg.rcm.type:
         last_kind = last.get("error_kind", "")
         healthy = not target_error and not breaker_open and not last.get("error")

@@ -403,3 +403,36 @@ class RulesRerun(BaseModel):
     held: int = Field(ge=0)
     released: int = Field(ge=0)
     skipped_sent: int = Field(ge=0, description="already sent: never changed by a re-run")
+
+
+# -- EHR databases (H6) ---------------------------------------------------------------------------
+class DatabaseInfo(BaseModel):
+    name: str
+    url: str = Field(description="without any password (passwords live in the OS keyring)")
+    profile: str
+    poll_minutes: float
+    rescan_days: int
+    healthy: bool
+    detail: str
+    last_poll_at: str = ""
+    rows_read: int = Field(0, ge=0, description="rows the last poll read")
+
+
+class DatabasePoll(BaseModel):
+    database: str
+    new: int = Field(ge=0)
+    changed: int = Field(ge=0)
+    voided: int = Field(ge=0)
+    unchanged: int = Field(ge=0)
+    rows_read: int = Field(ge=0)
+    quarantined: int = Field(ge=0)
+    error: str = ""
+    error_kind: str = ""
+    skipped: str = ""
+
+
+class DatabaseCheck(BaseModel):
+    ok: bool
+    server: str = ""
+    problems: list[str]
+    warnings: list[str]

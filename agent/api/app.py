@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
-from agent.api import audit, config, encounters, health, quarantine, reconcile, review, sync, users
+from agent.api import audit, config, databases, encounters, health, quarantine, reconcile, review, sync, users
 from agent.service import EngineService
 from core.errors import ChargeBridgeError
 
@@ -40,6 +40,7 @@ def create_app(svc: EngineService) -> FastAPI:
     for module in (health, encounters, quarantine, sync, reconcile, users, audit, config):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(review.router, prefix=PREFIX)  # coder review queue, rules, opportunities (H7)
+    app.include_router(databases.router, prefix=PREFIX)  # EHR databases (H6)
     app.add_exception_handler(ChargeBridgeError, _chargebridge_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

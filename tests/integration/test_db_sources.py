@@ -347,3 +347,43 @@ def test_row_budget_stops_a_poll_with_a_reason(mariadb: DbServer, fast_store: St
     p.source.close()
     assert r.error_kind == "budget" and "100 rows" in r.error and "max_rows" in r.error
     assert fast_store.conn.execute("SELECT count(*) FROM encounters").fetchone()[0] == 0
+
+
+# -- end to end ------------------------------------------------------------------------------------
+def test_database_encounters_sync_and_reconcile_to_the_fhir_peer(mariadb: DbServer, clean_peer: Any,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    """Polled encounters reach the RCM once; an edited line goes as a new version of the same
+    Claim (a correction), not a second Claim; reconciliation matches them."""
+    from tests.integration.test_sync import claims_by_identifier
+
+    ehr = Ehr(mariadb, "openemr")
+    with ehr.admin.begin() as c:
+        S.openemr_base(c)
+        for e in range(1, 4):
+            S.openemr_visit(c, 8000 + e, S.days_ago(6), pid=e)
+    ehr.login()
+    home = _home(tmp_path, mariadb, ehr.db, ehr.user)
+    peer = clean_peer
+    with open(home / "chargebridge.toml", "a") as fh:
+        fh.write(f'[rcm]\ntype = "fhir"\nbase_url = "{peer.base_url}"\ntoken_url = "{peer.token_url}"\n'
+                 f'client_id = "{peer.client_id}"\ntimeout_seconds = 10\n')
+    assert run_cli("rcm", "set-secret", home=home, input=peer.client_secret + "\n").returncode == 0
+    assert run_cli("db", "set-password", "ehr", home=home, input=ehr.password + "\n").returncode == 0
+    assert json.loads(run_cli("poll", "--json", home=home).stdout)["new"] == 3
+    r = run_cli("sync", "--json", home=home, timeout=120)
+    assert json.loads(r.stdout)["delivered"] == 3, r.stdout
+    claims = claims_by_identifier(peer)
+    assert len(claims) == 3 and set(claims.values()) == {1}
+
+    ehr.sql("UPDATE billing SET fee = 140 WHERE encounter = 8001 AND code_type = 'CPT4' AND units = 1")
+    assert json.loads(run_cli("poll", "--json", home=home).stdout)["changed"] == 1
+    assert json.loads(run_cli("sync", "--json", home=home, timeout=120).stdout)["delivered"] == 1
+    claims = claims_by_identifier(peer)
+    assert len(claims) == 3 and set(claims.values()) == {1}  # the same Claim, a new version
+    prices = sorted(it.get("unitPrice", {}).get("value") for cl in peer.search("Claim", _count=100)
+                    for it in cl["item"])
+    assert prices.count(140.0) == 1 and prices.count(75.0) == 2  # only visit 8001's first line changed
+    r = run_cli("reconcile", "--json", home=home, timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    out = json.loads(r.stdout)
+    assert out["matched"] == 3 and out["field_mismatch"] == 0 and out["orphan_in_rcm"] == 0, out

@@ -182,8 +182,9 @@ class SyncJob:
         with self.store.tx():  # committed before the request: a crash now means "re-send", never "lost"
             conn.execute(f"UPDATE outbox SET state = ?, attempts = attempts + 1, updated_at = ? "
                          f"WHERE id IN ({qmarks})", [OutboxState.SENDING, ts, *ids])
+        corrections = self._corrections(by_key)
         try:
-            results = self.target.push(encounters)
+            results = self.target.push(encounters, corrections=corrections or None)
         except TargetError as exc:
             self._failed(ids, attempts, exc, res)
             return False
@@ -212,6 +213,21 @@ class SyncJob:
                     res.rejected += 1
                     res.rejections.append({"outbox_id": str(oid), "reason": r.reason})
         return True
+
+    def _corrections(self, by_key: dict[str, int]) -> dict[str, str]:
+        """business key -> the RCM's Claim id, for encounters whose earlier version was delivered: a
+        revision (a corrected export, an edited line in an EHR database) is sent as a new version
+        of that Claim, never as a second charge (H6)."""
+        out: dict[str, str] = {}
+        for key, oid in by_key.items():
+            row = self.store.conn.execute(
+                "SELECT p.remote_ids FROM outbox o JOIN outbox p ON p.encounter_id = o.encounter_id "
+                "AND p.version < o.version AND p.state = ? WHERE o.id = ? ORDER BY p.version DESC LIMIT 1",
+                (OutboxState.DELIVERED, oid)).fetchone()
+            claim = json.loads(row[0]).get("Claim") if row else None
+            if isinstance(claim, str) and claim:
+                out[key] = claim
+        return out
 
     def _failed(self, ids: list[int], attempts: dict[int, int], exc: TargetError, res: SyncResult) -> None:
         res.error, res.error_kind = str(exc), exc.kind

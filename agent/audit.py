@@ -18,6 +18,12 @@ A deleted *last* entry leaves no gap, so each append also writes a head pointer,
 ``settings['audit.head'] = {"seq": N, "hash": "..."}``, in the same transaction; :func:`verify`
 compares the end of the chain with it.
 
+Retention (agent/retention.py) may remove the oldest entries (older than ``[retention]
+audit_days``). It removes a prefix of the chain only and records where the kept part starts,
+``settings['audit.anchor'] = {"seq": N, "hash": "..."}`` (entry N's hash), plus an
+``audit.prune`` entry naming N; :func:`verify` then checks entry N+1 against the anchor instead
+of the genesis value, so every kept entry is still proven.
+
 What is (and is not) stored. ``before`` and ``after`` are reduced to the SHA-256 of their
 canonical JSON (:func:`digest`): the audit table can prove what a record looked like without
 holding a second copy of it, so it never becomes another place patient data lives. ``detail``
@@ -45,6 +51,7 @@ from agent.store import Store, now
 
 GENESIS = "0" * 64
 HEAD_KEY = "audit.head"
+ANCHOR_KEY = "audit.anchor"  # where the chain starts after retention removed its oldest entries
 
 _COLUMNS = ("id", "seq", "at", "actor", "action", "target", "before_sha256", "after_sha256", "detail",
             "prev_hash", "hash")
@@ -279,7 +286,7 @@ def _storage_order(rows: list[_Row]) -> list[Problem]:
     return out
 
 
-def _moved(rows: list[_Row], self_ok: dict[int, bool]) -> dict[int, int]:
+def _moved(rows: list[_Row], self_ok: dict[int, bool], start: tuple[str, int] = (GENESIS, 0)) -> dict[int, int]:
     """{row seq: seq of the entry whose content it really holds} for rows whose content was moved
     under another number. Such a row fails its own hash but hashes correctly under the seq its
     prev_hash link points to; links are followed from the intact rows outwards, so a swapped
@@ -289,7 +296,7 @@ def _moved(rows: list[_Row], self_ok: dict[int, bool]) -> dict[int, int]:
     for row in rows:
         if not self_ok[row.seq]:
             waiting.setdefault(row.prev_hash, []).append(row)
-    queue: list[tuple[Any, int]] = [(GENESIS, 0)] + [(row.hash, row.seq) for row in rows if self_ok[row.seq]]
+    queue: list[tuple[Any, int]] = [start] + [(row.hash, row.seq) for row in rows if self_ok[row.seq]]
     moved: dict[int, int] = {}
     while queue and waiting:
         h, s = queue.pop()
@@ -314,17 +321,20 @@ def verify(store: Store) -> list[Problem]:
     try:
         raw = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM audit ORDER BY id").fetchall()
         head_text = store.setting(HEAD_KEY)
+        anchor = _parse_head(store.setting(ANCHOR_KEY))
     finally:
         if own:
             conn.execute("ROLLBACK")
     head = _parse_head(head_text)
+    base_seq, base_hash = anchor if anchor is not None else (0, GENESIS)
 
     problems: list[Problem] = []
     rows: list[_Row] = []
     for r in raw:
         row = _Row(id=int(r[0]), seq=r[1], values=tuple(r[1:10]), hash=r[10])
         if isinstance(row.seq, int) and not isinstance(row.seq, bool) and row.seq >= 1:
-            rows.append(row)
+            if row.seq > base_seq:  # entries up to the anchor were pruned; one left behind is not checked
+                rows.append(row)
         else:
             problems.append(Problem(0, "edited", f"the audit row with id {row.id} was edited: its entry number "
                                                  f"{row.seq!r} is not a valid sequence number"))
@@ -340,7 +350,7 @@ def verify(store: Store) -> list[Problem]:
     problems += _storage_order(rows)
 
     # 2. Contents moved between rows with the seq numbers left in place.
-    moved = _moved(rows, self_ok)
+    moved = _moved(rows, self_ok, (base_hash, base_seq))
     if moved:
         involved = sorted(set(moved) | set(moved.values()))
         problems.append(Problem(involved[0], "reordered",
@@ -351,10 +361,10 @@ def verify(store: Store) -> list[Problem]:
     for i, row in enumerate(by_seq):
         prev = by_seq[i - 1] if i else None
         nxt = by_seq[i + 1] if i + 1 < len(by_seq) else None
-        if prev is None and row.seq > 1:
-            problems.append(Problem(1, "deleted", f"{_span(1, row.seq - 1)} "
-                                                  f"{'is' if row.seq == 2 else 'are'} missing (deleted): "
-                                                  f"the trail starts at entry {row.seq}"))
+        if prev is None and row.seq > base_seq + 1:
+            problems.append(Problem(base_seq + 1, "deleted", f"{_span(base_seq + 1, row.seq - 1)} "
+                                    f"{'is' if row.seq == base_seq + 2 else 'are'} missing (deleted): "
+                                    f"the trail starts at entry {row.seq}"))
         elif prev is not None and row.seq > prev.seq + 1:
             problems.append(Problem(prev.seq + 1, "deleted",
                                     f"{_span(prev.seq + 1, row.seq - 1)} "
@@ -380,8 +390,11 @@ def verify(store: Store) -> list[Problem]:
                                                            "matches its hash"))
             continue
         # a self-consistent entry: does it link to its predecessor?
-        if row.seq == 1:
-            if row.prev_hash != GENESIS:
+        if row.seq == base_seq + 1:
+            if base_seq and row.prev_hash != base_hash:
+                problems.append(Problem(row.seq, "chain", f"entry {row.seq} does not continue the chain from "
+                                                          f"where retention cut it (entry {base_seq})"))
+            elif not base_seq and row.prev_hash != GENESIS:
                 problems.append(Problem(1, "chain", "entry 1 does not start the chain: its prev_hash is not "
                                                     "the genesis value (it was rewritten with a recomputed hash)"))
         elif prev is not None and prev.seq == row.seq - 1 and prev.seq not in moved:

@@ -451,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_db import register as register_db
 
     register_db(sub)  # db set-password | db test, poll (H6)
+    from agent.cli_admin import register as register_admin
+
+    register_admin(sub)  # config export/import, backup, restore, rekey, prune (H8)
     return p
 
 

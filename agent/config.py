@@ -115,6 +115,24 @@ class ApiConfig:
 
 
 @dataclass
+class BackupConfig:
+    """``[backup]``: nightly backups (agent/backup.py). ``dir = ""`` means none are scheduled."""
+
+    dir: str = ""
+    keep: int = 7  # newest backups kept in ``dir``; older ChargeBridge backups there are removed
+    at: str = "01:30"  # local time, "HH:MM"
+
+
+@dataclass
+class RetentionConfig:
+    """``[retention]``: pruning of old patient data (agent/retention.py)."""
+
+    days: int = 400  # delivered + reconciled encounters (and their documents) older than this go
+    audit_days: int = 2190  # audit entries are kept longer (6 years: HIPAA documentation retention)
+    at: str = "03:30"  # local time of the nightly prune, "HH:MM"
+
+
+@dataclass
 class RulesConfig:
     """``[rules]`` (H7): charge capture rules on/off and severity per practice (see agent/rules/)."""
 
@@ -144,6 +162,8 @@ class Config:
     rcm: RcmConfig = field(default_factory=RcmConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     databases: list[DatabaseConfig] = field(default_factory=list)  # [[databases]]: agent/dbconfig.py
     source: Path | None = None
@@ -170,7 +190,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api", "rules", "databases"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases"}
     for key in raw:
         if key not in known:
             v.fail(key, "is not a known section", ", ".join(sorted(known)))
@@ -242,6 +262,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
                         port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)))
     if cfg.api.host not in ("127.0.0.1", "localhost", "::1"):
         v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
+    _parse_data_care(v, raw, cfg)
     cfg.rules = _rules(v, v.table(raw, "rules"))
     folders = raw.get("folders", [])
     if not isinstance(folders, list):
@@ -279,6 +300,38 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         cfg.folders.append(fc)
     cfg.databases = parse_databases(v, raw.get("databases", []))
     return cfg
+
+
+def _parse_data_care(v: _Validator, raw: dict[str, Any], cfg: Config) -> None:
+    """[backup] and [retention] (issue 13, H8)."""
+    from agent.mismatches import default_window
+
+    start, end = default_window()
+    min_days = (end - start).days  # retention never shortens what reconciliation still reads
+    backup = v.table(raw, "backup")
+    v.known(backup, "backup", {"dir", "keep", "at"})
+    cfg.backup = BackupConfig(dir=v.string(backup, "backup.dir", ""),
+                              keep=int(v.number(backup, "backup.keep", 7, lo=1, hi=3650, integer=True)),
+                              at=v.string(backup, "backup.at", "01:30"))
+    ret = v.table(raw, "retention")
+    v.known(ret, "retention", {"days", "audit_days", "at"})
+    days = int(v.number(ret, "retention.days", 400, lo=min_days, hi=36500, integer=True))
+    cfg.retention = RetentionConfig(
+        days=days,
+        audit_days=int(v.number(ret, "retention.audit_days", 2190, lo=days, hi=36500, integer=True)),
+        at=v.string(ret, "retention.at", "03:30"))
+    for key, val in (("backup.at", cfg.backup.at), ("retention.at", cfg.retention.at)):
+        if parse_clock(val) is None:
+            v.fail(key, f"= {val!r} is not a time of day", '"02:30" (24-hour local time)')
+
+
+def parse_clock(text: str) -> tuple[int, int] | None:
+    """"HH:MM" (24-hour) as (hour, minute); None when it is not one."""
+    hh, sep, mm = text.partition(":")
+    if not sep or not (hh.isdigit() and mm.isdigit()) or len(mm) != 2 or len(hh) > 2:
+        return None
+    h, m = int(hh), int(mm)
+    return (h, m) if 0 <= h <= 23 and 0 <= m <= 59 else None
 
 
 def _rules(v: _Validator, t: dict[str, Any]) -> RulesConfig:

@@ -169,6 +169,9 @@ class Engine:
                       next_run_time=first)
         sched.add_job(self._clock_check, "interval", seconds=30, id="clock")
         sched.add_job(self.scheduled_reconcile, "cron", hour=2, minute=15, id="reconcile-nightly")
+        from agent.retention import schedule_jobs  # nightly prune and backup ([retention], [backup])
+
+        schedule_jobs(self, sched)
         from agent import dbpoll
 
         dbpoll.schedule(self, sched)  # EHR database polls (H6), on the same single worker

@@ -13,6 +13,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from agent import keyrecovery
 from core.errors import KeyringUnavailable, StoreKeyError
 from core.paths import Paths
 from core.secrets import (  # noqa: F401 - re-exported for the engine's callers
@@ -58,6 +59,7 @@ def store_key(paths: Paths, key_source: str, *, create: bool) -> bytes:
     """The 32-byte key for ``paths.store``; creates one when the store is new and ``create``."""
     if key_source == "passphrase":
         return _passphrase_key(paths, create=create)
+    keyrecovery.recover(paths)  # a rekey a crash interrupted is finished (or undone) before the key is used
     exists = paths.store.exists()
     value = _keyring_get(paths)
     if value is None:

@@ -204,6 +204,14 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         ],
     ),
     (
+        8,
+        # Retention (agent/retention.py): what pruned encounters were, as counts per month of
+        # service, kind and state, so KPIs over old periods survive the rows themselves.
+        [("CREATE TABLE retention_counts (month TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL, "
+          "encounters INTEGER NOT NULL DEFAULT 0, lines INTEGER NOT NULL DEFAULT 0, "
+          "charges TEXT NOT NULL DEFAULT '0', PRIMARY KEY (month, kind, state))")],
+    ),
+    (
         7,
         # Charge rules (agent/rules/, H7): the practice's imported CMS MUE table, and the coder's
         # review decisions (approve / reject), each tied to the content it was made on.
@@ -258,6 +266,8 @@ class Store:
                 "was copied from another machine or the keyring was reset — or restore the "
                 "store from backup",
             ) from None
+        if not existed:  # a new store frees pages on retention's incremental vacuum (older ones: retention)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA temp_store = MEMORY")

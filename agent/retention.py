@@ -270,7 +270,7 @@ def compact(store: Store) -> str:
     conn = store.conn
     mode = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
     if mode == 2:
-        conn.execute("PRAGMA incremental_vacuum")
+        conn.execute("PRAGMA incremental_vacuum").fetchall()  # one row per freed page: step to the end
         did = "incremental"
     else:  # a store made before incremental vacuum: one full VACUUM switches it (needs room for a copy)
         free = shutil.disk_usage(store.paths.home).free

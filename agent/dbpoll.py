@@ -28,13 +28,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from agent.dbconfig import DatabaseConfig
-from agent.pipeline import Pipeline
+from agent.pipeline import Analysis, Outcome, Pipeline
 from agent.store import Store, now
 from connectors.ehr.db import DbError, DbSource, load_profile
 from connectors.ehr.dbrows import MAGIC
 from core import secrets as core_secrets
 from core.errors import ConfigError, NotFound
-from core.model import content_hash
+from core.model import Encounter, Rejected, content_hash
 from core.paths import Paths
 from core.states import DocumentStatus, EncounterState
 
@@ -156,7 +156,8 @@ class Poller:
             for key, h, voided in conn.execute(
                     f"SELECT key, hash, voided FROM db_encounters WHERE name = ? AND key IN ({marks})", [name, *chunk]):
                 known[key] = (h, voided)
-        send: list[dict[str, Any]] = []
+        send: list[str] = []  # encounter JSON texts for the raw document
+        fresh: list[Encounter] = []
         upserts: list[tuple[Any, ...]] = []
         voids: list[str] = []
         ts = now()
@@ -180,18 +181,40 @@ class Poller:
             else:
                 res.unchanged += 1
                 continue
-            send.append(json.loads(blob))
+            send.append(blob)
+            fresh.append(enc)
             upserts.append((name, key, raw, dos, h, 0, ts))
         res.voided = len(voids)
         res.keys["voided"] = voids
         self._commit(res, fetched.cursor, send, upserts, voids)
         if res.document_id is not None:
-            out = self.pipeline.process(res.document_id)
-            res.quarantined = out.quarantined
+            res.quarantined = self._process(res.document_id, fresh).quarantined
         log.info("database %s: poll read %d rows: new %d, changed %d, voided %d, unchanged %d", name,
                  res.rows_read, res.new, res.changed, res.voided, res.unchanged)
 
-    def _commit(self, res: PollResult, cursor: dict[str, Any], send: list[dict[str, Any]],
+    def _process(self, doc_id: int, encounters: list[Encounter]) -> Outcome:
+        """The pipeline's second step for the document just committed, from the encounters in
+        hand (what :meth:`Pipeline.process` would get back by parsing the document; it does
+        exactly that if this process dies first and the document is recovered)."""
+        p = self.pipeline
+        a = Analysis(fmt="db")
+        max_lines = p.budgets.max_lines_per_encounter
+        for n, enc in enumerate(encounters, start=1):
+            if len(enc.lines) > max_lines:
+                a.others.append(Rejected(f"encounter {n}", (
+                    f"the visit has {len(enc.lines):,} charge lines in the database, over the limit of "
+                    f"{max_lines:,} per encounter (ingest.max_lines_per_encounter); check it in the EHR")))
+                continue
+            try:
+                a.rows.append(p._encounter_row(enc))
+            except Exception as exc:  # one encounter must not sink the poll
+                log.error("checking encounter %d of a database poll failed with %s", n, type(exc).__name__)
+                a.others.append(Rejected(f"encounter {n}", (
+                    f"the encounter could not be checked ({type(exc).__name__}); it is kept in the store - "
+                    "report this to ChargeBridge support, then reprocess it")))
+        return p.commit(doc_id, a)
+
+    def _commit(self, res: PollResult, cursor: dict[str, Any], send: list[str],
                 upserts: list[tuple[Any, ...]], voids: list[str]) -> None:
         """The poll's one transaction: raw document, hashes, voids and cursor together."""
         conn = self.store.conn
@@ -201,8 +224,8 @@ class Poller:
             if send:
                 import hashlib
 
-                data = json.dumps({"format": MAGIC, "database": name, "polled_at": ts, "encounters": send},
-                                  separators=(",", ":")).encode()
+                head = json.dumps({"format": MAGIC, "database": name, "polled_at": ts}, separators=(",", ":"))
+                data = (head[:-1] + ',"encounters":[' + ",".join(send) + "]}").encode()
                 cur = conn.execute(
                     "INSERT INTO documents (sha256, origin, source, format, profile, size, content, status,"
                     " received_at) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -45,6 +45,7 @@ OPENEMR_DDL = [
     """CREATE TABLE patient_data (id {auto}, pid BIGINT NOT NULL, pubpid VARCHAR(255), fname VARCHAR(255),
        lname VARCHAR(255), mname VARCHAR(255), DOB DATE, sex VARCHAR(255), street VARCHAR(255), city VARCHAR(255),
        state VARCHAR(255), postal_code VARCHAR(255), phone_home VARCHAR(255))""",
+    "CREATE UNIQUE INDEX pd_pid ON patient_data (pid)",  # OpenEMR: UNIQUE KEY pid
     "CREATE TABLE users (id BIGINT PRIMARY KEY, username VARCHAR(255), fname VARCHAR(255), lname VARCHAR(255), "
     "npi VARCHAR(15))",
     "CREATE TABLE facility (id INTEGER PRIMARY KEY, name VARCHAR(255), pos_code SMALLINT)",
@@ -59,6 +60,7 @@ OPENEMR_DDL = [
     "CREATE TABLE insurance_companies (id INTEGER PRIMARY KEY, name VARCHAR(255), cms_id VARCHAR(15))",
     """CREATE TABLE insurance_data (id {auto}, type VARCHAR(20), provider VARCHAR(255), policy_number VARCHAR(255),
        group_number VARCHAR(255), subscriber_relationship VARCHAR(255), date DATE, pid BIGINT)""",
+    "CREATE INDEX ins_pid_type_date ON insurance_data (pid, type, date)",  # OpenEMR: KEY pid_type_date
 ]
 
 OPENDENTAL_DDL = [

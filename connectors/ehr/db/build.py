@@ -44,6 +44,8 @@ SOURCE = "db"
 
 def text(v: Any, limit: int = MAX_TEXT) -> str:
     """A database value as bounded text: dates as ISO, numbers as their text, bytes decoded."""
+    if type(v) is str:
+        return v.strip()[:limit]
     if v is None:
         return ""
     if isinstance(v, datetime):

@@ -387,3 +387,62 @@ def test_database_encounters_sync_and_reconcile_to_the_fhir_peer(mariadb: DbServ
     assert r.returncode in (0, 1), r.stderr
     out = json.loads(r.stdout)
     assert out["matched"] == 3 and out["field_mismatch"] == 0 and out["orphan_in_rcm"] == 0, out
+
+
+# -- engine ----------------------------------------------------------------------------------------
+def test_engine_polls_on_its_schedule_and_reports_health(mariadb: DbServer, tmp_path: Path,  # noqa: F811
+                                                         keyring_ok: None) -> None:
+    import requests
+
+    from agent import config as configmod
+    from agent import dbpoll
+    from agent.engine import Engine
+    from agent.users import add_user
+    from core.paths import Paths
+    from tests.conftest import wait_until
+
+    ehr = Ehr(mariadb, "openemr")
+    with ehr.admin.begin() as c:
+        S.openemr_base(c)
+        for e in range(1, 4):
+            S.openemr_visit(c, 2000 + e, S.days_ago(2), pid=e)
+    ehr.login()
+    paths = Paths.resolve(tmp_path / "home")
+    paths.ensure()
+    paths.config.write_text(f'[api]\nport = 0\n[[databases]]\nname = "ehr"\n'
+                            f'url = "{mariadb.url_no_password(ehr.db, ehr.user)}"\nprofile = "openemr"\n')
+    cfg = configmod.load(paths.config)
+    dbpoll.set_password(paths, cfg.databases[0], ehr.password)
+    eng = Engine(paths, cfg)
+    eng.start()
+    try:
+        tokens = {r: add_user(eng.store(), f"{r}-user", r) for r in ("front_desk", "manager")}
+        url = f"http://127.0.0.1:{eng.port}/api/v1"
+
+        def conn() -> dict[str, Any]:
+            st = requests.get(f"{url}/status", headers={"Authorization": f"Bearer {tokens['front_desk']}"},
+                              timeout=10).json()
+            return next((c for c in st["connectors"] if c["name"] == "database ehr"), {})
+
+        assert wait_until(lambda: "3 new" in conn().get("detail", ""), timeout=60), conn()
+        assert conn()["healthy"] is True and conn()["kind"] == "ehr"
+        h = {"Authorization": f"Bearer {tokens['manager']}"}
+        page = requests.get(f"{url}/databases", headers=h, timeout=10).json()
+        assert page["total"] == 1 and "@" in page["items"][0]["url"] and ehr.password not in json.dumps(page)
+        r = requests.post(f"{url}/databases/ehr/poll", headers={"Authorization": f"Bearer {tokens['front_desk']}"},
+                          timeout=60)
+        assert r.status_code == 403
+        assert requests.post(f"{url}/databases/nosuch/poll", headers=h, timeout=60).status_code == 404
+        mariadb.stop()
+        try:
+            r = requests.post(f"{url}/databases/ehr/poll", headers=h, timeout=120)
+            assert r.status_code == 200 and r.json()["error_kind"] == "unreachable", r.text
+            assert conn()["healthy"] is False and "next try after" in conn()["detail"]
+            assert dbpoll.backing_off(eng.store(), "ehr")  # the scheduled polls wait out the backoff
+        finally:
+            mariadb._spawn()
+        r = requests.post(f"{url}/databases/ehr/poll", headers=h, timeout=120)
+        assert r.json()["unchanged"] == 3 and not r.json()["error"], r.text
+        assert conn()["healthy"] is True
+    finally:
+        eng.stop()

@@ -36,7 +36,7 @@ from core import secrets as core_secrets
 from core.errors import ConfigError, NotFound
 from core.model import Encounter, Rejected, content_hash
 from core.paths import Paths
-from core.states import DocumentStatus, EncounterState
+from core.states import DocumentStatus, EncounterState, OutboxState
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -248,6 +248,9 @@ class Poller:
                 conn.execute("UPDATE encounters SET state = ?, version = version + 1, "
                              "content_hash = 'voided:' || content_hash, updated_at = ? WHERE id = ?",
                              (EncounterState.VOIDED, ts, row[0]))
+                # Not sent yet: it never will be. Sent: the next sync cancels the RCM's Claim.
+                conn.execute("DELETE FROM outbox WHERE encounter_id = ? AND state IN (?, ?)",
+                             (row[0], OutboxState.QUEUED, OutboxState.FAILED))
                 self.store.event("encounter.voided", encounter_id=int(row[0]),
                                  detail={"database": name, "version": int(row[1]) + 1})
             conn.execute("INSERT INTO db_cursors (name, cursor, updated_at) VALUES (?,?,?) ON CONFLICT(name) DO "

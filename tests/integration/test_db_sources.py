@@ -388,6 +388,20 @@ def test_database_encounters_sync_and_reconcile_to_the_fhir_peer(mariadb: DbServ
     out = json.loads(r.stdout)
     assert out["matched"] == 3 and out["field_mismatch"] == 0 and out["orphan_in_rcm"] == 0, out
 
+    # A void in the EHR cancels the Claim at the RCM (a new version, status cancelled), once.
+    ehr.sql("UPDATE billing SET activity = 0 WHERE encounter = 8002")
+    assert json.loads(run_cli("poll", "--json", home=home).stdout)["voided"] == 1
+    run_cli("sync", "--json", home=home, timeout=120)
+    run_cli("sync", "--json", home=home, timeout=120)
+    by_status = sorted(cl["status"] for cl in peer.search("Claim", _count=100))
+    assert by_status == ["active", "active", "cancelled"], by_status
+    assert len(claims_by_identifier(peer)) == 3
+    cancelled = next(cl["id"] for cl in peer.search("Claim", _count=100) if cl["status"] == "cancelled")
+    history = peer.fhir("GET", f"Claim/{cancelled}/_history").json()
+    assert len(history.get("entry", [])) == 2  # created, then cancelled once (the second sync did nothing)
+    out = json.loads(run_cli("reconcile", "--json", home=home, timeout=120).stdout)
+    assert out["matched"] == 2 and out["orphan_in_rcm"] == 0 and out["missing_in_rcm"] == 0, out
+
 
 # -- engine ----------------------------------------------------------------------------------------
 def test_engine_polls_on_its_schedule_and_reports_health(mariadb: DbServer, tmp_path: Path,  # noqa: F811

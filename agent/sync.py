@@ -161,6 +161,8 @@ class SyncJob:
             last = batch[-1][0]  # each item at most once per run, even when it fails again
             if not self._send(batch, res):
                 break
+        if not res.error:
+            self._cancel_voids()
         res.remaining = sum(v for k, v in self.outbox.counts().items() if k in (OutboxState.QUEUED, OutboxState.FAILED))
         if self.breaker:
             self.breaker.record(not res.error, res.error)
@@ -213,6 +215,38 @@ class SyncJob:
                     res.rejected += 1
                     res.rejections.append({"outbox_id": str(oid), "reason": r.reason})
         return True
+
+    def _cancel_voids(self) -> int:
+        """Encounters voided in the EHR after their Claim was delivered: cancel the Claim at the
+        RCM (once per voided version; an event row records it). Targets without ``cancel`` leave
+        them to reconciliation, which shows the Claim as not in the EHR. (H6)"""
+        cancel = getattr(self.target, "cancel", None)
+        if cancel is None:
+            return 0
+        conn = self.store.conn
+        rows = conn.execute(
+            "SELECT e.id, e.version, (SELECT o.remote_ids FROM outbox o WHERE o.encounter_id = e.id AND o.state = ? "
+            "ORDER BY o.version DESC LIMIT 1) AS remote FROM encounters e WHERE e.state = ? AND remote IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM events v WHERE v.encounter_id = e.id AND v.kind IN "
+            "('encounter.cancelled', 'encounter.cancel_refused') AND json_extract(v.detail, '$.version') = e.version)",
+            (OutboxState.DELIVERED, EncounterState.VOIDED)).fetchall()
+        done = 0
+        for enc_id, version, remote in rows:
+            claim = json.loads(remote).get("Claim")
+            if self.stop.is_set() or not isinstance(claim, str):
+                continue
+            try:
+                ok, why = cancel(claim)
+            except TargetError as exc:
+                log.warning("cancelling a voided claim failed (%s); the next sync tries again", exc.kind)
+                break
+            with self.store.tx():
+                self.store.event("encounter.cancelled" if ok else "encounter.cancel_refused", encounter_id=enc_id,
+                                 detail={"version": version, "Claim": claim, **({} if ok else {"reason": why})})
+            done += int(ok)
+        if done:
+            log.info("cancelled %d claim(s) voided in the EHR", done)
+        return done
 
     def _corrections(self, by_key: dict[str, int]) -> dict[str, str]:
         """business key -> the RCM's Claim id, for encounters whose earlier version was delivered: a

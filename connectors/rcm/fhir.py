@@ -273,6 +273,31 @@ class FhirTarget:
                                       reason=failed.get(key, "the RCM did not take the claim")))
         return out
 
+    def cancel(self, claim_id: str) -> tuple[bool, str]:
+        """Cancel one of our Claims (the EHR voided the visit): a new version of the Claim with
+        status ``cancelled``. Returns (done, what happened); raises :class:`TargetError` when the
+        RCM cannot be asked (the next sync tries again). (H6)"""
+        if not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", claim_id or ""):
+            return False, "the stored Claim id is not a FHIR id"
+        url = f"{self.base_url}/Claim/{claim_id}"
+        r = self._request("GET", url)
+        if r.status_code in (404, 410):
+            return True, "the Claim is already gone at the RCM"
+        if r.status_code != 200:
+            raise _status_error(r, "the RCM")
+        claim = r.json()
+        if not isinstance(claim, dict) or claim.get("resourceType") != "Claim":
+            raise TargetError("the RCM answered a Claim read with something else", kind=Kind.PROTOCOL)
+        if claim.get("status") == "cancelled":
+            return True, "already cancelled"
+        claim["status"] = "cancelled"
+        r = self._request("PUT", url, json=claim)
+        if r.status_code in (200, 201):
+            return True, "cancelled"
+        if r.status_code in (400, 409, 412, 422):
+            return False, outcome_text(r)
+        raise _status_error(r, "the RCM")
+
     # -- fetch -----------------------------------------------------------------------------
     def fetch_charges(self, start: date, end: date) -> list[RemoteCharge]:
         """The RCM's Claims whose service dates fall in [start, end], with their patients."""
@@ -298,6 +323,8 @@ class FhirTarget:
             params = None
         out = []
         for c in claims:
+            if c.get("status") in ("cancelled", "entered-in-error"):  # voided: no longer a charge
+                continue
             rc = _remote_charge(c, patients)
             if rc.dos and start.isoformat() <= rc.dos <= end.isoformat():
                 out.append(rc)

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.dbconfig import DatabaseConfig, parse_databases  # [[databases]] (H6)
 from connectors.ehr import FORMATS as _EHR_FORMATS
 from connectors.ehr.limits import Budgets
 from connectors.rcm import target_types
 from core.errors import ConfigError
 from core.urls import check_url
-
-from agent.dbconfig import DatabaseConfig, parse_databases  # [[databases]] (H6)
 
 FORMATS = ("auto", *_EHR_FORMATS)  # the registered EHR formats
 AFTER_ACTIONS = ("archive", "move")

@@ -50,7 +50,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "backup": asdict(cfg.backup),  # [backup] and [retention]: agent/backup.py, agent/retention.py
         "retention": asdict(cfg.retention),
         "folders": [folder(f) for f in cfg.folders],
-        **({"databases": [asdict(d) for d in cfg.databases]} if getattr(cfg, "databases", None) else {}),
+        "databases": [asdict(d) for d in getattr(cfg, "databases", [])],
         "rules": asdict(cfg.rules),  # [rules] (H7): charge rules on/off and severities
     }
 

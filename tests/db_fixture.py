@@ -173,7 +173,7 @@ def start_mariadb(base: Path) -> DbServer:
                                                                   if Path("/usr/sbin/mariadbd").exists() else None)
     installer = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
     if not daemon or not installer:
-        pytest.skip("MariaDB is not installed (scripts/setup.sh installs mariadb-server)")
+        pytest.fail("MariaDB is not installed (scripts/setup.sh installs mariadb-server): the DB tests need the real server")
     data, sock = base / "data", base / "mysqld.sock"
     data.mkdir(parents=True)
     user = ["--user=root"] if os.geteuid() == 0 else []
@@ -198,7 +198,7 @@ def start_mariadb(base: Path) -> DbServer:
 def start_postgres(base: Path) -> DbServer:
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (scripts/setup.sh installs postgresql)")
+        pytest.fail("PostgreSQL is not installed (scripts/setup.sh installs postgresql): the DB tests need the real server")
     run_as = ""
     if os.geteuid() == 0:
         run_as = "postgres"

@@ -141,8 +141,9 @@ def test_put_config_needs_every_section(engine) -> None:
     cfg = call(engine, "GET", "/config").json()["config"]
     body = error(call(engine, "PUT", "/config", json={}), 422)
     assert body["key"] in cfg and "PATCH" in body["fix"]
-    partial = {k: v for k, v in cfg.items() if k != "folders"}
-    assert error(call(engine, "PUT", "/config", json=partial), 422)["key"] == "folders"
+    for section in ("folders", "databases", "rules"):  # an empty list is still a section that must be named
+        partial = {k: v for k, v in cfg.items() if k != section}
+        assert error(call(engine, "PUT", "/config", json=partial), 422)["key"] == section
     assert engine.paths.config.read_text() == before and len(engine.config.folders) == 1
     assert call(engine, "PUT", "/config", json=cfg).json()["changed"] == []
 

@@ -268,6 +268,8 @@ def _audit(store: Store, cutoff_ts: str, *, dry_run: bool, actor: str) -> int:
 def compact(store: Store) -> str:
     """Give freed pages back to the file system; what was done."""
     conn = store.conn
+    with store.tx():  # the search index keeps deleted rows' trigrams until its segments merge
+        conn.execute("INSERT INTO encounter_search (encounter_search) VALUES ('optimize')")
     mode = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
     if mode == 2:
         conn.execute("PRAGMA incremental_vacuum").fetchall()  # one row per freed page: step to the end

@@ -310,8 +310,18 @@ class Engine:
 
     def sync_now(self) -> None:
         """Run a sync as soon as the sync worker is free (no waiting)."""
-        if self.scheduler is not None:
-            self.scheduler.add_job(self.run_sync, id="sync-now", replace_existing=True)
+        if self.scheduler is None:
+            return
+        from apscheduler.jobstores.base import JobLookupError
+
+        for _ in range(3):
+            try:
+                self.scheduler.add_job(self.run_sync, id="sync-now", replace_existing=True)
+                return
+            except JobLookupError:
+                # the previous one-shot "sync-now" finished and was removed between the conflict
+                # check and the replace (APScheduler 3 race); adding again now succeeds
+                continue
 
     def _clock_check(self) -> None:
         """Catch-up after the machine slept or the clock jumped: wall time and monotonic disagree."""

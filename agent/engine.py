@@ -400,7 +400,9 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
                            "detail": watch_error or ("watching" if ok else "folder missing")})
     from agent import dbpoll
 
-    connectors += dbpoll.connectors(store, cfg)  # EHR databases (H6)
+    databases = dbpoll.connectors(store, cfg)  # EHR databases
+    connectors += databases
+    databases_down = [c for c in databases if not c["healthy"]]
     if cfg.rcm.type:
         last_kind = last.get("error_kind", "")
         healthy = not target_error and not breaker_open and not last.get("error")
@@ -423,6 +425,9 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         state, reason = EngineState.ERROR, last.get("error", "")
     elif watch_error:
         state, reason = EngineState.ERROR, watch_error
+    elif databases_down:  # charges stop flowing from that EHR: the tray must not show "all good"
+        state = EngineState.ERROR
+        reason = "; ".join(f"{c['name']}: {c['detail']}" for c in databases_down)
     elif (counts.get(DocumentStatus.QUARANTINED, 0) or counts.get(EncounterState.NEEDS_REVIEW, 0)
           or outbox.get(OutboxState.REJECTED, 0)):
         state = EngineState.ATTENTION

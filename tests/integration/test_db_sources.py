@@ -433,10 +433,12 @@ def test_engine_polls_on_its_schedule_and_reports_health(mariadb: DbServer, tmp_
         tokens = {r: add_user(eng.store(), f"{r}-user", r) for r in ("front_desk", "manager")}
         url = f"http://127.0.0.1:{eng.port}/api/v1"
 
+        def status() -> dict[str, Any]:
+            return dict(requests.get(f"{url}/status", headers={"Authorization": f"Bearer {tokens['front_desk']}"},
+                                     timeout=10).json())
+
         def conn() -> dict[str, Any]:
-            st = requests.get(f"{url}/status", headers={"Authorization": f"Bearer {tokens['front_desk']}"},
-                              timeout=10).json()
-            return next((c for c in st["connectors"] if c["name"] == "database ehr"), {})
+            return next((c for c in status()["connectors"] if c["name"] == "database ehr"), {})
 
         assert wait_until(lambda: "3 new" in conn().get("detail", ""), timeout=60), conn()
         assert conn()["healthy"] is True and conn()["kind"] == "ehr"
@@ -452,11 +454,13 @@ def test_engine_polls_on_its_schedule_and_reports_health(mariadb: DbServer, tmp_
             r = requests.post(f"{url}/databases/ehr/poll", headers=h, timeout=120)
             assert r.status_code == 200 and r.json()["error_kind"] == "unreachable", r.text
             assert conn()["healthy"] is False and "next try after" in conn()["detail"]
+            st = status()  # the tray shows it too: the engine's state is an error naming the database
+            assert st["state"] == "error" and "database ehr" in st["reason"], st
             assert dbpoll.backing_off(eng.store(), "ehr")  # the scheduled polls wait out the backoff
         finally:
             mariadb._spawn()
         r = requests.post(f"{url}/databases/ehr/poll", headers=h, timeout=120)
         assert r.json()["unchanged"] == 3 and not r.json()["error"], r.text
-        assert conn()["healthy"] is True
+        assert conn()["healthy"] is True and status()["state"] != "error"
     finally:
         eng.stop()

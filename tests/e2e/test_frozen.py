@@ -53,7 +53,8 @@ def _check(fn, *args, **kw):  # type: ignore[no-untyped-def]
 def test_bundle_layout_size_and_trim(frozen_exe: Path) -> None:
     internal = frozen_exe.parent / "_internal"
     for data in ("agent/data/synthea_demo_chargemaster.toml", "agent/demo_data/visit-20261120-0001.hl7",
-                 "connectors/ehr/profiles/generic.toml", "connectors/ehr/profiles/synthea.toml"):
+                 "connectors/ehr/profiles/generic.toml", "connectors/ehr/profiles/synthea.toml",
+                 "connectors/ehr/profiles/db/openemr.toml", "connectors/ehr/profiles/db/opendental.toml"):
         assert (internal / data).is_file(), f"package data {data} is not in the bundle"
     assert list((internal / "simple_icd_10_cm" / "data").glob("*.xml")), "the ICD-10-CM code set is not bundled"
     for dist in ("keyring", "APScheduler", "simple_icd_10_cm"):
@@ -68,9 +69,14 @@ def test_bundle_layout_size_and_trim(frozen_exe: Path) -> None:
             m in p.name for m in ("Qml", "Quick", "Pdf", "WebEngine", "Multimedia", "Network", "OpenGL", "Sql"))]
         assert not unwanted, f"unused Qt libraries in the bundle: {unwanted}"
         assert not list(internal.glob("libgtk-3*")), "GTK is in the bundle"
+    # the EHR database drivers travel with the build (psycopg's binary wheel brings its own libpq)
+    assert list(internal.glob("psycopg_binary*")), "psycopg's binary implementation is not bundled"
     size = sum(f.stat().st_size for f in frozen_exe.parent.rglob("*") if f.is_file() and not f.is_symlink())
     print(f"\ndist/chargebridge: {size / MB:.1f} MB")
-    assert size < 150 * MB, f"the bundle is {size / MB:.1f} MB; the target is < 150 MB (see installer/build.sh output)"
+    # Budget: 150 MB until the EHR database connectors (issue 9) added SQLAlchemy (~3 MB) and
+    # psycopg's binary wheel (~10 MB: libpq with its own OpenSSL and Kerberos libraries); the
+    # bundle measured 161 MB with them. 170 MB leaves a little room, not a blank cheque.
+    assert size < 170 * MB, f"the bundle is {size / MB:.1f} MB; the target is < 170 MB (see installer/build.sh output)"
 
 
 def test_version(frozen_exe: Path, env: dict[str, str]) -> None:

@@ -124,7 +124,7 @@ def test_a_new_format_is_one_module_and_one_line(monkeypatch: pytest.MonkeyPatch
 
 
 def test_unknown_format_is_a_parse_error_listing_the_known_ones() -> None:
-    with pytest.raises(ParseError, match="unknown format 'x12'; known formats: ccda, csv, fhir, hl7v2"):
+    with pytest.raises(ParseError, match="unknown format 'x12'; known formats: ccda, csv, db, fhir, hl7v2"):
         ehr.get_parser("x12")
 
 

@@ -147,9 +147,13 @@ def cmd_encounters(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_quarantine(ctx: Context, args: argparse.Namespace) -> int:
     if args.action == "export":
         return _quarantine_export(ctx, args)
+    from agent.repos import QuarantineRepo
+
     store = ctx.open_store(create=False)
-    try:
-        rows = store.quarantine_list(include_resolved=args.all)
+    try:  # a page at a time: one bad export must not make the listing itself unbounded
+        repo = QuarantineRepo(store.conn)
+        total = repo.count(args.all)
+        rows = repo.rows(args.all, limit=args.limit, offset=args.offset)
     finally:
         store.close()
     if args.json:
@@ -163,6 +167,9 @@ def cmd_quarantine(ctx: Context, args: argparse.Namespace) -> int:
     for r in rows:
         part = f" ({r['part']})" if r["part"] else ""
         print(f"{r['id']:>5}  {Path(r['file']).name}{part}\n       {r['reason']}")
+    if args.offset + len(rows) < total:
+        print(f"showing {args.offset + 1}-{args.offset + len(rows)} of {total}; "
+              f"the next page: --offset {args.offset + len(rows)}")
     print("fix the cause, then: chargebridge reprocess ID [--format F] [--profile P]")
     return 0
 
@@ -334,6 +341,20 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------------
+def _page_size(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 100_000:
+        raise argparse.ArgumentTypeError("give 1 to 100000")
+    return n
+
+
+def _offset(text: str) -> int:
+    n = int(text)
+    if not 0 <= n <= 10**9:
+        raise argparse.ArgumentTypeError("give 0 or more")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chargebridge", description="Makes the EHR and the billing system agree.")
     p.add_argument("--version", action="version", version=f"chargebridge {__version__}")
@@ -365,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("id", nargs="?", type=int)
     s.add_argument("--out", metavar="FILE", help="for export: a new file to write")
     s.add_argument("--all", action="store_true", help="include resolved entries")
+    s.add_argument("--limit", type=_page_size, default=1000, help="entries per page (1-100000, default 1000)")
+    s.add_argument("--offset", type=_offset, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_quarantine)
 
@@ -432,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("mismatches", help="the mismatch queue")
     s.add_argument("--all", action="store_true", help="include resolved, ignored and closed ones")
     s.add_argument("--kind", choices=[v.value for v in FindingKind if v != FindingKind.MATCHED])
+    s.add_argument("--limit", type=_page_size, default=1000, help="findings per page (1-100000, default 1000)")
+    s.add_argument("--offset", type=_offset, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_mismatches)
 

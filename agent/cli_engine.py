@@ -314,7 +314,8 @@ def cmd_mismatches(ctx: Context, args: argparse.Namespace) -> int:
 
     store = ctx.open_store(create=False)
     try:
-        items = list_findings(store, status=None if args.all else "open", kind=args.kind)
+        items = list_findings(store, status=None if args.all else "open", kind=args.kind,
+                              limit=getattr(args, "limit", -1), offset=getattr(args, "offset", 0))
     finally:
         store.close()
     if args.json:

@@ -29,12 +29,13 @@ class ResolveError(Exception):
 
 
 def list_findings(store: Store, *, status: str | None = FindingStatus.OPEN,
-                  kind: str | None = None) -> list[dict[str, Any]]:
-    """The mismatch queue on a local store, oldest first, with the actions allowed on each."""
+                  kind: str | None = None, limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+    """The mismatch queue on a local store, oldest first, with the actions allowed on each
+    (``limit`` -1: all of them)."""
     from agent.repos import FindingRepo
 
     actions = {k: [a.value for a in acts] for k, acts in ALLOWED.items()}
-    return FindingRepo(store.conn).all(status=status, kind=kind, actions=actions)
+    return FindingRepo(store.conn).all(status=status, kind=kind, actions=actions, limit=limit, offset=offset)
 
 
 def comment(store: Store, finding_id: int, *, actor: str, text: str, assignee: str | None = None) -> None:

@@ -190,11 +190,11 @@ class FindingRepo:
         items = self._rows(where, [*args, page_size, _offset(page, page_size)], actions, paged=True)
         return {"total": total, "page": page, "page_size": page_size, "items": items}
 
-    def all(self, *, status: str | None, kind: str | None,
-            actions: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
-        """Every finding that matches, oldest first (the CLI on a local store)."""
+    def all(self, *, status: str | None, kind: str | None, actions: Mapping[str, Sequence[str]],
+            limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+        """The findings that match, oldest first (the CLI on a local store; ``limit`` -1: all)."""
         where, args = self._where(status, kind)
-        return self._rows(where, args, actions, paged=False)
+        return self._rows(where, [*args, limit, offset], actions, paged=True)
 
     def _rows(self, where: str, args: list[Any], actions: Mapping[str, Sequence[str]], *,
               paged: bool) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import shiboken6
 from PySide6.QtCore import QObject, QSocketNotifier, QTimer
 from PySide6.QtWidgets import QApplication, QDialog, QInputDialog, QLineEdit, QMessageBox, QWidget
 
@@ -229,9 +230,7 @@ class Bootstrap(QObject):
         self._keep.append(probe)
 
         def finish(health: dict[str, Any] | None) -> None:
-            if probe in self._keep:
-                self._keep.remove(probe)
-            probe.deleteLater()
+            self._retire(probe)
             done(health)
 
         probe.call("GET", "/api/v1/health", timeout=3,
@@ -302,6 +301,23 @@ class Bootstrap(QObject):
             return
         self._verify(url, token)
 
+    def _retire(self, client: Any) -> None:
+        """Drop a throw-away API client once nothing of it can still run. Never from inside its
+        own answer: the answer is delivered by that client's slot, and deleting the object (and
+        its thread pool) while its slot and pool are still on the stack crashed the tray now and
+        then. So: wait for its pool from the event loop, then delete it."""
+        if client not in self._keep:
+            self._keep.append(client)
+
+        def drop() -> None:
+            if shiboken6.isValid(client):
+                client.pool.waitForDone(5000)
+                client.deleteLater()
+            if client in self._keep:
+                self._keep.remove(client)
+
+        QTimer.singleShot(0, drop)
+
     def _verify(self, url: str, token: str) -> None:
         """One /status call: learns the role for the window, and whether the token still works."""
         from ui.client import ApiClient
@@ -315,7 +331,7 @@ class Bootstrap(QObject):
 
         def bad(failure: Any) -> None:
             if failure.status == 401:
-                client.deleteLater()
+                self._retire(client)
                 self._sign_in(url, reason="The saved sign-in was not accepted by the engine; sign in again.")
             else:  # not reachable right now: the tray shows offline and its watcher keeps trying
                 self._ready(client)

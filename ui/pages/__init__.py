@@ -12,8 +12,19 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QAbstractButton, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QAbstractItemModel, QObject, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core.states import Role
 from ui.client import ApiClient, ApiFailure
@@ -144,6 +155,27 @@ def _cap(s: str) -> str:
 
 def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def record_table(model: QAbstractItemModel, name: str, on_selected: Callable[..., None]) -> QTableView:
+    """The list on the left of a records page: whole rows, one at a time, no row numbers."""
+    view = QTableView()
+    view.setModel(model)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.verticalHeader().hide()
+    view.setAccessibleName(name)
+    view.selectionModel().selectionChanged.connect(on_selected)
+    return view
+
+
+def with_empty_state(view: QWidget, text: str) -> tuple[QLabel, QStackedWidget]:
+    """``view`` and its "nothing here — do this next" message in one stack (view first)."""
+    empty = empty_label(text)
+    stack = QStackedWidget()
+    stack.addWidget(view)
+    stack.addWidget(empty)
+    return empty, stack
 
 
 def empty_label(text: str) -> QLabel:

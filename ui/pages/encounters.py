@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QSplitter,
-    QStackedWidget,
     QTableView,
     QWidget,
 )
@@ -27,7 +26,7 @@ from PySide6.QtWidgets import (
 from core.states import EncounterState
 from ui.client import ApiFailure
 from ui.models import STATE_LABEL, SYNC_LABEL, EncountersModel
-from ui.pages import Page, Session, empty_label
+from ui.pages import Page, Session, with_empty_state
 
 STATES: list[tuple[str, str]] = [("", "All states"), (EncounterState.READY, "Ready"),
                                  (EncounterState.NEEDS_REVIEW, "Needs review"),
@@ -101,10 +100,7 @@ class EncountersPage(Page):
         self.table.setToolTip("")
         self.table.selectionModel().selectionChanged.connect(self._selected)
 
-        self.empty = empty_label(EMPTY)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.table)
-        self.stack.addWidget(self.empty)
+        self.empty, self.stack = with_empty_state(self.table, EMPTY)
 
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)

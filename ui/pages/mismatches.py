@@ -24,8 +24,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSplitter,
-    QStackedWidget,
-    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -35,7 +33,7 @@ from PySide6.QtWidgets import (
 from core.states import FindingKind, ResolveAction, Role
 from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
-from ui.pages import Page, Session, alive, empty_label, gate, when
+from ui.pages import Page, Session, alive, gate, record_table, when, with_empty_state
 
 KINDS: dict[str, tuple[str, str]] = {
     FindingKind.MISSING_IN_RCM: ("Not in the billing system",
@@ -191,20 +189,11 @@ class MismatchesPage(Page):
         self.highlighted: dict[str, list[dict[str, str]]] = {}
         self.ignore_dialog: IgnoreDialog | None = None
 
-        self.list = QTableView()
-        self.list.setModel(self.model)
-        self.list.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.list.verticalHeader().hide()
+        self.list = record_table(self.model, "Open mismatches", self._selected)
         self.list.horizontalHeader().setStretchLastSection(True)
         for col, width in enumerate((150, 125, 95, 55)):
             self.list.setColumnWidth(col, width)
-        self.list.setAccessibleName("Open mismatches")
-        self.list.selectionModel().selectionChanged.connect(self._selected)
-        self.empty = empty_label(EMPTY)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.list)
-        self.stack.addWidget(self.empty)
+        self.empty, self.stack = with_empty_state(self.list, EMPTY)
 
         right = QWidget()
         rl = QVBoxLayout(right)

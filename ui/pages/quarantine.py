@@ -13,15 +13,12 @@ from typing import Any
 from PySide6.QtCore import QItemSelection, Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
-    QStackedWidget,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -29,7 +26,17 @@ from PySide6.QtWidgets import (
 from core.states import Role
 from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
-from ui.pages import Page, Session, alive, empty_label, gate, needs_role_text, short_date, when
+from ui.pages import (
+    Page,
+    Session,
+    alive,
+    gate,
+    needs_role_text,
+    record_table,
+    short_date,
+    when,
+    with_empty_state,
+)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 EMPTY = "Nothing in quarantine — every export file was read. Files that cannot be read show up here with the reason."
@@ -59,22 +66,13 @@ class QuarantinePage(Page):
         self.document: dict[str, Any] | None = None
         self._doc_request = 0
 
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().hide()
+        self.table = record_table(self.model, "Quarantined files", self._selected)
         self.table.setWordWrap(False)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setColumnWidth(0, 170)
         self.table.setColumnWidth(1, 90)
-        self.table.setAccessibleName("Quarantined files")
-        self.table.selectionModel().selectionChanged.connect(self._selected)
-        self.empty = empty_label(EMPTY)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.table)
-        self.stack.addWidget(self.empty)
+        self.empty, self.stack = with_empty_state(self.table, EMPTY)
 
         right = QWidget()
         rl = QVBoxLayout(right)

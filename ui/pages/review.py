@@ -21,8 +21,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSplitter,
-    QStackedWidget,
-    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -32,7 +30,7 @@ from PySide6.QtWidgets import (
 from core.states import Role
 from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
-from ui.pages import Page, Session, alive, empty_label, gate
+from ui.pages import Page, Session, alive, gate, record_table, with_empty_state
 
 EMPTY = "Nothing waits for review — every encounter passed the charge rules, or a coder has decided on it."
 SEVERITY_MARK = {"error": "✖ error", "review": "● review", "warning": "▲ warning", "info": "ℹ suggestion"}
@@ -59,18 +57,9 @@ class ReviewPage(Page):
         ], parent=self)
         self.current: dict[str, Any] | None = None
 
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().hide()
+        self.table = record_table(self.model, "Encounters waiting for review", self._selected)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        self.table.setAccessibleName("Encounters waiting for review")
-        self.table.selectionModel().selectionChanged.connect(self._selected)
-        self.empty = empty_label(EMPTY)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.table)
-        self.stack.addWidget(self.empty)
+        self.empty, self.stack = with_empty_state(self.table, EMPTY)
 
         right = QWidget()
         rl = QVBoxLayout(right)

@@ -9,7 +9,7 @@ import json
 from datetime import date
 from typing import Any
 
-from agent import audit
+from agent import audit, claims
 from agent.store import Store, now
 from connectors.rcm.base import Target
 from core.model import ChargeLine, Diagnosis, Encounter, content_hash
@@ -21,6 +21,8 @@ ALLOWED: dict[str, tuple[ResolveAction, ...]] = {
     FindingKind.FIELD_MISMATCH: (RESEND, ACCEPT_RCM, IGNORE),
     FindingKind.ORPHAN_IN_RCM: (ACCEPT_RCM, IGNORE),
     FindingKind.MISSING_CHARGE: (IGNORE,),
+    FindingKind.CLAIM_REJECTED: (RESEND, IGNORE),
+    FindingKind.CLAIM_DENIED: (RESEND, IGNORE),
 }
 
 
@@ -72,11 +74,14 @@ def resolve(store: Store, target: Target | None, finding_id: int, action: str, *
         if target is None:
             raise ResolveError("no RCM is configured, so nothing can be re-sent")
         enc = _encounter(store, enc_id)
-        corrections = {enc.business_key: remote_id} if kind == FindingKind.FIELD_MISMATCH and remote_id else None
+        # a denied claim is corrected (it exists at the payer); a rejected one never got there
+        corrects = kind in (FindingKind.FIELD_MISMATCH, FindingKind.CLAIM_DENIED)
+        corrections = {enc.business_key: remote_id} if corrects and remote_id else None
         result = target.push([enc], corrections=corrections)[0]
         if not result.delivered:
             raise ResolveError(f"the RCM refused the corrected claim: {result.reason}")
-        _mark_delivered(store, enc_id, result.remote_ids)
+        _mark_delivered(store, enc_id, result.remote_ids,
+                        claim=(target.identifier(enc), target.name, kind in _CLAIM_KINDS))
         _close(store, finding_id, FindingStatus.RESOLVED,
                "re-sent the EHR version" + (" as a correction" if corrections else ""),
                actor, action, enc_id, extra=result.remote_ids)
@@ -109,11 +114,19 @@ def _close(store: Store, finding_id: int, status: str, resolution: str, actor: s
                      detail={"encounter_id": enc_id, "status": status, **(extra or {})})
 
 
-def _mark_delivered(store: Store, enc_id: int, remote_ids: dict[str, str]) -> None:
-    """The RCM now has this version: record it so sync does not send it again."""
+_CLAIM_KINDS = (FindingKind.CLAIM_REJECTED, FindingKind.CLAIM_DENIED)
+
+
+def _mark_delivered(store: Store, enc_id: int, remote_ids: dict[str, str],
+                    claim: tuple[str, str, bool] | None = None) -> None:
+    """The RCM now has this version: record it so sync does not send it again. ``claim``:
+    (claim id, target name, re-submission) for the claim lifecycle."""
     ts = now()
     with store.tx():
         version = store.conn.execute("SELECT version FROM encounters WHERE id = ?", (enc_id,)).fetchone()[0]
+        if claim is not None:
+            claims.record_delivery(store, encounter_id=enc_id, version=int(version), claim_id=claim[0],
+                                   target=claim[1], remote_ids=remote_ids, at=ts, resubmit=claim[2])
         store.conn.execute(
             "INSERT INTO outbox (encounter_id, version, state, next_attempt_at, remote_ids, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(encounter_id, version) DO UPDATE SET"

@@ -228,6 +228,35 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
           "reason TEXT NOT NULL DEFAULT '', actor TEXT NOT NULL, at TEXT NOT NULL)"),
          "CREATE INDEX reviews_encounter ON reviews(encounter_id)"],
     ),
+    (
+        9,
+        # The claim lifecycle (agent/claims.py): one row per claim id (CLM01 / Claim.identifier)
+        # from its first delivery, moved by the payer's answers (999, 277CA, 835, FHIR
+        # ClaimResponse). Every answer is kept once (fingerprint), matched or not. X12
+        # interchange control numbers are handed out here and never reused (a batch sent again
+        # keeps its number).
+        [("CREATE TABLE claims (id INTEGER PRIMARY KEY, claim_id TEXT NOT NULL UNIQUE, "
+          "encounter_id INTEGER REFERENCES encounters(id) ON DELETE SET NULL, version INTEGER NOT NULL DEFAULT 1, "
+          "target TEXT NOT NULL, state TEXT NOT NULL, stage INTEGER NOT NULL DEFAULT 0, "
+          "dos TEXT NOT NULL DEFAULT '', provider_npi TEXT NOT NULL DEFAULT '', payer TEXT NOT NULL DEFAULT '', "
+          "billed TEXT NOT NULL DEFAULT '0', paid TEXT NOT NULL DEFAULT '0', adjusted TEXT NOT NULL DEFAULT '0', "
+          "patient_resp TEXT NOT NULL DEFAULT '0', payer_claim_id TEXT NOT NULL DEFAULT '', "
+          "control TEXT NOT NULL DEFAULT '{}', submissions INTEGER NOT NULL DEFAULT 1, "
+          "reasons TEXT NOT NULL DEFAULT '[]', first_submitted_at TEXT NOT NULL, submitted_at TEXT NOT NULL, "
+          "answered_at TEXT NOT NULL DEFAULT '', accepted_at TEXT NOT NULL DEFAULT '', "
+          "adjudicated_on TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL)"),
+         "CREATE INDEX claims_state ON claims(state)",
+         "CREATE INDEX claims_dos ON claims(dos)",
+         "CREATE INDEX claims_encounter ON claims(encounter_id)",
+         ("CREATE TABLE claim_answers (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, "
+          "claim_ref TEXT NOT NULL DEFAULT '', claim INTEGER REFERENCES claims(id) ON DELETE SET NULL, "
+          "state TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}', answered_on TEXT NOT NULL DEFAULT '', "
+          "received_at TEXT NOT NULL)"),
+         "CREATE INDEX claim_answers_claim ON claim_answers(claim)",
+         ("CREATE TABLE x12_interchanges (control INTEGER PRIMARY KEY, batch_key TEXT NOT NULL UNIQUE, "
+          "kind TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT NOT NULL DEFAULT '', "
+          "file_name TEXT NOT NULL DEFAULT '')")],
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent import claims
 from agent.store import Store, now
 from connectors.rcm.base import Target, TargetError
 from core.model import Encounter
@@ -179,6 +180,7 @@ class SyncJob:
             f"WHERE o.id IN ({qmarks}) ORDER BY o.id", ids).fetchall()
         encounters = [Encounter.from_dict(json.loads(r[2])) for r in rows]
         by_key = {r[1]: int(r[0]) for r in rows}
+        by_enc = {e.business_key: e for e in encounters}
         attempts = {b[0]: b[2] for b in batch}
         ts = now()
         with self.store.tx():  # committed before the request: a crash now means "re-send", never "lost"
@@ -204,8 +206,12 @@ class SyncJob:
                 if r.delivered:
                     conn.execute("UPDATE outbox SET state = ?, remote_ids = ?, last_error = '', updated_at = ? "
                                  "WHERE id = ?", (OutboxState.DELIVERED, json.dumps(r.remote_ids), ts, oid))
-                    self.store.event("outbox.delivered", encounter_id=_enc_id(self.store, oid),
+                    enc_id = _enc_id(self.store, oid)
+                    self.store.event("outbox.delivered", encounter_id=enc_id,
                                      detail={"outbox_id": oid, **r.remote_ids})
+                    claims.record_delivery(self.store, encounter_id=enc_id, version=_version(self.store, oid),
+                                           claim_id=self.target.identifier(by_enc[r.business_key]),
+                                           target=self.target.name, remote_ids=r.remote_ids, at=ts)
                     res.delivered += 1
                 else:
                     conn.execute("UPDATE outbox SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
@@ -281,6 +287,10 @@ class SyncJob:
                     conn.execute("UPDATE outbox SET state = ?, attempts = attempts - 1, last_error = ?, "
                                  "updated_at = ? WHERE id = ?", (OutboxState.QUEUED, str(exc), ts, oid))
         res.failed += len(ids) if exc.retryable else 0
+
+
+def _version(store: Store, outbox_id: int) -> int:
+    return int(store.conn.execute("SELECT version FROM outbox WHERE id = ?", (outbox_id,)).fetchone()[0])
 
 
 def _enc_id(store: Store, outbox_id: int) -> int:

@@ -51,6 +51,8 @@ class FindingKind(StrEnum):
     ORPHAN_IN_RCM = "orphan_in_rcm"
     FIELD_MISMATCH = "field_mismatch"
     MISSING_CHARGE = "missing_charge"
+    CLAIM_REJECTED = "claim_rejected"  # the clearinghouse / payer refused the claim (999, 277CA, ClaimResponse)
+    CLAIM_DENIED = "claim_denied"  # adjudicated and denied (835, ClaimResponse): correct and resend, or ignore
 
 
 class FindingStatus(StrEnum):
@@ -129,3 +131,32 @@ class Severity(StrEnum):
     WARNING = "warning"
     INFO = "info"
     REVIEW = "review"  # a charge rule's finding a coder must look at: holds the encounter like an error
+
+
+class ClaimState(StrEnum):
+    """Where a delivered claim is in its life at the payer (agent/claims.py)."""
+
+    SUBMITTED = "submitted"  # sent; no answer yet
+    ACCEPTED = "accepted"  # the clearinghouse / payer took it in (999 / 277CA / ClaimResponse queued)
+    REJECTED = "rejected"  # refused before adjudication (999 / 277CA / ClaimResponse error)
+    PAID = "paid"
+    PARTIALLY_PAID = "partially_paid"
+    DENIED = "denied"
+
+    @property
+    def is_open(self) -> bool:
+        """Still waiting for the payer's final word."""
+        return self in (ClaimState.SUBMITTED, ClaimState.ACCEPTED)
+
+
+class AnswerKind(StrEnum):
+    """Where an answer about claims came from; its rank orders them (a later stage wins)."""
+
+    ACK_999 = "999"
+    CA_277 = "277CA"
+    RA_835 = "835"
+    CLAIM_RESPONSE = "ClaimResponse"
+
+    @property
+    def rank(self) -> int:
+        return {AnswerKind.ACK_999: 1, AnswerKind.CA_277: 2, AnswerKind.RA_835: 3, AnswerKind.CLAIM_RESPONSE: 3}[self]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from core.model import Encounter
 from core.states import TargetErrorKind
@@ -33,6 +33,20 @@ class TargetError(Exception):
         self.retry_after = retry_after
 
 
+class ControlLedger(Protocol):
+    """Interchange control numbers, persisted by the engine (X12: ISA13 = GS06). A batch sent
+    again (the same ``batch_key``) gets the number it had; any other batch a number never used
+    before."""
+
+    def interchange(self, batch_key: str, kind: str) -> int:
+        """The control number for ``batch_key`` (``kind``: e.g. ``"837P"``, ``"270"``)."""
+        ...
+
+    def sent(self, control: int, file_name: str) -> None:
+        """Record that the interchange ``control`` left as ``file_name``."""
+        ...
+
+
 @dataclass(frozen=True)
 class TargetSettings:
     """What a target is built from: the ``[rcm]`` section minus the engine's own keys (type,
@@ -45,6 +59,9 @@ class TargetSettings:
     timeout_seconds: float = 30.0
     ca_bundle: str = ""
     bundle: str = "batch"  # FHIR: batch (phased) | transaction
+    # vendor sections beyond [rcm] (X12: {"practice": {...}, "x12": {...}}), already validated
+    options: Mapping[str, Any] = field(default_factory=dict)
+    ledger: ControlLedger | None = None  # X12 control numbers (the engine's store)
 
 
 @dataclass

@@ -66,6 +66,13 @@ def test_sync_delivers_each_encounter_exactly_once(tmp_path: Path, clean_peer, k
     claims = claims_by_identifier(clean_peer)
     assert len(claims) == 6 and set(claims.values()) == {1}
     assert clean_peer.count("Patient") == 6 and clean_peer.count("Practitioner") == 4
+    # each delivered Claim starts its life as a submitted claim, under the identifier the peer holds
+    s = Store.open(Paths.resolve(home), "keyring", create=False)
+    try:
+        born = dict(s.conn.execute("SELECT claim_id, state FROM claims").fetchall())
+    finally:
+        s.close()
+    assert born == dict.fromkeys(claims, "submitted")
     claim = clean_peer.search("Claim", _count=1)[0]
     item = claim["item"][0]
     assert item["productOrService"]["coding"][0]["system"] == "http://www.ama-assn.org/go/cpt"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.dbconfig import DatabaseConfig, parse_databases  # [[databases]] (H6)
+from agent.kpi_config import AlertsConfig, GoalsConfig, parse_alerts, parse_goals  # [goals], [alerts] (H5)
 from connectors.ehr import FORMATS as _EHR_FORMATS
 from connectors.ehr.limits import Budgets
 from connectors.rcm import target_types
@@ -165,6 +166,8 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     databases: list[DatabaseConfig] = field(default_factory=list)  # [[databases]]: agent/dbconfig.py
+    goals: GoalsConfig = field(default_factory=GoalsConfig)  # [goals]: agent/kpi_config.py
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # [alerts]: agent/kpi_config.py
     source: Path | None = None
 
     @property
@@ -190,6 +193,7 @@ def load(path: Path) -> Config:
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
     known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases"}
+    known |= {"goals", "alerts"}  # H5
     for key in raw:
         if key not in known:
             v.fail(key, "is not a known section", ", ".join(sorted(known)))
@@ -263,6 +267,8 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
     _parse_data_care(v, raw, cfg)
     cfg.rules = _rules(v, v.table(raw, "rules"))
+    cfg.goals = parse_goals(v, v.table(raw, "goals"))  # KPI goals and alert thresholds (H5)
+    cfg.alerts = parse_alerts(v, v.table(raw, "alerts"))
     folders = raw.get("folders", [])
     if not isinstance(folders, list):
         v.fail("folders", "must be an array of tables ([[folders]])", "[[folders]] path = \"...\"")

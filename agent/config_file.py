@@ -52,6 +52,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "folders": [folder(f) for f in cfg.folders],
         "databases": [asdict(d) for d in getattr(cfg, "databases", [])],
         "rules": asdict(cfg.rules),  # [rules] (H7): charge rules on/off and severities
+        "goals": cfg.goals.to_toml(),  # [goals] and [alerts] (H5): agent/kpi_config.py
+        "alerts": asdict(cfg.alerts),
     }
 
 
@@ -70,6 +72,8 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table ([goals]: denial_rate = { target = 5.0 })
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write a {type(v).__name__} to chargebridge.toml")
 
 

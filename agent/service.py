@@ -103,7 +103,9 @@ class EngineService:
         return {"ok": True, "version": __version__, "setup_needed": setup_needed(self.store)}
 
     def status(self) -> dict[str, Any]:
-        return self.engine.status()
+        from agent.alerts import active  # the tray shows what is wrong and what to do (H5)
+
+        return {**self.engine.status(), "alerts": active(self.store)}
 
     @contextmanager
     def long_poll(self, token: str) -> Iterator[None]:
@@ -248,7 +250,8 @@ class EngineService:
 
     def _restart_sections(self, saved: dict[str, Any]) -> list[str]:
         running = config_to_dict(self.engine.config)
-        return [k for k in saved if k not in LIVE_SECTIONS and saved[k] != running.get(k)]
+        live = (*LIVE_SECTIONS, "goals", "alerts")  # goals, alerts: read at each use (H5)
+        return [k for k in saved if k not in live and saved[k] != running.get(k)]
 
     def get_config(self) -> dict[str, Any]:
         """The configuration as the file holds it (what the next start uses), never a secret."""
@@ -324,6 +327,10 @@ class EngineService:
         if "folders" in changed or new_dict["folders"] != running["folders"]:
             self.engine.apply_folders(new.folders)
             applied.append("folders")
+        for name in ("goals", "alerts"):  # KPIs and the alert check read these at each use (H5)
+            if new_dict[name] != running[name]:
+                setattr(self.engine.config, name, getattr(new, name))
+                applied.append(name)
         return applied
 
     # -- RCM -----------------------------------------------------------------------------------

@@ -257,6 +257,17 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
           "kind TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT NOT NULL DEFAULT '', "
           "file_name TEXT NOT NULL DEFAULT '')")],
     ),
+    (
+        11,
+        # Alerts (agent/alerts.py, H5): per alert kind whether its condition holds, since when, when it
+        # last fired (rate limit: once per [alerts] repeat_hours while it holds), and what it said
+        # (counts and source names only). The index serves sync health (events of kind sync.run).
+        [("CREATE TABLE alerts (kind TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 0, "
+          "since TEXT NOT NULL DEFAULT '', last_fired_at TEXT NOT NULL DEFAULT '', "
+          "cleared_at TEXT NOT NULL DEFAULT '', fired INTEGER NOT NULL DEFAULT 0, title TEXT NOT NULL DEFAULT '', "
+          "fix TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}', email_error TEXT NOT NULL DEFAULT '')"),
+         "CREATE INDEX IF NOT EXISTS events_kind_at ON events(kind, at)"],
+    ),
 ]
 
 

@@ -13,12 +13,17 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.states import (
+    AlertKind,
     ConnectorKind,
     EncounterKind,
     EncounterState,
     EngineState,
     FindingKind,
     FindingStatus,
+    GoalDirection,
+    GoalStatus,
+    KpiBy,
+    KpiGrain,
     OutboxState,
     ResolveAction,
     Role,
@@ -95,6 +100,7 @@ class Status(BaseModel):
     connectors: list[Connector]
     change_seq: int
     user: Caller | None = None
+    alerts: list[AlertItem] = Field(default_factory=list, description="active alerts (agent/alerts.py)")
 
 
 # -- encounters -----------------------------------------------------------------------------------
@@ -436,3 +442,120 @@ class DatabaseCheck(BaseModel):
     server: str = ""
     problems: list[str]
     warnings: list[str]
+
+
+# -- KPIs, goals and alerts (H5; agent/kpi.py, agent/alerts.py) -----------------------------------
+KpiUnit = Literal["percent", "days", "hours", "count", "dollars"]
+
+
+class KpiInfo(BaseModel):
+    """One KPI the engine computes: what it measures and which way is better."""
+
+    key: str
+    label: str
+    unit: KpiUnit
+    direction: GoalDirection = Field(description="which way is better, unless the goal says otherwise")
+    formula: str = Field(description="how it is computed (docs/kpi.md has the long form)")
+
+
+class KpiValue(BaseModel):
+    key: str
+    label: str
+    unit: KpiUnit
+    value: float | None = Field(description="None when the window has nothing to compute it from")
+    numerator: float | None = None
+    denominator: float | None = None
+    target: float | None = None
+    direction: GoalDirection
+    baseline: float | None = Field(None, description="the same KPI over the goals' baseline period")
+    status: GoalStatus
+
+
+class KpiBucket(BaseModel):
+    label: str
+    count: int = Field(ge=0)
+    amount: str = Field("0.00", description="billed dollars in the bucket (decimal text)")
+
+
+class DenialReason(BaseModel):
+    kind: str = Field(description="carc | rarc | fhir …")
+    code: str
+    group: str = ""
+    description: str = ""
+    claims: int = Field(ge=0)
+    amount: str = "0.00"
+
+
+class KpiGroup(BaseModel):
+    key: str = Field(description="the rendering NPI or payer id; '' when the claim had none")
+    kpis: list[KpiValue]
+
+
+class KpiReport(BaseModel):
+    start: str = Field(description="first date of service in the window (YYYY-MM-DD)")
+    end: str = Field(description="last date of service in the window (YYYY-MM-DD)")
+    by: KpiBy | None = None
+    baseline_from: str = ""
+    baseline_to: str = ""
+    computed_at: str
+    kpis: list[KpiValue]
+    denial_reasons: list[DenialReason]
+    ar_buckets: list[KpiBucket] = Field(description="open claims by age since first submission")
+    charge_lag: list[KpiBucket] = Field(description="claims by days from date of service to delivery")
+    groups: list[KpiGroup] = Field(default_factory=list, description="per provider or payer, when `by` is given")
+
+
+class KpiPoint(BaseModel):
+    period: str = Field(description="YYYY-MM-DD (day; week: its Monday) or YYYY-MM (month)")
+    value: float | None
+    numerator: float | None = None
+    denominator: float | None = None
+
+
+class KpiSeries(BaseModel):
+    kpi: str
+    label: str
+    unit: KpiUnit
+    grain: KpiGrain
+    start: str
+    end: str
+    target: float | None = None
+    direction: GoalDirection
+    points: list[KpiPoint]
+
+
+class GoalTarget(BaseModel):
+    target: float = Field(ge=-1e9, le=1e9, allow_inf_nan=False)
+    direction: GoalDirection | None = Field(None, description="default: the KPI's own (KpiInfo.direction)")
+
+
+class Goals(BaseModel):
+    """``[goals]``: a target per KPI and the baseline period each KPI is compared with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline_from: str = Field("", max_length=10, description="YYYY-MM-DD or ''")
+    baseline_to: str = Field("", max_length=10, description="YYYY-MM-DD or ''")
+    missed_charge_days: int = Field(3, ge=0, le=365, description="an expected visit with no charge this many "
+                                    "days after its date is a missed charge")
+    targets: dict[str, GoalTarget] = Field(default_factory=dict, max_length=64)
+
+
+class GoalsView(Goals):
+    model_config = ConfigDict(extra="forbid")
+
+    kpis: list[KpiInfo] = Field(default_factory=list, description="every KPI a goal may name")
+
+
+class AlertItem(BaseModel):
+    """An alert that is active now: what is wrong and what to do, never patient data."""
+
+    kind: AlertKind
+    title: str
+    fix: str
+    since: str = Field(description="when the condition was first seen (UTC)")
+    last_fired_at: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict, description="counts and names of sources only")
+
+
+Status.model_rebuild()  # ``alerts`` names AlertItem, defined after Status

@@ -17,6 +17,7 @@ SERVICE = "ChargeBridge"
 PASSPHRASE_ENV = "CHARGEBRIDGE_PASSPHRASE"
 RCM_SECRET = "rcm-secret"  # the RCM's OAuth2 client secret or static bearer token
 API_TOKEN = "api-token"  # this machine's user's token for the engine API (CLI and tray)
+ALERT_SMTP_PASSWORD = "alerts-smtp-password"  # the [alerts] mail server password (H5)
 
 # Backends that keep secrets in an OS-protected vault. Anything else (keyrings.alt's plaintext
 # and "encrypted" file backends, the null/fail backends) would be a silent downgrade.

@@ -160,3 +160,39 @@ class AnswerKind(StrEnum):
     @property
     def rank(self) -> int:
         return {AnswerKind.ACK_999: 1, AnswerKind.CA_277: 2, AnswerKind.RA_835: 3, AnswerKind.CLAIM_RESPONSE: 3}[self]
+
+
+class GoalStatus(StrEnum):
+    """Where a KPI stands against the practice's goal (agent/kpi.py, ``[goals]``)."""
+
+    MET = "met"
+    NOT_MET = "not_met"
+    NO_DATA = "no_data"  # nothing in the window to compute it from
+    NO_TARGET = "no_target"  # the practice set no goal for it
+
+
+class GoalDirection(StrEnum):
+    HIGHER = "higher"  # met when the value is at least the target
+    LOWER = "lower"  # met when the value is at most the target
+
+
+class KpiGrain(StrEnum):
+    DAY = "day"
+    WEEK = "week"  # ISO weeks, labelled by their Monday
+    MONTH = "month"
+
+
+class KpiBy(StrEnum):
+    PROVIDER = "provider"  # rendering NPI
+    PAYER = "payer"
+
+
+class AlertKind(StrEnum):
+    """Conditions the engine watches (agent/alerts.py); none carries patient data."""
+
+    QUEUE_STALE = "queue_stale"  # charges waiting in the outbox longer than [alerts] queue_hours
+    NO_EXPORT = "no_export"  # no export seen for [alerts] no_export_hours business hours
+    SYNC_FAILING = "sync_failing"  # [alerts] sync_failures consecutive failed runs
+    DENIAL_RATE = "denial_rate"  # denial rate over the last 7 days above the [goals] target
+    MISSED_CHARGES = "missed_charges"  # expected visits with no charge after N days
+    DATABASE_DOWN = "database_down"  # an EHR database source cannot be read

@@ -41,6 +41,9 @@ def create_app(svc: EngineService) -> FastAPI:
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(review.router, prefix=PREFIX)  # coder review queue, rules, opportunities (H7)
     app.include_router(databases.router, prefix=PREFIX)  # EHR databases (H6)
+    from agent.api import kpi
+
+    app.include_router(kpi.router, prefix=PREFIX)  # KPIs and goals (H5)
     app.add_exception_handler(ChargeBridgeError, _chargebridge_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

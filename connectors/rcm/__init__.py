@@ -23,6 +23,7 @@ from core.errors import ChargeBridgeError, ConfigError
 
 TARGETS: dict[str, str] = {
     "fhir": "connectors.rcm.fhir",
+    "x12": "connectors.rcm.x12.target",  # 837P to a clearinghouse (folder or SFTP)
 }
 
 Factory = Callable[[TargetSettings, str], Target]

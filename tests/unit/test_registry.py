@@ -69,7 +69,7 @@ def test_a_new_vendor_is_one_module_and_one_line(monkeypatch: pytest.MonkeyPatch
 
 def test_unknown_type_is_a_config_error_listing_the_registered_ones() -> None:
     with pytest.raises(ConfigError) as ei:
-        rcm.make_target("x12", TargetSettings(base_url="https://x"), "s")
+        rcm.make_target("acme", TargetSettings(base_url="https://x"), "s")
     assert ei.value.key == "rcm.type" and "fhir" in ei.value.fix
 
 

@@ -161,7 +161,8 @@ class _Chart(QWidget):
         p.setPen(TEXT)
         h = QFontMetricsF(f).height() + 4
         p.drawText(QRectF(rect.left(), rect.top(), rect.width(), h),
-                   int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), self.title)
+                   int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                   QFontMetricsF(f).elidedText(self.title, Qt.TextElideMode.ElideRight, rect.width()))
         return rect.adjusted(0, h + 2, 0, 0)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
@@ -278,7 +279,7 @@ class LineChart(_Chart):
         widest = max(fm.horizontalAdvance(lab) for lab in self.labels) + 10
         every = max(1, math.ceil(widest / max(plot.width() / n, 1)))
         for i, lab in enumerate(self.labels):
-            if i % every and i != n - 1:
+            if i % every:
                 continue
             x = x_of(i)
             p.drawText(QRectF(x - widest / 2, plot.bottom() + 3, widest, fm.height()),

@@ -73,6 +73,8 @@ KPI_DRILL: dict[str, tuple[str, str]] = {
     "mismatch_resolution_hours": ("mismatches", ""), "open_mismatches": ("mismatches", ""),
     "sync_uptime": ("status", ""), "sync_failures": ("status", ""),
 }
+TREND_LABEL = {"denial_rate": "Denial rate", "clean_claim_rate": "Clean-claim rate", "charge_lag_days": "Charge lag",
+               "days_in_ar": "Days in A/R"}
 NEEDS_MANAGER = "The dashboard is for practice managers — sign in with a manager's token to see it."
 
 
@@ -175,10 +177,13 @@ class DashboardPage(Page):
         self.report: dict[str, Any] = {}
         self.series: dict[str, Any] = {}
         self.generation = 0  # answers for an older filter are dropped
+        self.series_generation = 0  # the same for the trend (its own choices: KPI, grain)
         self.stale_dropped = 0
         self.requests_sent = 0
         self.last_drill: tuple[str, str, str] | None = None
         self.painted_at = 0.0  # perf_counter() when the last answer was put on screen
+        self._lists_for: tuple[str, str] = ("", "")  # the period the provider/payer lists belong to
+        self._series_for: tuple[str, str] = ("", "")  # the period the trend was asked for
         self.save_path: Callable[[str, str], str] = self._ask_path  # tests give a path instead of a dialog
         lay = self._outer
 
@@ -242,7 +247,7 @@ class DashboardPage(Page):
         tb = QHBoxLayout()
         self.trend_kpi = QComboBox()
         for key in TREND_KPIS:
-            self.trend_kpi.addItem(key.replace("_", " "), key)
+            self.trend_kpi.addItem(TREND_LABEL.get(key, key), key)
         self.trend_kpi.setToolTip("Which KPI the trend chart shows")
         self.grain = QComboBox()
         for key, text in GRAINS:
@@ -271,7 +276,7 @@ class DashboardPage(Page):
         self.denials.picked.connect(self.drill_denial)
         self.ar = BarChart("A/R by age (open claims)")
         self.ar.picked.connect(self.drill_ar)
-        self.lag = BarChart("Charge lag (days from visit to delivery)")
+        self.lag = BarChart("Charge lag (days, visit to delivery)")
         self.lag.picked.connect(self.drill_lag)
         for chart, key in ((self.denials, "denials"), (self.ar, "ar"), (self.lag, "lag")):
             chart.setMinimumHeight(220)
@@ -320,10 +325,10 @@ class DashboardPage(Page):
         self.range.currentIndexChanged.connect(self._range_picked)
         for w in (self.start, self.end):
             w.dateChanged.connect(self._dates_edited)
-        self.provider.currentIndexChanged.connect(lambda _: self._debounce.start())
-        self.payer.currentIndexChanged.connect(lambda _: self._debounce.start())
-        self.trend_kpi.currentIndexChanged.connect(lambda _: self._fetch_series(self.generation))
-        self.grain.currentIndexChanged.connect(lambda _: self._fetch_series(self.generation))
+        self.provider.currentIndexChanged.connect(lambda _: self._who_changed(self.provider))
+        self.payer.currentIndexChanged.connect(lambda _: self._who_changed(self.payer))
+        self.trend_kpi.currentIndexChanged.connect(lambda _: self._fetch_series())
+        self.grain.currentIndexChanged.connect(lambda _: self._fetch_series())
         self.apply_role()
 
     @staticmethod
@@ -381,16 +386,30 @@ class DashboardPage(Page):
         self.refresh()
 
     def filters(self) -> dict[str, str]:
-        """The query the engine gets: dates of service, and provider / payer when one is chosen."""
-        q = {"from": self.start.date().toString("yyyy-MM-dd"), "to": self.end.date().toString("yyyy-MM-dd")}
+        """The dates of service the engine is asked about."""
+        return {"from": self.start.date().toString("yyyy-MM-dd"), "to": self.end.date().toString("yyyy-MM-dd")}
+
+    def chosen(self) -> tuple[str, str]:
+        """("provider" | "payer" | "", its key): the engine groups by one of them at a time, so
+        choosing a provider sets the payer back to all, and the other way round."""
         if self.provider.currentData():
-            q["provider"] = str(self.provider.currentData())
+            return "provider", str(self.provider.currentData())
         if self.payer.currentData():
-            q["payer"] = str(self.payer.currentData())
-        return q
+            return "payer", str(self.payer.currentData())
+        return "", ""
+
+    def _who_changed(self, combo: QComboBox) -> None:
+        other = self.payer if combo is self.provider else self.provider
+        if combo.currentData() and other.currentIndex():
+            other.blockSignals(True)
+            other.setCurrentIndex(0)
+            other.blockSignals(False)
+        self._debounce.start()
 
     # -- data ------------------------------------------------------------------------------
     def refresh(self) -> None:
+        """Ask the engine for the period (and the chosen provider's or payer's figures). The
+        provider and payer lists are asked for once per period: they come with ``by``."""
         self._debounce.stop()
         if not self.session.at_least(Role.MANAGER):
             return
@@ -398,22 +417,35 @@ class DashboardPage(Page):
         gen = self.generation
         self.requests_sent += 1
         self.summary.setText("Loading…")
-        self.client.call("GET", "/api/v1/kpi", params=self.filters(),
+        q = self.filters()
+        by, _ = self.chosen()
+        period = (q["from"], q["to"])
+        lists_due = period != self._lists_for
+        self._lists_for = period
+        main_by = by or ("provider" if lists_due else "")
+        self.client.call("GET", "/api/v1/kpi", params={**q, "by": main_by} if main_by else q,
                          on_ok=alive(self, lambda a: self._report(gen, a)),
                          on_error=alive(self, lambda f: self._failed(gen, f, "load the KPIs")))
-        for by in ("provider", "payer"):  # the filter lists: who had claims in this period
-            self.client.call("GET", "/api/v1/kpi", params={**self.filters(), "by": by},
-                             on_ok=alive(self, lambda a, by=by: self._groups(gen, by, a)),
+        if lists_due:
+            other = "payer" if main_by == "provider" else "provider"
+            self.client.call("GET", "/api/v1/kpi", params={**q, "by": other},
+                             on_ok=alive(self, lambda a: self._groups(gen, other, a)),
                              on_error=alive(self, lambda f: None))
-        self._fetch_series(gen)
+        if period != self._series_for:
+            self._fetch_series()
 
-    def _fetch_series(self, gen: int) -> None:
+    def _fetch_series(self) -> None:
         if not self.session.at_least(Role.MANAGER):
             return
-        params = {**self.filters(), "kpi": self.trend_kpi.currentData(), "grain": self.grain.currentData()}
+        self.series_generation += 1
+        gen = self.series_generation
+        q = self.filters()
+        self._series_for = (q["from"], q["to"])
+        params = {**q, "kpi": self.trend_kpi.currentData(), "grain": self.grain.currentData()}
         self.client.call("GET", "/api/v1/kpi/series", params=params,
                          on_ok=alive(self, lambda a: self._series(gen, a)),
-                         on_error=alive(self, lambda f: self._failed(gen, f, "load the trend")))
+                         on_error=alive(self, lambda f: self._failed(self.generation, f, "load the trend")
+                                        if gen == self.series_generation else None))
 
     def _failed(self, gen: int, failure: ApiFailure, doing: str) -> None:
         if gen != self.generation:
@@ -429,7 +461,28 @@ class DashboardPage(Page):
             self.banner.show_failure("the engine's KPI answer could not be read — update ChargeBridge")
             return
         self.banner.hide()
-        self.show_report(answer)
+        if answer.get("by"):
+            self._groups(gen, str(answer["by"]), answer)
+        self.show_report(self.narrowed(answer))
+
+    def narrowed(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The report with the chosen provider's or payer's KPIs in place of the practice's (the
+        KPIs a group has no figure for, e.g. sync health, stay the practice's)."""
+        by, key = self.chosen()
+        if not by or report.get("by") != by:
+            return report
+        group = next((g for g in report.get("groups") or [] if isinstance(g, dict) and g.get("key") == key), None)
+        mine = {k.get("key"): k for k in (group or {}).get("kpis") or [] if isinstance(k, dict)}
+        kpis = []
+        for k in report.get("kpis") or []:
+            if not isinstance(k, dict):
+                continue
+            g = mine.get(k.get("key"))
+            if g is not None:
+                kpis.append({**g, "baseline": None})
+            elif group is None or str(k.get("key", "")).startswith("sync_"):
+                kpis.append(k if group is not None else {**k, "value": None, "status": "no_data"})
+        return {**report, "kpis": kpis, "narrowed_to": f"{by} {key}"}
 
     def show_report(self, report: dict[str, Any]) -> None:
         """Put a KPI answer on screen (cards, gauges, bar charts, tables)."""
@@ -457,8 +510,9 @@ class DashboardPage(Page):
         self._fill(self.kpi_table, *kpi_rows(report))
         self._fill(self.denial_table, *denial_rows(report))
         n_claims = sum(int(b.get("count") or 0) for b in report.get("charge_lag") or [] if isinstance(b, dict))
-        who = " · ".join(x for x in (self.provider.currentText() if self.provider.currentData() else "",
-                                     self.payer.currentText() if self.payer.currentData() else "") if x)
+        by, key = self.chosen()
+        who = (f"KPIs of {by} {key} (charts and trend: the whole practice)"
+               if by and report.get("narrowed_to") else "")
         self.summary.setText(f"Dates of service {report.get('start', '')} to {report.get('end', '')}"
                              + (f" · {who}" if who else "") + f" · {n_claims:,} claims delivered"
                              + (f" · baseline {report['baseline_from']} to {report['baseline_to']}"
@@ -466,7 +520,7 @@ class DashboardPage(Page):
         self.painted_at = time.perf_counter()
 
     def _series(self, gen: int, answer: Any) -> None:
-        if gen != self.generation:
+        if gen != self.series_generation:
             self.stale_dropped += 1
             return
         if not isinstance(answer, dict) or not isinstance(answer.get("points"), list):

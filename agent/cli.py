@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_admin import register as register_admin
 
     register_admin(sub)  # config export/import, backup, restore, rekey, prune (H8)
+    from agent.cli_x12 import register as register_x12
+
+    register_x12(sub)  # x12 import FILE... (H3)
     from agent.cli_report import register as register_report
 
     register_report(sub)  # report --month YYYY-MM --pdf FILE (H6)

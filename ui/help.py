@@ -105,10 +105,10 @@ class HelpViewer(QDialog):
         self.topics.blockSignals(True)
         self.topics.setCurrentRow(row)
         self.topics.blockSignals(False)
-        self._show(topic, section)
         self.show()
         self.raise_()
         self.activateWindow()
+        self._show(topic, section)
 
     def open_for_page(self, page: str) -> None:
         topic, section = topic_for_page(page)
@@ -121,28 +121,37 @@ class HelpViewer(QDialog):
         self.scroll_to(section)
 
     def scroll_to(self, section: str) -> bool:
-        """Put the heading whose slug is ``section`` at the top; False if there is none."""
+        """Put the heading whose slug is ``section`` at the top of the view; False if there is none."""
         doc = self.browser.document()
+        view = self.browser.viewport()
+        doc.setTextWidth(view.width())  # lay the page out at the view's width now, not on the next paint
+        frame = doc.rootFrame()
+        fmt = frame.frameFormat()
+        fmt.setBottomMargin(max(view.height() - 40, 0))  # room below, so even the last heading reaches the top
+        frame.setFrameFormat(fmt)
+        bar = self.browser.verticalScrollBar()
         block = doc.begin()
         while block.isValid():
             if block.blockFormat().headingLevel() and slug(block.text()) == section:
-                cursor = QTextCursor(block)
-                self.browser.setTextCursor(cursor)
-                bar = self.browser.verticalScrollBar()
-                bar.setValue(bar.maximum())  # then back up: the heading ends up at the top
-                self.browser.ensureCursorVisible()
+                self.browser.setTextCursor(QTextCursor(block))
+                top = doc.documentLayout().blockBoundingRect(block).top()
+                bar.setMaximum(max(bar.maximum(), int(doc.size().height()) - view.height()))
+                bar.setValue(int(top))
                 return True
             block = block.next()
-        self.browser.moveCursor(QTextCursor.MoveOperation.Start)
+        bar.setValue(0)
         return False
 
     def current_heading(self) -> str:
-        """The heading block at the top of the view (what the reader sees first)."""
-        cursor = self.browser.cursorForPosition(self.browser.viewport().rect().topLeft())
-        block = cursor.block()
-        while block.isValid() and not block.blockFormat().headingLevel():
+        """The first heading at or below the top of the view (what the reader sees first)."""
+        doc = self.browser.document()
+        y = self.browser.verticalScrollBar().value()
+        block = doc.begin()
+        while block.isValid():
+            if block.blockFormat().headingLevel() and doc.documentLayout().blockBoundingRect(block).top() >= y - 2:
+                return block.text()
             block = block.next()
-        return block.text() if block.isValid() else ""
+        return ""
 
 
 def help_button(on_click: object, tip: str = "Help for this page (F1)") -> QToolButton:

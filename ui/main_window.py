@@ -11,25 +11,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
 
 from core.paths import Paths
 from core.states import Role
 from ui.client import ApiClient
+from ui.help import HelpViewer, help_button
 from ui.pages import IDLE_TIMEOUT_S, Page, Session, role_label
 from ui.pages.activity import ActivityPage
+from ui.pages.dashboard import DashboardPage
 from ui.pages.encounters import EncountersPage
+from ui.pages.goals import GoalsPage
 from ui.pages.mismatches import MismatchesPage
 from ui.pages.quarantine import QuarantinePage
 from ui.pages.review import ReviewPage
 from ui.pages.settings import SettingsPage
 from ui.pages.status import StatusPage
 
-PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings", "review")
+PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings", "review", "dashboard", "goals")
 _TAB_TEXT = {"status": "&Status", "encounters": "&Encounters", "quarantine": "&Quarantine",
-             "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings", "review": "Re&view"}
+             "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings", "review": "Re&view",
+             "dashboard": "&Dashboard", "goals": "&Goals"}
 _TAB_TIP = {
     "status": "Is everything flowing? What needs attention? (Ctrl+1)",
     "encounters": "Every visit read from the EHR, searchable (Ctrl+2)",
@@ -38,6 +42,8 @@ _TAB_TIP = {
     "activity": "Who changed what, when (Ctrl+5)",
     "settings": "Folders, billing system, schedule, users (Ctrl+6)",
     "review": "Charges the rules hold for a coder: approve or reject (Ctrl+7)",
+    "dashboard": "KPIs against goals: denials, A/R, charge lag, trends (Ctrl+9)",
+    "goals": "Targets and the baseline period the dashboard compares with",
 }
 _INPUT = {QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.Wheel}
 
@@ -61,7 +67,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.pages: dict[str, Page] = {}
-        for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage, ReviewPage):
+        for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage, ReviewPage,
+                    DashboardPage, GoalsPage):
             page = cls(self.session)
             self.pages[page.name] = page
             i = self.tabs.addTab(page, _TAB_TEXT[page.name])
@@ -71,6 +78,10 @@ class MainWindow(QMainWindow):
         self._stale: set[str] = set(self.pages)
         self.tabs.currentChanged.connect(lambda _: self._page_shown())
         self.setCentralWidget(self.tabs)
+        self.help_viewer: HelpViewer | None = None  # "?" beside the page tabs and F1: help for the page shown
+        self.help_btn = help_button(self.show_help)
+        self.tabs.setCornerWidget(self.help_btn, Qt.Corner.TopRightCorner)
+        QShortcut(QKeySequence(QKeySequence.StandardKey.HelpContents), self).activated.connect(self.show_help)
 
         self.who = QLabel()
         self.who.setToolTip("Who is signed in, and their role")
@@ -81,7 +92,7 @@ class MainWindow(QMainWindow):
         for key in sorted(refresh_keys | {"Ctrl+R"}):  # F5 and Ctrl+R, each once (a duplicate is ambiguous)
             QShortcut(QKeySequence(key), self).activated.connect(self.refresh)
         QShortcut(QKeySequence("Ctrl+F"), self).activated.connect(self.focus_filter)
-        for i, name in enumerate(PAGES, start=1):
+        for i, name in enumerate(PAGES[:9], start=1):  # Ctrl+1 … Ctrl+9
             QShortcut(QKeySequence(f"Ctrl+{i}"), self).activated.connect(lambda n=name: self.show_page(n))
         QShortcut(QKeySequence(QKeySequence.StandardKey.Close), self).activated.connect(self.close)
 
@@ -116,6 +127,13 @@ class MainWindow(QMainWindow):
         self.show()
         self.raise_()
         self.activateWindow()
+
+    def show_help(self, page: str = "") -> HelpViewer:
+        """The help viewer, open at the section about ``page`` (default: the page shown)."""
+        if self.help_viewer is None:
+            self.help_viewer = HelpViewer(self)
+        self.help_viewer.open_for_page(page or self.current_page().name)
+        return self.help_viewer
 
     def current_page(self) -> Page:
         return self.tabs.currentWidget()  # type: ignore[return-value]

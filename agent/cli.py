@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_admin import register as register_admin
 
     register_admin(sub)  # config export/import, backup, restore, rekey, prune (H8)
+    from agent.cli_claims import register as register_claims
+
+    register_claims(sub)  # claims [--state S] | show ID | unmatched (H4)
     from agent.cli_x12 import register as register_x12
 
     register_x12(sub)  # x12 import FILE... (H3)

@@ -330,7 +330,14 @@ def cmd_mismatches(ctx: Context, args: argparse.Namespace) -> int:
         print(f"{m['id']:>5}  {m['kind']:<15} {m['dos']:<10} {who}  ({m['status']}, {m['age_days']} d"
               + (f", reopened {m['reopened']}x" if m["reopened"] else "") + ")")
         for d in m["diff"]:
-            print(f"         {d['field']}: EHR {d['ehr']} | RCM {d['rcm']}")
+            if "field" in d:
+                print(f"         {d['field']}: EHR {d['ehr']} | RCM {d['rcm']}")
+            else:  # a rejected / denied claim: its reason codes (H4)
+                from agent.claim_views import reason_text
+
+                print(f"         reason {reason_text(d)}")
+        if m["kind"] in ("claim_rejected", "claim_denied") and not m["diff"]:
+            print("         (the payer gave no reason code)")
     print("resolve with: chargebridge resolve ID --action resend|accept-rcm|ignore [--reason TEXT]")
     return 0
 

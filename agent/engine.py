@@ -277,6 +277,9 @@ class Engine:
             res = job.run(force=force)
             with store.tx():
                 store.set_setting("sync.last", json.dumps({"at": now(), **res.to_dict()}))
+            from agent import outcomes
+
+            outcomes.read(store, self.target)  # the RCM's decisions on open claims (FHIR ClaimResponse; H4)
             if res.delivered and self.scheduler is not None:  # reconcile after each sync that sent something
                 self.scheduler.add_job(self.scheduled_reconcile, id="reconcile-after-sync", replace_existing=True)
             return res

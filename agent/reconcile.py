@@ -237,9 +237,12 @@ def persist(store: Store, results: list[Result], *, start: date, end: date) -> R
     seen: set[str] = set()
     conn = store.conn
     with store.tx():
+        # claim_rejected / claim_denied findings come from the payer's answers (agent/claims.py),
+        # not from comparing charges: a reconciliation run never closes them
         existing = {fp: (fid, status) for fid, fp, status in conn.execute(
-            "SELECT id, fingerprint, status FROM findings WHERE dos BETWEEN ? AND ? OR dos = ''",
-            (start.isoformat(), end.isoformat()))}
+            "SELECT id, fingerprint, status FROM findings WHERE (dos BETWEEN ? AND ? OR dos = '') "
+            "AND kind NOT IN (?, ?)",
+            (start.isoformat(), end.isoformat(), FindingKind.CLAIM_REJECTED, FindingKind.CLAIM_DENIED))}
         for r in results:
             if r.kind == FindingKind.MATCHED:
                 continue
@@ -293,4 +296,8 @@ def run(store: Store, target: Target, *, start: date, end: date, today: date | N
     remote = target.fetch_charges(start, end)
     local = load_local(store, start, end, target.identifier)
     results = classify(local, remote, today=today or date.today(), missing_charge_days=missing_charge_days)
-    return persist(store, results, start=start, end=end)
+    summary = persist(store, results, start=start, end=end)
+    from agent import outcomes
+
+    outcomes.read(store, target)  # and the RCM's decisions on open claims (FHIR ClaimResponse; H4)
+    return summary

@@ -13,6 +13,8 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.states import (
+    AnswerKind,
+    ClaimState,
     AlertKind,
     ConnectorKind,
     EncounterKind,
@@ -559,3 +561,71 @@ class AlertItem(BaseModel):
 
 
 Status.model_rebuild()  # ``alerts`` names AlertItem, defined after Status
+
+
+# -- claims (H4) -------------------------------------------------------------------------------------
+class ClaimReason(BaseModel):
+    """A reason code on a claim's answer: CARC (``group`` + ``code``, e.g. CO-45), RARC, 277CA
+    STC, 999 AK, or a FHIR ClaimResponse error code; ``text`` is the code's description."""
+
+    kind: str
+    code: str
+    group: str = ""
+    amount: str = ""
+    text: str = ""
+
+
+class ClaimItem(BaseModel):
+    """One claim (one delivered encounter) and where it is in its life at the payer. Amounts
+    are decimal text; dates are ISO (``*_at`` UTC timestamps, ``dos`` / ``adjudicated_on`` days)."""
+
+    claim_id: str = Field(description="our stable claim id: the X12 CLM01 / the FHIR Claim identifier")
+    encounter_id: int | None
+    version: int
+    target: str = Field(description="the RCM channel it went through (fhir, x12)")
+    state: ClaimState
+    dos: str
+    provider_npi: str
+    payer: str
+    billed: str
+    paid: str
+    adjusted: str
+    patient_resp: str
+    payer_claim_id: str = Field(description="the RCM's / payer's number for the claim (for corrections)")
+    control: dict[str, str] = Field(description="control numbers / remote ids of the delivery (ISA, GS, ST; Claim)")
+    submissions: int
+    reasons: list[ClaimReason]
+    first_submitted_at: str
+    submitted_at: str
+    answered_at: str
+    accepted_at: str
+    adjudicated_on: str
+    updated_at: str
+    in_mismatch_queue: bool = Field(False, description="a rejected / denied claim waits in the mismatch queue")
+    finding_id: int | None = Field(None, description="the open mismatch-queue finding, when there is one")
+
+
+class ClaimAnswer(BaseModel):
+    """One answer a claim received (999, 277CA, 835 or ClaimResponse), oldest first."""
+
+    kind: AnswerKind
+    state: str
+    answered_on: str
+    received_at: str
+    detail: dict[str, Any]
+
+
+class ClaimDetail(ClaimItem):
+    answers: list[ClaimAnswer]
+
+
+class UnmatchedAnswer(BaseModel):
+    """An answer that matched no claim: kept and listed, never dropped."""
+
+    id: int
+    kind: AnswerKind
+    claim_ref: str
+    state: str
+    answered_on: str
+    received_at: str
+    detail: dict[str, Any]

@@ -21,6 +21,7 @@ from ui.client import ApiClient
 from ui.help import HelpViewer, help_button
 from ui.pages import IDLE_TIMEOUT_S, Page, Session, role_label
 from ui.pages.activity import ActivityPage
+from ui.pages.claims import ClaimsPage
 from ui.pages.dashboard import DashboardPage
 from ui.pages.encounters import EncountersPage
 from ui.pages.goals import GoalsPage
@@ -30,10 +31,11 @@ from ui.pages.review import ReviewPage
 from ui.pages.settings import SettingsPage
 from ui.pages.status import StatusPage
 
-PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings", "review", "dashboard", "goals")
+PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings", "review", "claims", "dashboard",
+         "goals")
 _TAB_TEXT = {"status": "&Status", "encounters": "&Encounters", "quarantine": "&Quarantine",
              "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings", "review": "Re&view",
-             "dashboard": "&Dashboard", "goals": "&Goals"}
+             "claims": "C&laims", "dashboard": "&Dashboard", "goals": "&Goals"}
 _TAB_TIP = {
     "status": "Is everything flowing? What needs attention? (Ctrl+1)",
     "encounters": "Every visit read from the EHR, searchable (Ctrl+2)",
@@ -42,6 +44,7 @@ _TAB_TIP = {
     "activity": "Who changed what, when (Ctrl+5)",
     "settings": "Folders, billing system, schedule, users (Ctrl+6)",
     "review": "Charges the rules hold for a coder: approve or reject (Ctrl+7)",
+    "claims": "Each claim at the payer: accepted, rejected, paid, denied, and why (Ctrl+8)",
     "dashboard": "KPIs against goals: denials, A/R, charge lag, trends (Ctrl+9)",
     "goals": "Targets and the baseline period the dashboard compares with",
 }
@@ -68,7 +71,7 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.pages: dict[str, Page] = {}
         for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage, ReviewPage,
-                    DashboardPage, GoalsPage):
+                    ClaimsPage, DashboardPage, GoalsPage):
             page = cls(self.session)
             self.pages[page.name] = page
             i = self.tabs.addTab(page, _TAB_TEXT[page.name])

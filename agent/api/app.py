@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
-from agent.api import audit, config, databases, encounters, health, quarantine, reconcile, review, sync, users
+from agent.api import audit, claims, config, databases, encounters, health, quarantine, reconcile, review, sync, users
 from agent.service import EngineService
 from core.errors import ChargeBridgeError
 
@@ -41,6 +41,7 @@ def create_app(svc: EngineService) -> FastAPI:
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(review.router, prefix=PREFIX)  # coder review queue, rules, opportunities (H7)
     app.include_router(databases.router, prefix=PREFIX)  # EHR databases (H6)
+    app.include_router(claims.router, prefix=PREFIX)  # claims and their outcomes (H4)
     from agent.api import kpi
 
     app.include_router(kpi.router, prefix=PREFIX)  # KPIs and goals (H5)

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import requests
 
 from connectors.rcm.base import PushResult, RemoteCharge, RemoteLine, TargetError, TargetSettings
+from core.answers import Answer
 from core.errors import ConfigError
 from core.model import Encounter
 from core.states import TargetErrorKind as Kind
@@ -329,6 +330,14 @@ class FhirTarget:
             if rc.dos and start.isoformat() <= rc.dos <= end.isoformat():
                 out.append(rc)
         return out
+
+    def fetch_outcomes(self, claims: Sequence[tuple[str, dict[str, str]]]) -> list[Answer]:
+        """The RCM's ClaimResponses for our delivered ``claims`` ((claim id, remote ids)) as
+        answers (an optional capability beside :class:`Target`; mapping and budgets in
+        :mod:`connectors.rcm.fhir_outcomes`). Raises :class:`TargetError`. (H4)"""
+        from connectors.rcm import fhir_outcomes
+
+        return fhir_outcomes.fetch(self._request, self.base_url, claims)
 
 
 def make(settings: TargetSettings, secret: str) -> FhirTarget:

@@ -42,7 +42,12 @@ KINDS: dict[str, tuple[str, str]] = {
     FindingKind.ORPHAN_IN_RCM: ("Only in the billing system",
                                 "The billing system has a claim that the EHR did not document."),
     FindingKind.MISSING_CHARGE: ("Missing charge", "A scheduled visit with no charge documented a few days later."),
+    FindingKind.CLAIM_REJECTED: ("Claim rejected", ("The clearinghouse or payer refused the claim before "
+                                 "adjudication; correct the visit in the EHR and resend, or ignore with a reason.")),
+    FindingKind.CLAIM_DENIED: ("Claim denied", ("The payer adjudicated the claim and paid nothing; the reasons "
+                               "say why. Correct and resend (as a correction), or ignore with a reason.")),
 }
+CLAIM_KINDS = (FindingKind.CLAIM_REJECTED, FindingKind.CLAIM_DENIED)
 ACTIONS: dict[str, tuple[str, str]] = {
     ResolveAction.RESEND: ("Resen&d EHR version", ("Send the EHR's version to the billing system (as a correction "
                                                    "when it already has a claim)")),
@@ -79,8 +84,26 @@ def _line_text(ln: dict[str, Any] | None) -> str:
     return " · ".join(parts)
 
 
+def claim_rows(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """A rejected / denied claim (H4): the claim, then one row per reason code (``diff`` holds
+    the reasons: kind, code, group, amount, text)."""
+    from ui.pages.claims import reason_code, reason_description
+
+    rem = f.get("remote") or {}
+    rows = [("claim", "Claim", str(rem.get("claim_id") or f.get("remote_id", "")),
+             f"{rem.get('state', '')} ({rem.get('answer', '')})".strip(" ()"))]
+    for r in f.get("diff") or []:
+        rows.append((f"reason {reason_code(r)}", f"Reason {reason_code(r)}",
+                     reason_description(r) or "(no description given)", f"${r['amount']}" if r.get("amount") else ""))
+    if not f.get("diff"):
+        rows.append(("reason", "Reason", "the payer gave no reason code", ""))
+    return rows
+
+
 def side_by_side(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Rows of (key, label, EHR value, RCM value) for a finding; ``key`` is what ``diff`` names."""
+    if f.get("kind") in CLAIM_KINDS:
+        return claim_rows(f)
     loc, rem = f.get("local") or {}, f.get("remote") or {}
     none_l = "— not documented in the EHR —" if not loc else ""
     none_r = "— not in the billing system —" if not rem else ""
@@ -123,6 +146,8 @@ def differing_keys(f: dict[str, Any], rows: list[tuple[str, str, str, str]]) -> 
     """Row key -> the diff entries that land on it ("line 99213.units" lands on "line 99213")."""
     keys = [r[0] for r in rows]
     out: dict[str, list[dict[str, str]]] = {}
+    if f.get("kind") in CLAIM_KINDS:  # reasons, not field differences
+        return out
     for d in f.get("diff") or []:
         fld = d.get("field", "")
         key = fld if fld in keys else next((k for k in keys if fld.startswith(k + ".")), fld)
@@ -292,12 +317,16 @@ class MismatchesPage(Page):
             return
         title, desc = KINDS.get(f["kind"], (f["kind"], ""))
         self.kind_label.setText(f"{title}: {desc}")
+        claim = f["kind"] in CLAIM_KINDS
+        self.compare.setHorizontalHeaderLabels(["Claim / reason", "What the payer said", "Amount / state"] if claim
+                                               else ["Field", "EHR (documented)", "Billing system (RCM)"])
         rows = side_by_side(f)
         self.highlighted = differing_keys(f, rows)
         self.legend.setVisible(bool(self.highlighted))
-        self.legend.setText("<span style='background:#ffe08a'>&nbsp;≠ highlighted&nbsp;</span> rows differ: "
-                            + "; ".join(f"<b>{_field_words(d['field'])}</b> EHR {_esc(d['ehr'])}, RCM {_esc(d['rcm'])}"
-                                        for d in f.get("diff") or []))
+        self.legend.setText("" if claim else (
+            "<span style='background:#ffe08a'>&nbsp;≠ highlighted&nbsp;</span> rows differ: "
+            + "; ".join(f"<b>{_field_words(d['field'])}</b> EHR {_esc(d['ehr'])}, RCM {_esc(d['rcm'])}"
+                        for d in f.get("diff") or [])))
         self.compare.setRowCount(len(rows))
         bold = QFont()
         bold.setBold(True)

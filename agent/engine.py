@@ -175,6 +175,9 @@ class Engine:
         from agent import dbpoll
 
         dbpoll.schedule(self, sched)  # EHR database polls (H6), on the same single worker
+        from agent import alerts
+
+        alerts.schedule(self, sched)  # alert checks (H5), on the same single worker
         sched.start()
         self.scheduler = sched
 
@@ -277,6 +280,9 @@ class Engine:
             res = job.run(force=force)
             with store.tx():
                 store.set_setting("sync.last", json.dumps({"at": now(), **res.to_dict()}))
+                if not res.skipped:  # sync health KPI and alerts read these (H5)
+                    store.event("sync.run", detail={"ok": not res.error, "error_kind": str(res.error_kind),
+                                                    "delivered": res.delivered, "failed": res.failed})
             from agent import outcomes
 
             outcomes.read(store, self.target)  # the RCM's decisions on open claims (FHIR ClaimResponse; H4)

@@ -230,7 +230,7 @@ class Clearinghouse:
             svcs: list[str] = []
             paid_sum = pr_sum = Decimal(0)
             pr_code, pr_amt = o.patient if o.patient else ("", Decimal(0))
-            for j, ln in enumerate(c.lines):
+            for ln in c.lines:
                 svc_code = ln.code if ln.code.startswith(("HC:", "AD:", "ER:", "IV:", "N4:", "WK:")) else "HC:" + ln.code
                 cas: list[str] = []
                 lq: list[str] = []
@@ -242,8 +242,7 @@ class Clearinghouse:
                     allowed = ln.charge if o.kind == "paid" else (ln.charge * o.allowed_ratio).quantize(Decimal("0.01"))
                     if o.kind == "partial":
                         cas.append(f"CAS*CO*45*{_m(ln.charge - allowed)}")
-                    share = pr_amt if j == 0 else Decimal(0)
-                    share = min(share, allowed)
+                    share = min(pr_amt - pr_sum, allowed)  # the patient's share, line by line
                     if share:
                         cas.append(f"CAS*PR*{pr_code}*{_m(share)}")
                         pr_sum += share

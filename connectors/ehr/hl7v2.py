@@ -623,6 +623,7 @@ def _siu(by: dict[str, list[list[str]]], d: _D, label: str, system: str, control
     return Encounter(
         source=NAME, source_id=_v(sch[1], d) or _v(sch[2], d) or control_id,
         source_system=system, kind="expected", patient=_patient(pid, d),
+        coverages=[_coverage(in1, d) for in1 in by.get("IN1", ())],  # not in SIU_S12; EHRs add it (eligibility)
         rendering=_pick_provider(people, d, options), dos_start=next((s for s in starts if s), ""),
         place_of_service=_POS_BY_CLASS.get(_v(pv1[2], d).upper(), ""),
     )

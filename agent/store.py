@@ -258,6 +258,47 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
           "file_name TEXT NOT NULL DEFAULT '')")],
     ),
     (
+        10,
+        # LAN pairing (agent/pairing.py, H7): one-time codes, kept only as their SHA-256, for a
+        # role and user name chosen by `chargebridge pair`; used_at/used_from record who redeemed it.
+        [("CREATE TABLE pairing_codes (id INTEGER PRIMARY KEY, code_sha256 TEXT NOT NULL UNIQUE, "
+          "role TEXT NOT NULL, name TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL, "
+          "expires_at TEXT NOT NULL, used_at TEXT, used_from TEXT NOT NULL DEFAULT '')"),
+         "CREATE INDEX pairing_codes_name ON pairing_codes(name)"],
+    ),
+    (
+        12,
+        # Eligibility (agent/eligibility.py, H2): one row per scheduled visit asked about (270) and
+        # its 271 answer; trace = our TRN02, control = the 270's ISA13, answer_ref = file#ST02.
+        # Rows follow their visit out on retention (ON DELETE CASCADE).
+        [("CREATE TABLE eligibility (id INTEGER PRIMARY KEY, encounter_id INTEGER REFERENCES encounters(id) "
+          "ON DELETE CASCADE, business_key TEXT NOT NULL, mrn TEXT NOT NULL, dos TEXT NOT NULL, "
+          "trace TEXT NOT NULL UNIQUE, control INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, "
+          "plan TEXT NOT NULL DEFAULT '', copay TEXT NOT NULL DEFAULT '', asked_at TEXT NOT NULL, checked_at TEXT, "
+          "answer_ref TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}')"),
+         "CREATE INDEX eligibility_visit ON eligibility(business_key, dos)",
+         "CREATE INDEX eligibility_mrn_dos ON eligibility(mrn, dos)",
+         "CREATE INDEX eligibility_encounter ON eligibility(encounter_id)"],
+    ),
+    (
+        13,
+        # Test mode (agent/testmode.py, H8): what sync would have sent (or sent to a sandbox) —
+        # the exact payload files (FHIR Bundles, 837 files; patient data, hence here, encrypted),
+        # and per claim the encounter as sent, which is the dry-run RCM's view for reconciliation.
+        [("CREATE TABLE testmode_sends (id INTEGER PRIMARY KEY, at TEXT NOT NULL, target TEXT NOT NULL, "
+          "route TEXT NOT NULL, action TEXT NOT NULL DEFAULT 'push', encounters INTEGER NOT NULL DEFAULT 0, "
+          "delivered INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0, "
+          "files INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '{}')"),
+         ("CREATE TABLE testmode_files (id INTEGER PRIMARY KEY, send_id INTEGER NOT NULL REFERENCES "
+          "testmode_sends(id) ON DELETE CASCADE, seq INTEGER NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL, "
+          "sha256 TEXT NOT NULL)"),
+         "CREATE INDEX testmode_files_send ON testmode_files(send_id)",
+         ("CREATE TABLE testmode_claims (identifier TEXT PRIMARY KEY, business_key TEXT NOT NULL, "
+          "send_id INTEGER NOT NULL, remote_id TEXT NOT NULL, dos TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, "
+          "cancelled INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)"),
+         "CREATE INDEX testmode_claims_dos ON testmode_claims(dos)"],
+    ),
+    (
         11,
         # Alerts (agent/alerts.py, H5): per alert kind whether its condition holds, since when, when it
         # last fired (rate limit: once per [alerts] repeat_hours while it holds), and what it said

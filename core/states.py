@@ -196,3 +196,13 @@ class AlertKind(StrEnum):
     DENIAL_RATE = "denial_rate"  # denial rate over the last 7 days above the [goals] target
     MISSED_CHARGES = "missed_charges"  # expected visits with no charge after N days
     DATABASE_DOWN = "database_down"  # an EHR database source cannot be read
+
+
+class EligibilityStatus(StrEnum):
+    """A scheduled visit's coverage as the payer's 271 answered (agent/eligibility.py)."""
+
+    PENDING = "pending"  # the 270 left; no 271 yet
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    UNKNOWN = "unknown"  # the payer could not say (AAA rejection, no EB 1/6)
+    NO_COVERAGE = "no_coverage"  # nothing to ask about: no payer or member id on the visit

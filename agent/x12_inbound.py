@@ -20,8 +20,9 @@ Nothing here logs file contents or patient data: file names, counts and error ti
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -199,3 +200,46 @@ def poll(store: Store, transport: InboundTransport, *, limit: int = 500) -> Impo
             log.warning("clearinghouse file %s could not be archived: %s", name, out.error)
             break
     return out
+
+
+def inbound_transport(target: Any) -> InboundTransport | None:
+    """The ``[x12] inbound`` transport of an X12 target (the same options and secret as its
+    outbound side), or None when the target is not X12 or no inbound location is set."""
+    x12 = getattr(target, "x12", None)
+    if not isinstance(x12, Mapping) or not str(x12.get("inbound") or "").strip():
+        return None
+    from connectors.rcm.x12.transport import open_transport
+
+    opts: dict[str, Any] = {k: str(x12[k]) for k in ("host_key", "key_file") if x12.get(k)}
+    mb = x12.get("max_file_mb")
+    if isinstance(mb, (int, float)) and mb > 0:
+        opts["max_bytes"] = int(mb * 1024 * 1024)
+    transport: InboundTransport = open_transport(
+        str(x12["inbound"]), secret=str(getattr(target, "secret", "") or ""),
+        known_hosts=str(x12.get("known_hosts") or ""), timeout=float(getattr(target, "timeout", 30.0)),
+        key="x12.inbound", **opts)
+    return transport
+
+
+def poll_target(store: Store, target: Any) -> ImportResult | None:
+    """The engine's hook after each sync run (``[rcm] type = "x12"``): import the inbound
+    directory; the outcome is kept in the ``x12.last_inbound`` setting for status. None when
+    there is nothing to poll."""
+    try:
+        transport = inbound_transport(target)
+    except ChargeBridgeError as exc:
+        res = ImportResult(error=exc.title)
+        transport = None
+    else:
+        if transport is None:
+            return None
+        try:
+            res = poll(store, transport)
+        finally:
+            close = getattr(transport, "close", None)
+            if callable(close):
+                close()
+    summary = {k: v for k, v in res.to_dict().items() if k != "files"}
+    with store.tx():
+        store.set_setting("x12.last_inbound", json.dumps({"at": now(), **summary}))
+    return res

@@ -29,6 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from connectors.rcm.x12.segments import (
@@ -133,21 +134,30 @@ def _date(value: str) -> str:
 
 def _amount(value: str, what: str) -> Decimal:
     """An X12 ``R`` amount, checked: a number within budget, or an error naming the element."""
+    got = _read_amount(value)
+    if isinstance(got, str):
+        raise X12FormatError(f"{what} {got}", "ask the clearinghouse to send the file again")
+    return got
+
+
+@lru_cache(maxsize=16384)
+def _read_amount(value: str) -> Decimal | str:
+    """The amount, or why it is not one (cached: remittances repeat the same amounts a lot)."""
     if value == "":
         return Decimal(0)
     if len(value) > 18:
-        raise X12FormatError(f"{what} is not an amount (too long)", "ask the clearinghouse to send the file again")
+        return "is not an amount (too long)"
     try:
         d = Decimal(value)
     except InvalidOperation:
-        raise X12FormatError(f"{what} is not an amount", "ask the clearinghouse to send the file again") from None
+        return "is not an amount"
     if not d.is_finite() or abs(d) > MAX_AMOUNT:
-        raise X12FormatError(f"{what} is out of range", "ask the clearinghouse to send the file again")
+        return "is out of range"
     return d
 
 
 def _money(d: Decimal) -> str:
-    return f"{d.quantize(Decimal('0.01')):.2f}"
+    return format(d, ".2f")
 
 
 # -- 999 -----------------------------------------------------------------------------------------

@@ -157,9 +157,8 @@ def iter_interchanges(data: bytes | str, *, budget: Budget = DEFAULT_BUDGET) -> 
                 if len(elems) > budget.max_elements + 1:
                     raise _fail(f"segment {len(segments) + 2} ({elems[0][:3]!s}) has {len(elems) - 1} elements, "
                                 f"more than {budget.max_elements}")
-                for e in elems:
-                    if len(e) > budget.max_element_chars:
-                        raise _fail(f"segment {len(segments) + 2} ({elems[0][:3]}) has an element longer than "
+                if len(raw) > budget.max_element_chars and max(map(len, elems)) > budget.max_element_chars:
+                    raise _fail(f"segment {len(segments) + 2} ({elems[0][:3]}) has an element longer than "
                                     f"{budget.max_element_chars} characters (a wrong delimiter?)")
                 sid = elems[0]
                 if not (2 <= len(sid) <= 3 and sid.isalnum() and (sid.isupper() or sid.isdigit())):

@@ -52,6 +52,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "folders": [folder(f) for f in cfg.folders],
         "databases": [asdict(d) for d in getattr(cfg, "databases", [])],
         "rules": asdict(cfg.rules),  # [rules] (H7): charge rules on/off and severities
+        "mode": asdict(cfg.mode),  # [mode] (H8): test mode; switched off by go-live (agent/golive.py)
         "goals": cfg.goals.to_toml(),  # [goals] and [alerts] (H5): agent/kpi_config.py
         "alerts": asdict(cfg.alerts),
     }
@@ -148,10 +149,13 @@ def refuse_secrets(body: Any, where: str = "") -> None:
             refuse_secrets(v, f"{where.rstrip('.')}[{i}].")
 
 
+OPTIONAL_SECTIONS = ("mode",)  # a document without them keeps the file's (EngineService.put_config)
+
+
 def require_complete(body: dict[str, Any]) -> None:
     """A full document names every section, so a save never drops one (and its folders) by omission."""
     for name in sections():
-        if name not in body:
+        if name not in body and name not in OPTIONAL_SECTIONS:
             raise ConfigError(f"the config document has no '{name}' section",
                               "send the complete document (as GET /api/v1/config returns it), or use PATCH "
                               "to change only some sections", key=name)

@@ -5,6 +5,9 @@ Adding a vendor touches nothing here: a module under ``connectors/rcm`` and a li
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from agent import keys
 from agent.config import Config, RcmConfig
 from connectors.rcm import make_target as _registry_make
@@ -12,6 +15,9 @@ from connectors.rcm.base import Target, TargetSettings
 from core.errors import ConfigError
 from core.paths import Paths
 from core.secrets import RCM_SECRET as SECRET
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 __all__ = ["SECRET", "build_target", "make_target", "settings_of"]
 
@@ -33,12 +39,19 @@ def build_target(rc: RcmConfig, secret: str) -> Target:
     return _registry_make(rc.type, settings_of(rc), secret)
 
 
-def make_target(paths: Paths, cfg: Config) -> Target | None:
-    """The saved configuration's target with the keyring's secret; ``None`` when no RCM is set."""
+def make_target(paths: Paths, cfg: Config, *, store: Callable[[], Store] | None = None) -> Target | None:
+    """The saved configuration's target with the keyring's secret; ``None`` when no RCM is set.
+    In test mode (``[mode] test``) the target is wrapped so nothing reaches the real RCM
+    (agent/testmode.py; ``store``: the caller's store per thread, for the record)."""
     rc = cfg.rcm
     if not rc.type:
         return None
     secret = keys.get_secret(paths, SECRET) or ""
+    if cfg.mode.test:  # a dry run builds the real payload; it needs no secret (go-live checks it)
+        from agent.testmode import wrap
+
+        inner = _registry_make(rc.type, settings_of(rc), secret)
+        return wrap(inner, paths, cfg, store, build=build_target)
     if not secret:
         raise ConfigError("the RCM secret is not in the OS keyring",
                           "run: chargebridge rcm set-secret (it reads the secret from a prompt or stdin)")

@@ -31,7 +31,7 @@ def get_config(c: Caller = Depends(ADMIN), svc: EngineService = Depends(service)
     return svc.get_config()
 
 
-@router.put("/config", response_model=ConfigSaved, responses=errors(*AUTH, 503))
+@router.put("/config", response_model=ConfigSaved, responses=errors(*AUTH, 409, 503))
 def put_config(body: dict[str, Any] = DOC, c: Caller = Depends(ADMIN),
                svc: EngineService = Depends(service)) -> dict[str, Any]:
     """A complete document (every section): validated with the engine's start-up rules, written
@@ -39,7 +39,7 @@ def put_config(body: dict[str, Any] = DOC, c: Caller = Depends(ADMIN),
     return svc.put_config(body, actor=c.actor)
 
 
-@router.patch("/config", response_model=ConfigSaved, responses=errors(*AUTH, 503))
+@router.patch("/config", response_model=ConfigSaved, responses=errors(*AUTH, 409, 503))
 def patch_config(body: dict[str, Any] = DOC, c: Caller = Depends(ADMIN),
                  svc: EngineService = Depends(service)) -> dict[str, Any]:
     """Each top-level section given replaces that section (``folders``: the whole list)."""

@@ -204,6 +204,28 @@ class FhirTarget:
             return self._push_transaction(encounters)
         return self._push_phased(encounters)
 
+    def render(self, encounters: Sequence[Encounter], *,
+               corrections: Mapping[str, str] | None = None) -> list[tuple[str, bytes]]:
+        """What :meth:`push` would send for ``encounters``, as (file name, bytes), without a
+        request (test mode, agent/testmode.py). ``transaction``: the one Bundle. ``batch``: the
+        three phase Bundles; later phases refer to earlier resources by their ``urn:uuid``
+        fullUrl, which a live push replaces with the ids the server returned."""
+        if not encounters:
+            return []
+        bundle, _ = build_transaction(encounters, dict(corrections or {}))
+        if self.bundle == "transaction":
+            return [("bundle-transaction.json", json.dumps(bundle, indent=1).encode())]
+        phases = (("1-patients-practitioners", ("Patient", "Practitioner")), ("2-coverages-encounters",
+                  ("Coverage", "Encounter")), ("3-claims", ("Claim",)))
+        out = []
+        for name, types in phases:
+            entries = [{"fullUrl": e["fullUrl"], "request": e["request"], "resource": e["resource"]}
+                       for e in bundle["entry"] if e["resource"]["resourceType"] in types]
+            if entries:
+                body = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+                out.append((f"bundle-{name}.json", json.dumps(body, indent=1).encode()))
+        return out
+
     def _push_transaction(self, encounters: Sequence[Encounter]) -> list[PushResult]:
         """All resources of the batch in one transaction Bundle (servers that allow big ones)."""
         bundle, claim_index = build_transaction(encounters, getattr(self, "_corrections", None))

@@ -266,7 +266,11 @@ def _kpi_table(p: QPainter, pager: _Pager, report: dict[str, Any], base: QFont) 
 
 
 def _gauges(p: QPainter, pager: _Pager, report: dict[str, Any], base: QFont) -> None:
-    targeted = [k for k in kpis_of(report) if _num(k.get("target")) is not None][:4]
+    rows = kpis_of(report)
+    targeted = [k for k in rows if _num(k.get("target")) is not None][:4]
+    if not targeted:  # no goals set yet: the four figures a manager reads first, as the dashboard does
+        targeted = [k for k in rows if k["key"] in ("denial_rate", "clean_claim_rate", "days_in_ar",
+                                                    "charge_lag_days")][:4]
     if not targeted:
         return
     rect = pager.take(170)

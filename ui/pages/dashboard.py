@@ -561,7 +561,7 @@ class DashboardPage(Page):
             for c, text in enumerate(row):
                 item = QTableWidgetItem(text)
                 if c:
-                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 table.setItem(r, c, item)
         table.setUpdatesEnabled(True)
 

@@ -10,6 +10,7 @@ reasons from the list.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
@@ -84,7 +85,17 @@ def reason_description(r: dict[str, Any]) -> str:
 
 
 def _money(v: Any) -> str:
-    return f"${v}" if v not in (None, "") else "—"
+    try:
+        return f"${Decimal(str(v)):,.2f}" if v not in (None, "") else "—"
+    except InvalidOperation:
+        return "—"
+
+
+def _day(iso: str) -> str:
+    return iso if len(iso or "") == 10 else short_date(iso or "")
+
+
+ADJUDICATED = (ClaimState.PAID, ClaimState.PARTIALLY_PAID, ClaimState.DENIED)
 
 
 class ClaimsModel(RecordsModel):
@@ -112,7 +123,8 @@ class ClaimsPage(Page):
             Column("Claim", lambda r: r.get("claim_id", ""), lambda r: "Our claim id (CLM01 / FHIR Claim identifier)"),
             Column("Date of service", lambda r: r.get("dos", "")),
             Column("Billed", lambda r: _money(r.get("billed")), align_right=True),
-            Column("Paid", lambda r: _money(r.get("paid")) if r.get("answered_at") else "—", align_right=True),
+            Column("Paid", lambda r: _money(r.get("paid")) if r.get("state") in ADJUDICATED else "—",
+                   align_right=True),
             Column("Reasons", lambda r: ", ".join(reason_code(x) for x in r.get("reasons") or []),
                    lambda r: "\n".join(f"{reason_code(x)} {reason_description(x)}".strip()
                                        for x in r.get("reasons") or [])),
@@ -140,7 +152,7 @@ class ClaimsPage(Page):
         self.list = record_table(self.model, "Claims", self._selected)
         self.list.setWordWrap(False)
         self.list.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate((160, 150, 100, 80, 80)):
+        for col, width in enumerate((185, 150, 100, 80, 80)):
             self.list.setColumnWidth(col, width)
         self.empty, self.stack = with_empty_state(self.list, EMPTY)
 
@@ -165,7 +177,8 @@ class ClaimsPage(Page):
         self.reasons = self._table(["Code", "Description", "Amount"], "Reason codes with their descriptions")
         rl.addWidget(self.reasons, 1)
         rl.addWidget(QLabel("<b>Answers, oldest first</b>"))
-        self.answers = self._table(["Date", "Answer", "State", "Paid / adjusted / patient"], "History of answers")
+        self.answers = self._table(["Date", "Answer", "State", "Paid / adjusted / patient"], "History of answers",
+                                   stretch=3)
         rl.addWidget(self.answers, 2)
         self.history_note = QLabel("")
         self.history_note.setWordWrap(True)
@@ -174,13 +187,14 @@ class ClaimsPage(Page):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.stack)
         split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([660, 600])
         self._outer.addWidget(split, 1)
         self.show_claim(None)
 
     @staticmethod
-    def _table(headers: list[str], name: str) -> QTableWidget:
+    def _table(headers: list[str], name: str, stretch: int = 1) -> QTableWidget:
         t = QTableWidget(0, len(headers))
         t.setHorizontalHeaderLabels(headers)
         t.verticalHeader().hide()
@@ -189,7 +203,7 @@ class ClaimsPage(Page):
         t.setWordWrap(True)
         hh = t.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
         t.setAccessibleName(name)
         return t
 
@@ -249,7 +263,7 @@ class ClaimsPage(Page):
         control = ", ".join(f"{k} {v}" for k, v in sorted((c.get("control") or {}).items()))
         dates = [f"submitted {short_date(c.get('submitted_at', ''))}"]
         if c.get("answered_at"):
-            dates.append(f"answered {short_date(c['answered_at'])}")
+            dates.append(f"answered {_day(c['answered_at'])}")
         if c.get("adjudicated_on"):
             dates.append(f"adjudicated {c['adjudicated_on']}")
         self.head.setText(
@@ -299,7 +313,7 @@ class ClaimsPage(Page):
             det = a.get("detail") or {}
             amounts = " / ".join(_money(det.get(k)) for k in ("paid", "adjusted", "patient_resp"))
             codes = ", ".join(reason_code(r) for r in det.get("reasons") or [])
-            cells = (a.get("answered_on") or short_date(a.get("received_at", "")),
+            cells = (_day(a.get("answered_on") or a.get("received_at", "")),
                      KIND_LABEL.get(a.get("kind", ""), a.get("kind", "")),
                      state_label(a.get("state", "")) or "(no state)", amounts + (f"  [{codes}]" if codes else ""))
             for col, text in enumerate(cells):

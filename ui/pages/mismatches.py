@@ -42,10 +42,8 @@ KINDS: dict[str, tuple[str, str]] = {
     FindingKind.ORPHAN_IN_RCM: ("Only in the billing system",
                                 "The billing system has a claim that the EHR did not document."),
     FindingKind.MISSING_CHARGE: ("Missing charge", "A scheduled visit with no charge documented a few days later."),
-    FindingKind.CLAIM_REJECTED: ("Claim rejected", ("The clearinghouse or payer refused the claim before "
-                                 "adjudication; correct the visit in the EHR and resend, or ignore with a reason.")),
-    FindingKind.CLAIM_DENIED: ("Claim denied", ("The payer adjudicated the claim and paid nothing; the reasons "
-                               "say why. Correct and resend (as a correction), or ignore with a reason.")),
+    FindingKind.CLAIM_REJECTED: ("Claim rejected", "Refused before adjudication: correct and resend, or ignore."),
+    FindingKind.CLAIM_DENIED: ("Claim denied", "Adjudicated and not paid: correct and resend, or ignore."),
 }
 CLAIM_KINDS = (FindingKind.CLAIM_REJECTED, FindingKind.CLAIM_DENIED)
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -90,8 +88,8 @@ def claim_rows(f: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     from ui.pages.claims import reason_code, reason_description
 
     rem = f.get("remote") or {}
-    rows = [("claim", "Claim", str(rem.get("claim_id") or f.get("remote_id", "")),
-             f"{rem.get('state', '')} ({rem.get('answer', '')})".strip(" ()"))]
+    answer = f" (from {rem['answer']})" if rem.get("answer") else ""
+    rows = [("claim", "Claim", str(rem.get("claim_id") or f.get("remote_id", "")), f"{rem.get('state', '')}{answer}")]
     for r in f.get("diff") or []:
         rows.append((f"reason {reason_code(r)}", f"Reason {reason_code(r)}",
                      reason_description(r) or "(no description given)", f"${r['amount']}" if r.get("amount") else ""))
@@ -342,8 +340,34 @@ class MismatchesPage(Page):
                         f"{d['field']}: EHR {d['ehr']} | RCM {d['rcm']}" for d in diffs))
             for col, it in enumerate(items):
                 self.compare.setItem(i, col, it)
+        if claim and f.get("diff") and self.session.at_least(Role.CODER):
+            self._describe_reasons(f)
         comments = f.get("comments") or []
         self.comments.setText("\n".join(f"{c.get('by', '')}: {c.get('text', '')}" for c in comments[-3:]))
+
+    def _describe_reasons(self, f: dict[str, Any]) -> None:
+        """The reason codes' descriptions come with the claim (the engine's code lists)."""
+        from urllib.parse import quote
+
+        claim_id = str((f.get("remote") or {}).get("claim_id") or "")
+        if not claim_id:
+            return
+        fid = f["id"]
+
+        def got(d: Any) -> None:
+            if self.current is None or self.current.get("id") != fid or not isinstance(d, dict):
+                return
+            from ui.pages.claims import reason_code
+
+            text = {reason_code(r): r.get("text") or "" for r in d.get("reasons") or [] if isinstance(r, dict)}
+            for i in range(self.compare.rowCount()):
+                label = self.compare.item(i, 0).text()
+                if label.startswith("Reason ") and text.get(label[7:]):
+                    self.compare.setItem(i, 1, QTableWidgetItem(text[label[7:]]))
+                    self.compare.item(i, 1).setToolTip(text[label[7:]])
+
+        self.client.call("GET", f"/api/v1/claims/{quote(claim_id, safe='')}", on_ok=alive(self, got),
+                         on_error=lambda _f: None)  # the codes stay shown without descriptions
 
     # -- actions ------------------------------------------------------------------------------
     def _action_clicked(self, action: str) -> None:

@@ -93,6 +93,6 @@ def test_registered_types_and_formats_are_what_config_allows(tmp_path: Path) -> 
     from connectors.rcm import TARGETS
 
     with pytest.raises(ConfigError) as ei:
-        load_text(tmp_path, '[rcm]\ntype = "x12"\n')
+        load_text(tmp_path, '[rcm]\ntype = "acme"\n')
     assert ei.value.key == "rcm.type" and all(t in ei.value.fix for t in TARGETS)
     assert config.FORMATS == ("auto", *FORMATS)

@@ -361,10 +361,12 @@ class MismatchesPage(Page):
 
             text = {reason_code(r): r.get("text") or "" for r in d.get("reasons") or [] if isinstance(r, dict)}
             for i in range(self.compare.rowCount()):
-                label = self.compare.item(i, 0).text()
-                if label.startswith("Reason ") and text.get(label[7:]):
-                    self.compare.setItem(i, 1, QTableWidgetItem(text[label[7:]]))
-                    self.compare.item(i, 1).setToolTip(text[label[7:]])
+                head = self.compare.item(i, 0)
+                desc = text.get(head.text()[7:]) if head is not None and head.text().startswith("Reason ") else ""
+                if desc:
+                    cell = QTableWidgetItem(desc)
+                    cell.setToolTip(desc)
+                    self.compare.setItem(i, 1, cell)
 
         self.client.call("GET", f"/api/v1/claims/{quote(claim_id, safe='')}", on_ok=alive(self, got),
                          on_error=lambda _f: None)  # the codes stay shown without descriptions

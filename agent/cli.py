@@ -479,9 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_admin import register as register_admin
 
     register_admin(sub)  # config export/import, backup, restore, rekey, prune (H8)
-    from agent.cli_claims import register as register_claims
-
-    register_claims(sub)  # claims [--state S] | show ID | unmatched (H4)
     from agent.cli_kpi import register as register_kpi
 
     register_kpi(sub)  # kpi, alerts (H5)

@@ -300,9 +300,6 @@ class Engine:
             res = job.run(force=force)
             with store.tx():
                 store.set_setting("sync.last", json.dumps({"at": now(), **res.to_dict()}))
-            from agent import outcomes
-
-            outcomes.read(store, self.target)  # the RCM's decisions on open claims (FHIR ClaimResponse; H4)
                 if not res.skipped:  # sync health KPI and alerts read these (H5)
                     store.event("sync.run", detail={"ok": not res.error, "error_kind": str(res.error_kind),
                                                     "delivered": res.delivered, "failed": res.failed})

@@ -155,8 +155,13 @@ def cmd_users(ctx: Context, args: argparse.Namespace) -> int:
     store = ctx.open_store()
     try:
         if args.action == "list":
+            from agent.pairing import paired_users
+
+            paired = paired_users(store)  # PCs paired over the LAN (H7): revoke NAME cuts them off
             for u in list_users(store):
-                print(f"{u['name']:<24} {u['role']:<10} since {u['created_at'][:10]}")
+                p = paired.get(u["name"])
+                how = f"  paired from {p['from']}" if p else ""
+                print(f"{u['name']:<24} {u['role']:<10} since {u['created_at'][:10]}{how}")
             return 0
         if args.action == "revoke":  # the store is shared with a running engine: its next request sees it
             if not revoke_user(store, args.name, actor=_cli_actor()):

@@ -110,8 +110,20 @@ class SyncConfig:
 
 @dataclass
 class ApiConfig:
+    """``[api]``. Loopback (default): plain http on ``host:port``. LAN mode (H7, agent/tls.py):
+    any other ``host`` (an address, or 0.0.0.0 with ``tls_names``) needs TLS — ``tls = "auto"``
+    (practice CA + server certificate made under <home>/tls/) or ``tls_cert``/``tls_key`` from
+    IT; the engine then serves https on ``host:port`` and plain http for this machine's own
+    clients on ``127.0.0.1:local_port`` (0 = any free port; engine.json says which)."""
+
     host: str = "127.0.0.1"
     port: int = 8765  # 0 = any free port (written to engine.json in the home)
+    tls: str = ""  # "" (none) | "auto"
+    tls_names: list[str] = field(default_factory=list)  # DNS names / IPs the server certificate is for
+    tls_cert: str = ""  # IT's server certificate (PEM, chain after it)
+    tls_key: str = ""
+    tls_ca: str = ""  # the CA front-desk PCs pin; default: the last certificate in tls_cert
+    local_port: int = 0  # LAN mode: the loopback plain-http listener's port
 
 
 @dataclass
@@ -130,16 +142,6 @@ class RetentionConfig:
     days: int = 400  # delivered + reconciled encounters (and their documents) older than this go
     audit_days: int = 2190  # audit entries are kept longer (6 years: HIPAA documentation retention)
     at: str = "03:30"  # local time of the nightly prune, "HH:MM"
-
-
-@dataclass
-class ModeConfig:
-    """``[mode]`` (H8, agent/testmode.py): test mode before go-live. ``test = true`` sends nothing
-    to the RCM: sync records what it would send (or sends it to ``sandbox_url``)."""
-
-    test: bool = False
-    sandbox_url: str = ""  # "": dry run | the RCM's sandbox (own secret: chargebridge testmode set-secret)
-    sandbox_token_url: str = ""  # the sandbox's OAuth2 token URL (client_credentials)
 
 
 @dataclass
@@ -175,7 +177,6 @@ class Config:
     backup: BackupConfig = field(default_factory=BackupConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
-    mode: ModeConfig = field(default_factory=ModeConfig)  # [mode]: test mode (H8)
     databases: list[DatabaseConfig] = field(default_factory=list)  # [[databases]]: agent/dbconfig.py
     goals: GoalsConfig = field(default_factory=GoalsConfig)  # [goals]: agent/kpi_config.py
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # [alerts]: agent/kpi_config.py
@@ -203,7 +204,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases", "mode"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases"}
     known |= {"goals", "alerts"}  # H5
     for key in raw:
         if key not in known:
@@ -270,15 +271,9 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         parse_days(cfg.sync.business_days)
     except ValueError:
         v.fail("sync.business_days", f"= {cfg.sync.business_days!r} is not a day range", '"mon-fri" or "mon,wed,fri"')
-    api = v.table(raw, "api")
-    v.known(api, "api", {"host", "port"})
-    cfg.api = ApiConfig(host=v.string(api, "api.host", "127.0.0.1"),
-                        port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)))
-    if cfg.api.host not in ("127.0.0.1", "localhost", "::1"):
-        v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
+    cfg.api = _api(v, v.table(raw, "api"))
     _parse_data_care(v, raw, cfg)
     cfg.rules = _rules(v, v.table(raw, "rules"))
-    cfg.mode = _mode(v, v.table(raw, "mode"))
     cfg.goals = parse_goals(v, v.table(raw, "goals"))  # KPI goals and alert thresholds (H5)
     cfg.alerts = parse_alerts(v, v.table(raw, "alerts"))
     folders = raw.get("folders", [])
@@ -342,17 +337,50 @@ def _parse_data_care(v: _Validator, raw: dict[str, Any], cfg: Config) -> None:
             v.fail(key, f"= {val!r} is not a time of day", '"02:30" (24-hour local time)')
 
 
-def _mode(v: _Validator, t: dict[str, Any]) -> ModeConfig:
-    """``[mode]``: test mode, and an optional sandbox RCM (its URLs pass the same rule as [rcm]'s)."""
-    v.known(t, "mode", {"test", "sandbox_url", "sandbox_token_url"})
-    test = t.get("test", False)
-    if not isinstance(test, bool):
-        v.fail("mode.test", "must be true or false", "true, false")
-    mode = ModeConfig(test=test, sandbox_url=v.url(t, "mode.sandbox_url"),
-                      sandbox_token_url=v.url(t, "mode.sandbox_token_url"))
-    if mode.sandbox_token_url and not mode.sandbox_url:
-        v.fail("mode.sandbox_token_url", "is set without mode.sandbox_url", "set both, or neither")
-    return mode
+def _api(v: _Validator, api: dict[str, Any]) -> ApiConfig:
+    """``[api]``: a non-loopback address only with TLS (LAN mode, H7)."""
+    import ipaddress
+
+    from core.urls import is_loopback_host
+
+    v.known(api, "api", {"host", "port", "tls", "tls_names", "tls_cert", "tls_key", "tls_ca", "local_port"})
+    names = api.get("tls_names", [])
+    if not isinstance(names, list) or len(names) > 32 or not all(
+            isinstance(n, str) and 0 < len(n) <= 253 and n.strip() == n and " " not in n for n in names):
+        v.fail("api.tls_names", "must be a list of up to 32 host names or IP addresses",
+               '["chargebridge.practice.lan", "192.168.1.10"]')
+    cfg = ApiConfig(host=v.string(api, "api.host", "127.0.0.1").strip(),
+                    port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)),
+                    tls=v.choice(api, "api.tls", "", ("", "auto")), tls_names=list(names),
+                    tls_cert=v.string(api, "api.tls_cert", ""), tls_key=v.string(api, "api.tls_key", ""),
+                    tls_ca=v.string(api, "api.tls_ca", ""),
+                    local_port=int(v.number(api, "api.local_port", 0, lo=0, hi=65535, integer=True)))
+    host = cfg.host.strip("[]")
+    if host != "localhost" and host not in ("0.0.0.0", "::"):  # noqa: S104 - validated names, not a bind
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            v.fail("api.host", f"= {cfg.host!r} is not an IP address of this machine",
+                   '"127.0.0.1" (this machine only), a LAN address such as "192.168.1.10", or "0.0.0.0"')
+    if cfg.tls == "auto" and (cfg.tls_cert or cfg.tls_key):
+        v.fail("api.tls", '= "auto" and tls_cert/tls_key are both set', 'either tls = "auto" or tls_cert + tls_key')
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        v.fail("api.tls_key" if cfg.tls_cert else "api.tls_cert", "is required with the other one",
+               "both tls_cert and tls_key (PEM files IT provides)")
+    if cfg.tls_ca and not cfg.tls_cert:
+        v.fail("api.tls_ca", "is only used with tls_cert", "remove it, or set tls_cert and tls_key")
+    tls_on = cfg.tls == "auto" or bool(cfg.tls_cert)
+    if not is_loopback_host(host) and not tls_on:
+        raise ConfigError(f"{v.prefix}'api.host' = {cfg.host!r} is reachable from the network, and the API "
+                          "would be plain http",
+                          'turn on TLS: tls = "auto" under [api] (a practice CA is made on first start), or '
+                          "tls_cert and tls_key from IT — or keep host = \"127.0.0.1\"", key="api.tls")
+    if tls_on and cfg.tls == "auto" and host in ("0.0.0.0", "::") and not cfg.tls_names:  # noqa: S104
+        v.fail("api.tls_names", "is required when host listens on every address",
+               'the names and addresses PCs use for this server, e.g. ["192.168.1.10", "billing-pc.lan"]')
+    if tls_on and cfg.port and cfg.port == cfg.local_port:
+        v.fail("api.local_port", "must differ from api.port", "0 (any free port) or another port")
+    return cfg
 
 
 def parse_clock(text: str) -> tuple[int, int] | None:

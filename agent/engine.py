@@ -54,10 +54,13 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self.scheduler: Any = None
         self.server: Any = None
+        self.lan_server: Any = None  # LAN mode (H7): the TLS listener
+        self._servers: list[Any] = []
+        self.tls: Any = None  # agent.tls.TlsMaterial in LAN mode
+        self.owner_token_sha256: str | None = None  # local owner token (agent/owner.py)
         self.port = 0
         self._wall = time.time()
         self._mono = time.monotonic()
-        self._watchdog: Any = None  # agent.sdnotify.Watchdog under systemd with WatchdogSec
 
     # -- store per thread ----------------------------------------------------------------
     def store(self) -> Store:
@@ -92,21 +95,7 @@ class Engine:
         except BaseException:
             self.stop()
             raise
-        from agent import sdnotify  # systemd Type=notify: ready once the API answers (H8)
-
-        sdnotify.notify(f"READY=1\nSTATUS=engine running, API on port {self.port}\nMAINPID={os.getpid()}")
-        self._watchdog = sdnotify.Watchdog.start_if_wanted(self._alive)
         log.info("engine started (pid %d, api port %d)", os.getpid(), self.port)
-
-    def _alive(self) -> bool:
-        """For the systemd watchdog: the API thread serves, the scheduler runs, the store answers."""
-        server, sched = self.server, self.scheduler
-        if self.stopping.is_set() or server is None or sched is None or not sched.running:
-            return False
-        if not any(t.name == "chargebridge-api" and t.is_alive() for t in self._threads):
-            return False
-        self.store().conn.execute("SELECT 1").fetchone()
-        return True
 
     def apply_rcm(self, rcm: RcmConfig | None = None) -> str:
         """(Re)build the RCM target from ``rcm`` (default: the current settings); returns why it
@@ -116,7 +105,7 @@ class Engine:
         if rcm is not None:
             self.config.rcm = rcm
         try:
-            self.target = make_target(self.paths, self.config, store=self.store)
+            self.target = make_target(self.paths, self.config)
             self.target_error = ""
         except ChargeBridgeError as exc:
             self.target, self.target_error = None, f"{exc.title} — {exc.fix}"
@@ -197,31 +186,70 @@ class Engine:
         self.scheduler = sched
 
     def _start_api(self) -> None:
-        import uvicorn
-
+        from agent import owner, tls
         from agent.api.app import create_app
         from agent.service import EngineService
 
-        cfg = uvicorn.Config(create_app(EngineService(self)), host=self.config.api.host, port=self.config.api.port,
-                             log_level="warning", access_log=False, lifespan="off", date_header=False,
-                             timeout_graceful_shutdown=5)
-        self.server = _quiet_server_class()(cfg)
-        self.server.install_signal_handlers = lambda: None  # signals belong to the engine
-        t = threading.Thread(target=self.server.run, name="chargebridge-api", daemon=True)
-        t.start()
-        self._threads.append(t)
-        deadline = time.monotonic() + 20
-        while not self.server.started and t.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not self.server.started:
-            raise ChargeBridgeError(f"the local API could not listen on {self.config.api.host}:"
-                                    f"{self.config.api.port}", "another program may use the port; set [api] port")
+        api = self.config.api
+        lan = tls.tls_enabled(api)  # LAN mode (H7): https on [api] host:port, plain http on loopback
+        self.tls = tls.ensure(self.paths, api) if lan else None
+        self.owner_token_sha256 = owner.issue(self.paths)
+        app = create_app(EngineService(self))
+        self.server = self._serve(app, "127.0.0.1" if lan else api.host, api.local_port if lan else api.port,
+                                  "chargebridge-api")
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
         info = {"pid": os.getpid(), "port": self.port, "url": f"http://127.0.0.1:{self.port}",
                 "started_at": now(), "version": __version__}
+        if self.tls is not None:
+            self.lan_server = self._serve(app, api.host, api.port, "chargebridge-api-lan", self.tls)
+            lan_port = self.lan_server.servers[0].sockets[0].getsockname()[1]
+            shown = (api.tls_names[0] if api.host in tls.WILDCARD_HOSTS else api.host).strip("[]")
+            info.update(lan_url=f"https://{f'[{shown}]' if ':' in shown else shown}:{lan_port}",
+                        ca_fingerprint=self.tls.ca_fingerprint)
+            if self.scheduler is not None and not api.tls_cert:
+                self.scheduler.add_job(self._renew_tls, "interval", hours=24, id="tls-renew")
         tmp = self.paths.engine_info.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.paths.engine_info)
+
+    def _serve(self, app: Any, host: str, port: int, name: str, material: Any = None) -> Any:
+        """One uvicorn listener on its own named thread; TLS (1.2+) when ``material`` is given."""
+        import uvicorn
+
+        kw: dict[str, Any] = {}
+        if material is not None:
+            kw = {"ssl_certfile": str(material.cert), "ssl_keyfile": str(material.key)}
+        cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                             date_header=False, timeout_graceful_shutdown=5, **kw)
+        if material is not None:
+            import ssl
+
+            cfg.load()
+            assert cfg.ssl is not None
+            cfg.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+        server = _quiet_server_class()(cfg)
+        server.install_signal_handlers = lambda: None  # signals belong to the engine
+        t = threading.Thread(target=server.run, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+        self._servers.append(server)
+        deadline = time.monotonic() + 20
+        while not server.started and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not server.started:
+            raise ChargeBridgeError(f"the API could not listen on {host}:{port}",
+                                    "another program may use the port, or the address is not this machine's; "
+                                    "check [api] host, port and local_port", key="api.port")
+        return server
+
+    def _renew_tls(self) -> None:
+        """Daily: a server certificate near its end is replaced; new connections get the new one."""
+        from agent import tls
+
+        material = tls.ensure(self.paths, self.config.api)
+        if self.lan_server is not None:
+            self.lan_server.config.ssl.load_cert_chain(str(material.cert), str(material.key))
+        self.tls = material
 
     def run(self) -> None:
         """Start, then block until :meth:`request_stop` (SIGTERM / Ctrl-C)."""
@@ -237,11 +265,6 @@ class Engine:
 
     def stop(self) -> None:
         self.stopping.set()
-        from agent import sdnotify
-
-        if self._watchdog is not None:
-            self._watchdog.stop()
-        sdnotify.notify("STOPPING=1")
         if self.scheduler is not None:
             try:
                 self.scheduler.shutdown(wait=True)  # a batch in flight finishes and commits
@@ -250,11 +273,12 @@ class Engine:
             self.scheduler = None
         if self.watch is not None:
             self.watch.stop()
-        if self.server is not None:
+        if self._servers:
             from agent import notify
 
             notify.bump()  # open change-feed long-polls answer now instead of holding shutdown
-            self.server.request_exit()
+            for server in self._servers:  # the loopback listener and, in LAN mode, the TLS one
+                server.request_exit()
         for t in self._threads:
             t.join(timeout=10)
         try:
@@ -472,5 +496,4 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         "outbox": outbox, "last_sync": last, "next_sync": "" if paused else next_sync,
         "breaker_until": breaker_until if breaker_open else "",
         "connectors": connectors, "change_seq": notify.seq(),
-        "test_mode": cfg.mode.test,  # [mode] test (H8): the tray and window show a banner
     }

@@ -59,6 +59,16 @@ class Paths:
         return self.home / "setup-token"
 
     @property
+    def remote_engine(self) -> Path:
+        """``remote-engine.json``: the practice engine this PC paired with (core/pairing.py)."""
+        return self.home / "remote-engine.json"
+
+    @property
+    def pinned_ca(self) -> Path:
+        """The paired engine's CA certificate: the only trust anchor for that engine."""
+        return self.home / "tls" / "engine-ca.pem"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

@@ -17,6 +17,7 @@ SERVICE = "ChargeBridge"
 PASSPHRASE_ENV = "CHARGEBRIDGE_PASSPHRASE"
 RCM_SECRET = "rcm-secret"  # the RCM's OAuth2 client secret or static bearer token
 API_TOKEN = "api-token"  # this machine's user's token for the engine API (CLI and tray)
+OWNER_TOKEN = "owner-token"  # the engine's local owner token (admin), renewed at every engine start (H7)
 ALERT_SMTP_PASSWORD = "alerts-smtp-password"  # the [alerts] mail server password (H5)
 
 # Backends that keep secrets in an OS-protected vault. Anything else (keyrings.alt's plaintext

@@ -193,6 +193,12 @@ class Bootstrap(QObject):
 
     # -- steps --------------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.remote_url and not self.paths.engine_info.exists():
+            from core.pairing import load_remote  # a front-desk PC paired with the practice server (H7)
+
+            remote = load_remote(self.paths)
+            if remote is not None:
+                self.remote_url, self.ca_bundle = remote.url, str(remote.ca_file)
         if self.remote_url:
             self._have_engine(self.remote_url)
             return

@@ -106,6 +106,7 @@ class ApiClient(QObject):
         self.token = token
         self.session = requests.Session()
         self.session.verify = ca_bundle or True  # TLS to a remote engine is always verified
+        self.session.trust_env = not ca_bundle  # a pinned CA: REQUESTS_CA_BUNDLE must not override it
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(4)
         self._bridge = _Bridge()
@@ -140,6 +141,7 @@ class ChangeWatcher(QThread):
         self.url, self.token, self.poll_timeout = url.rstrip("/"), token, poll_timeout
         self.session = requests.Session()
         self.session.verify = ca_bundle or True
+        self.session.trust_env = not ca_bundle  # a pinned CA: REQUESTS_CA_BUNDLE must not override it
         self._stop = False
         self.seq = 0
 

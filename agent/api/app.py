@@ -41,17 +41,17 @@ def create_app(svc: EngineService) -> FastAPI:
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(review.router, prefix=PREFIX)  # coder review queue, rules, opportunities (H7)
     app.include_router(databases.router, prefix=PREFIX)  # EHR databases (H6)
+    from agent.api import pair
+
+    app.include_router(pair.router, prefix=PREFIX)  # LAN pairing (H7)
     app.include_router(claims.router, prefix=PREFIX)  # claims and their outcomes (H4)
     from agent.api import kpi
 
     app.include_router(kpi.router, prefix=PREFIX)  # KPIs and goals (H5)
-    from agent.api import golive
-
-    app.include_router(golive.router, prefix=PREFIX)  # test mode and go-live (H8)
     app.add_exception_handler(ChargeBridgeError, _chargebridge_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(Guard, allowed_hosts=LOOPBACK_HOSTS | {svc.bind_host})
+    app.add_middleware(Guard, allowed_hosts=LOOPBACK_HOSTS | {svc.bind_host, *svc.engine.config.api.tls_names})
     return app
 
 

@@ -491,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_report import register as register_report
 
     register_report(sub)  # report --month YYYY-MM --pdf FILE (H6)
+    from agent.cli_golive import register as register_golive
+
+    register_golive(sub)  # testmode list|show|export|set-secret, golive [--check] (H8)
     from agent.cli_pair import register as register_pair
 
     register_pair(sub)  # pair / pair --connect: LAN pairing (H7)

@@ -145,6 +145,16 @@ class RetentionConfig:
 
 
 @dataclass
+class ModeConfig:
+    """``[mode]`` (H8, agent/testmode.py): test mode before go-live. ``test = true`` sends nothing
+    to the RCM: sync records what it would send (or sends it to ``sandbox_url``)."""
+
+    test: bool = False
+    sandbox_url: str = ""  # "": dry run | the RCM's sandbox (own secret: chargebridge testmode set-secret)
+    sandbox_token_url: str = ""  # the sandbox's OAuth2 token URL (client_credentials)
+
+
+@dataclass
 class RulesConfig:
     """``[rules]`` (H7): charge capture rules on/off and severity per practice (see agent/rules/)."""
 
@@ -177,6 +187,7 @@ class Config:
     backup: BackupConfig = field(default_factory=BackupConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    mode: ModeConfig = field(default_factory=ModeConfig)  # [mode]: test mode (H8)
     databases: list[DatabaseConfig] = field(default_factory=list)  # [[databases]]: agent/dbconfig.py
     goals: GoalsConfig = field(default_factory=GoalsConfig)  # [goals]: agent/kpi_config.py
     alerts: AlertsConfig = field(default_factory=AlertsConfig)  # [alerts]: agent/kpi_config.py
@@ -204,7 +215,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases", "mode"}
     known |= {"goals", "alerts"}  # H5
     for key in raw:
         if key not in known:
@@ -274,6 +285,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     cfg.api = _api(v, v.table(raw, "api"))
     _parse_data_care(v, raw, cfg)
     cfg.rules = _rules(v, v.table(raw, "rules"))
+    cfg.mode = _mode(v, v.table(raw, "mode"))
     cfg.goals = parse_goals(v, v.table(raw, "goals"))  # KPI goals and alert thresholds (H5)
     cfg.alerts = parse_alerts(v, v.table(raw, "alerts"))
     folders = raw.get("folders", [])
@@ -335,6 +347,19 @@ def _parse_data_care(v: _Validator, raw: dict[str, Any], cfg: Config) -> None:
     for key, val in (("backup.at", cfg.backup.at), ("retention.at", cfg.retention.at)):
         if parse_clock(val) is None:
             v.fail(key, f"= {val!r} is not a time of day", '"02:30" (24-hour local time)')
+
+
+def _mode(v: _Validator, t: dict[str, Any]) -> ModeConfig:
+    """``[mode]``: test mode, and an optional sandbox RCM (its URLs pass the same rule as [rcm]'s)."""
+    v.known(t, "mode", {"test", "sandbox_url", "sandbox_token_url"})
+    test = t.get("test", False)
+    if not isinstance(test, bool):
+        v.fail("mode.test", "must be true or false", "true, false")
+    mode = ModeConfig(test=test, sandbox_url=v.url(t, "mode.sandbox_url"),
+                      sandbox_token_url=v.url(t, "mode.sandbox_token_url"))
+    if mode.sandbox_token_url and not mode.sandbox_url:
+        v.fail("mode.sandbox_token_url", "is set without mode.sandbox_url", "set both, or neither")
+    return mode
 
 
 def _api(v: _Validator, api: dict[str, Any]) -> ApiConfig:

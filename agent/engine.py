@@ -61,6 +61,7 @@ class Engine:
         self.port = 0
         self._wall = time.time()
         self._mono = time.monotonic()
+        self._watchdog: Any = None  # agent.sdnotify.Watchdog under systemd with WatchdogSec
 
     # -- store per thread ----------------------------------------------------------------
     def store(self) -> Store:
@@ -95,7 +96,21 @@ class Engine:
         except BaseException:
             self.stop()
             raise
+        from agent import sdnotify  # systemd Type=notify: ready once the API answers (H8)
+
+        sdnotify.notify(f"READY=1\nSTATUS=engine running, API on port {self.port}\nMAINPID={os.getpid()}")
+        self._watchdog = sdnotify.Watchdog.start_if_wanted(self._alive)
         log.info("engine started (pid %d, api port %d)", os.getpid(), self.port)
+
+    def _alive(self) -> bool:
+        """For the systemd watchdog: the API thread serves, the scheduler runs, the store answers."""
+        server, sched = self.server, self.scheduler
+        if self.stopping.is_set() or server is None or sched is None or not sched.running:
+            return False
+        if not any(t.name == "chargebridge-api" and t.is_alive() for t in self._threads):
+            return False
+        self.store().conn.execute("SELECT 1").fetchone()
+        return True
 
     def apply_rcm(self, rcm: RcmConfig | None = None) -> str:
         """(Re)build the RCM target from ``rcm`` (default: the current settings); returns why it
@@ -105,7 +120,7 @@ class Engine:
         if rcm is not None:
             self.config.rcm = rcm
         try:
-            self.target = make_target(self.paths, self.config)
+            self.target = make_target(self.paths, self.config, store=self.store)
             self.target_error = ""
         except ChargeBridgeError as exc:
             self.target, self.target_error = None, f"{exc.title} — {exc.fix}"
@@ -265,6 +280,11 @@ class Engine:
 
     def stop(self) -> None:
         self.stopping.set()
+        from agent import sdnotify
+
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        sdnotify.notify("STOPPING=1")
         if self.scheduler is not None:
             try:
                 self.scheduler.shutdown(wait=True)  # a batch in flight finishes and commits
@@ -496,4 +516,5 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         "outbox": outbox, "last_sync": last, "next_sync": "" if paused else next_sync,
         "breaker_until": breaker_until if breaker_open else "",
         "connectors": connectors, "change_seq": notify.seq(),
+        "test_mode": cfg.mode.test,  # [mode] test (H8): the tray and window show a banner
     }

@@ -43,7 +43,7 @@ log = logging.getLogger("chargebridge.service")
 DOCUMENT_CAP = 1024 * 1024  # raw quarantined documents are shown up to 1 MB; the rest is summarised
 LONG_POLLS_PER_TOKEN = 4
 # Config sections the engine applies while running; the rest take effect at its next start.
-LIVE_SECTIONS = ("rcm", "sync", "folders")
+LIVE_SECTIONS = ("rcm", "sync", "folders", "mode")
 
 
 class TooMany(ChargeBridgeError):
@@ -104,7 +104,8 @@ class EngineService:
 
     # -- health and status ---------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "setup_needed": setup_needed(self.store)}
+        return {"ok": True, "version": __version__, "setup_needed": setup_needed(self.store),
+                "test_mode": self.engine.config.mode.test}
 
     def status(self) -> dict[str, Any]:
         from agent.alerts import active  # the tray shows what is wrong and what to do (H5)
@@ -279,7 +280,8 @@ class EngineService:
         audited, and applied where the running engine can (RCM, schedule, folders)."""
         refuse_secrets(doc)
         require_complete(doc)
-        return self._save(lambda _old: doc, actor=actor)
+        # a document without [mode] keeps the file's: test mode ends through go-live only
+        return self._save(lambda old: {"mode": old.get("mode", {}), **doc}, actor=actor)
 
     def patch_config(self, part: dict[str, Any], *, actor: str) -> dict[str, Any]:
         """Each top-level section given replaces that section; the result is validated like PUT."""
@@ -291,6 +293,10 @@ class EngineService:
             old_cfg, _ = self._file_config()
             old_dict = config_to_dict(old_cfg)
             new = validate(build(old_dict))
+            if old_cfg.mode.test and not new.mode.test:  # (H8) audited, checked: agent/golive.py
+                raise Conflict("test mode is switched off by going live, not by a settings change",
+                               "run: chargebridge golive --check, then chargebridge golive (or POST "
+                               "/api/v1/golive)", key="mode.test")
             new_dict = config_to_dict(new)
             changed = [k for k in new_dict if new_dict[k] != old_dict.get(k)]
             if changed:  # an unchanged save leaves the file (and its comments) and the trail alone
@@ -328,6 +334,10 @@ class EngineService:
         if "rcm" in changed or new_dict["rcm"] != running["rcm"]:
             self.engine.apply_rcm(new.rcm)
             applied.append("rcm")
+        if "mode" in changed or new_dict["mode"] != running["mode"]:  # test mode on: wrap the target (H8)
+            self.engine.config.mode = new.mode
+            self.engine.apply_rcm()
+            applied.append("mode")
         if "folders" in changed or new_dict["folders"] != running["folders"]:
             self.engine.apply_folders(new.folders)
             applied.append("folders")

@@ -54,6 +54,7 @@ class Health(BaseModel):
     ok: bool = True
     version: str
     setup_needed: bool = Field(description="no user exists yet: the first-run setup token is accepted")
+    test_mode: bool = Field(False, description="[mode] test: sync sends nothing to the RCM (banner)")
 
 
 class Caller(BaseModel):
@@ -102,6 +103,7 @@ class Status(BaseModel):
     connectors: list[Connector]
     change_seq: int
     user: Caller | None = None
+    test_mode: bool = Field(False, description="[mode] test: sync sends nothing to the RCM (banner)")
     alerts: list[AlertItem] = Field(default_factory=list, description="active alerts (agent/alerts.py)")
 
 
@@ -629,6 +631,73 @@ class UnmatchedAnswer(BaseModel):
     answered_on: str
     received_at: str
     detail: dict[str, Any]
+
+# -- test mode and go-live (H8) ------------------------------------------------------------------
+class TestModeSend(BaseModel):
+    """One push test mode recorded instead of (dry run) or besides (sandbox) sending it."""
+
+    __test__ = False  # not a pytest class
+    id: int
+    at: str
+    target: str
+    route: Literal["dry-run", "sandbox"]
+    action: str
+    encounters: int = Field(ge=0)
+    delivered: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    files: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+
+class TestModeFile(BaseModel):
+    __test__ = False
+    seq: int
+    name: str
+    size: int
+    sha256: str
+
+
+class TestModeSendDetail(TestModeSend):
+    file_list: list[TestModeFile]
+
+
+class TestModeExport(BaseModel):
+    """A send's payload as one file (a ZIP when it had several): patient data, manager+."""
+
+    __test__ = False
+    id: int
+    name: str
+    size: int
+    content_base64: str
+
+
+class GoLiveItem(BaseModel):
+    key: str = Field(description="folders | rcm | manager | backup | test_deliveries")
+    ok: bool
+    required: bool = Field(description="false: information only, never blocks go-live")
+    title: str
+    fix: str = ""
+
+
+class GoLiveChecks(BaseModel):
+    test_mode: bool
+    ready: bool = Field(description="every required item is ok")
+    missing: list[str] = Field(description="keys of the required items that are not ok")
+    items: list[GoLiveItem]
+
+
+class GoLiveRequest(BaseModel):
+    force: bool = Field(False, description="go live although items are missing (needs a reason)")
+    reason: str = Field("", max_length=2000)
+    resend_test: bool = Field(False, description="re-queue what dry runs 'delivered', for the real RCM")
+
+
+class GoLiveResult(BaseModel):
+    live: bool
+    forced: bool
+    missing: list[str]
+    requeued: int = Field(ge=0)
+    message: str
 
 
 # -- LAN pairing (H7: agent/pairing.py, core/pairing.py) --------------------------------------------

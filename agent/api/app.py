@@ -48,6 +48,9 @@ def create_app(svc: EngineService) -> FastAPI:
     from agent.api import kpi
 
     app.include_router(kpi.router, prefix=PREFIX)  # KPIs and goals (H5)
+    from agent.api import golive
+
+    app.include_router(golive.router, prefix=PREFIX)  # test mode and go-live (H8)
     app.add_exception_handler(ChargeBridgeError, _chargebridge_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

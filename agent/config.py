@@ -6,10 +6,13 @@ what a practice's IT person should type instead.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.dbconfig import DatabaseConfig, parse_databases  # [[databases]] (H6)
 from agent.kpi_config import AlertsConfig, GoalsConfig, parse_alerts, parse_goals  # [goals], [alerts] (H5)
@@ -110,20 +113,8 @@ class SyncConfig:
 
 @dataclass
 class ApiConfig:
-    """``[api]``. Loopback (default): plain http on ``host:port``. LAN mode (H7, agent/tls.py):
-    any other ``host`` (an address, or 0.0.0.0 with ``tls_names``) needs TLS — ``tls = "auto"``
-    (practice CA + server certificate made under <home>/tls/) or ``tls_cert``/``tls_key`` from
-    IT; the engine then serves https on ``host:port`` and plain http for this machine's own
-    clients on ``127.0.0.1:local_port`` (0 = any free port; engine.json says which)."""
-
     host: str = "127.0.0.1"
     port: int = 8765  # 0 = any free port (written to engine.json in the home)
-    tls: str = ""  # "" (none) | "auto"
-    tls_names: list[str] = field(default_factory=list)  # DNS names / IPs the server certificate is for
-    tls_cert: str = ""  # IT's server certificate (PEM, chain after it)
-    tls_key: str = ""
-    tls_ca: str = ""  # the CA front-desk PCs pin; default: the last certificate in tls_cert
-    local_port: int = 0  # LAN mode: the loopback plain-http listener's port
 
 
 @dataclass
@@ -152,6 +143,35 @@ class ModeConfig:
     test: bool = False
     sandbox_url: str = ""  # "": dry run | the RCM's sandbox (own secret: chargebridge testmode set-secret)
     sandbox_token_url: str = ""  # the sandbox's OAuth2 token URL (client_credentials)
+
+
+@dataclass
+class PracticeConfig:
+    """``[practice]`` (H1): the billing provider an X12 837P names (2010AA)."""
+
+    name: str = ""
+    npi: str = ""
+    tax_id: str = ""  # EIN, 9 digits
+    taxonomy: str = ""
+    phone: str = ""  # 10 digits: the 837's submitter contact (1000A PER)
+    address: dict[str, str] = field(default_factory=lambda: {"street": "", "city": "", "state": "", "zip": ""})
+    pos: str = "11"  # place of service when the source gives none
+
+
+@dataclass
+class X12Config:
+    """``[x12]`` (H1): the clearinghouse channel (``[rcm] type = "x12"``)."""
+
+    sender_id: str = ""  # ISA06 / GS02
+    receiver_id: str = ""  # ISA08 / GS03
+    receiver_name: str = ""  # 1000B; "" = the receiver id
+    usage: str = "T"  # ISA15: T test, P production
+    outbound: str = ""  # folder path or sftp://user@host:port/dir
+    inbound: str = ""
+    known_hosts: str = ""  # SFTP: an OpenSSH known_hosts file (the host key is never auto-accepted)
+    host_key: str = ""  # SFTP: or one pinned key line ("ssh-ed25519 AAAA...")
+    key_file: str = ""  # SFTP: a private key file (its passphrase, or the password, is in the keyring)
+    max_file_mb: float = 64.0  # an inbound file larger than this is refused
 
 
 @dataclass
@@ -187,6 +207,8 @@ class Config:
     backup: BackupConfig = field(default_factory=BackupConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    practice: PracticeConfig = field(default_factory=PracticeConfig)  # [practice] (H1, X12)
+    x12: X12Config = field(default_factory=X12Config)  # [x12] (H1)
     mode: ModeConfig = field(default_factory=ModeConfig)  # [mode]: test mode (H8)
     databases: list[DatabaseConfig] = field(default_factory=list)  # [[databases]]: agent/dbconfig.py
     goals: GoalsConfig = field(default_factory=GoalsConfig)  # [goals]: agent/kpi_config.py
@@ -215,7 +237,8 @@ def load(path: Path) -> Config:
 
 def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
     v = _Validator(origin)
-    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases", "mode"}
+    known = {"store", "ingest", "folders", "rcm", "sync", "api", "backup", "retention", "rules", "databases", "mode",
+             "practice", "x12"}
     known |= {"goals", "alerts"}  # H5
     for key in raw:
         if key not in known:
@@ -256,11 +279,13 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         ca_bundle=v.string(rcm, "rcm.ca_bundle", ""),
         bundle=v.choice(rcm, "rcm.bundle", "batch", ("batch", "transaction")),
     )
-    if cfg.rcm.type and not cfg.rcm.base_url:
+    x12 = cfg.rcm.type == "x12"  # a clearinghouse channel: its settings are [practice] and [x12]
+    if cfg.rcm.type and not x12 and not cfg.rcm.base_url:
         v.fail("rcm.base_url", "is required when rcm.type is set", "the RCM's FHIR base URL (https://...)")
     for url_key in ("rcm.base_url", "rcm.token_url"):  # every URL in the config: one parsed rule
         v.url(rcm, url_key)
-    if cfg.rcm.type and cfg.rcm.auth == "client_credentials" and not (cfg.rcm.token_url and cfg.rcm.client_id):
+    if cfg.rcm.type and not x12 and cfg.rcm.auth == "client_credentials" and not (
+            cfg.rcm.token_url and cfg.rcm.client_id):
         v.fail("rcm.token_url", "and rcm.client_id are required for OAuth2 client credentials",
                "the RCM's token URL and client id (the secret goes in the keyring)")
     sync = v.table(raw, "sync")
@@ -282,9 +307,15 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         parse_days(cfg.sync.business_days)
     except ValueError:
         v.fail("sync.business_days", f"= {cfg.sync.business_days!r} is not a day range", '"mon-fri" or "mon,wed,fri"')
-    cfg.api = _api(v, v.table(raw, "api"))
+    api = v.table(raw, "api")
+    v.known(api, "api", {"host", "port"})
+    cfg.api = ApiConfig(host=v.string(api, "api.host", "127.0.0.1"),
+                        port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)))
+    if cfg.api.host not in ("127.0.0.1", "localhost", "::1"):
+        v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
     _parse_data_care(v, raw, cfg)
     cfg.rules = _rules(v, v.table(raw, "rules"))
+    cfg.practice, cfg.x12 = _practice_x12(v, raw, required=x12)
     cfg.mode = _mode(v, v.table(raw, "mode"))
     cfg.goals = parse_goals(v, v.table(raw, "goals"))  # KPI goals and alert thresholds (H5)
     cfg.alerts = parse_alerts(v, v.table(raw, "alerts"))
@@ -362,50 +393,79 @@ def _mode(v: _Validator, t: dict[str, Any]) -> ModeConfig:
     return mode
 
 
-def _api(v: _Validator, api: dict[str, Any]) -> ApiConfig:
-    """``[api]``: a non-loopback address only with TLS (LAN mode, H7)."""
-    import ipaddress
+_NPI = re.compile(r"^[0-9]{10}$")
+_TAXONOMY = re.compile(r"^[0-9A-Z]{9}X$")
+_X12_ID = re.compile(r"^[A-Za-z0-9 .\-_]{1,15}$")
 
-    from core.urls import is_loopback_host
 
-    v.known(api, "api", {"host", "port", "tls", "tls_names", "tls_cert", "tls_key", "tls_ca", "local_port"})
-    names = api.get("tls_names", [])
-    if not isinstance(names, list) or len(names) > 32 or not all(
-            isinstance(n, str) and 0 < len(n) <= 253 and n.strip() == n and " " not in n for n in names):
-        v.fail("api.tls_names", "must be a list of up to 32 host names or IP addresses",
-               '["chargebridge.practice.lan", "192.168.1.10"]')
-    cfg = ApiConfig(host=v.string(api, "api.host", "127.0.0.1").strip(),
-                    port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)),
-                    tls=v.choice(api, "api.tls", "", ("", "auto")), tls_names=list(names),
-                    tls_cert=v.string(api, "api.tls_cert", ""), tls_key=v.string(api, "api.tls_key", ""),
-                    tls_ca=v.string(api, "api.tls_ca", ""),
-                    local_port=int(v.number(api, "api.local_port", 0, lo=0, hi=65535, integer=True)))
-    host = cfg.host.strip("[]")
-    if host != "localhost" and host not in ("0.0.0.0", "::"):  # noqa: S104 - validated names, not a bind
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            v.fail("api.host", f"= {cfg.host!r} is not an IP address of this machine",
-                   '"127.0.0.1" (this machine only), a LAN address such as "192.168.1.10", or "0.0.0.0"')
-    if cfg.tls == "auto" and (cfg.tls_cert or cfg.tls_key):
-        v.fail("api.tls", '= "auto" and tls_cert/tls_key are both set', 'either tls = "auto" or tls_cert + tls_key')
-    if bool(cfg.tls_cert) != bool(cfg.tls_key):
-        v.fail("api.tls_key" if cfg.tls_cert else "api.tls_cert", "is required with the other one",
-               "both tls_cert and tls_key (PEM files IT provides)")
-    if cfg.tls_ca and not cfg.tls_cert:
-        v.fail("api.tls_ca", "is only used with tls_cert", "remove it, or set tls_cert and tls_key")
-    tls_on = cfg.tls == "auto" or bool(cfg.tls_cert)
-    if not is_loopback_host(host) and not tls_on:
-        raise ConfigError(f"{v.prefix}'api.host' = {cfg.host!r} is reachable from the network, and the API "
-                          "would be plain http",
-                          'turn on TLS: tls = "auto" under [api] (a practice CA is made on first start), or '
-                          "tls_cert and tls_key from IT — or keep host = \"127.0.0.1\"", key="api.tls")
-    if tls_on and cfg.tls == "auto" and host in ("0.0.0.0", "::") and not cfg.tls_names:  # noqa: S104
-        v.fail("api.tls_names", "is required when host listens on every address",
-               'the names and addresses PCs use for this server, e.g. ["192.168.1.10", "billing-pc.lan"]')
-    if tls_on and cfg.port and cfg.port == cfg.local_port:
-        v.fail("api.local_port", "must differ from api.port", "0 (any free port) or another port")
-    return cfg
+def _practice_x12(v: _Validator, raw: dict[str, Any], *, required: bool) -> tuple[PracticeConfig, X12Config]:
+    """``[practice]`` and ``[x12]`` (H1); required when ``[rcm] type = "x12"``."""
+    from agent.validate import npi_is_valid
+
+    p = v.table(raw, "practice")
+    v.known(p, "practice", {"name", "npi", "tax_id", "taxonomy", "phone", "address", "pos"})
+    addr = p.get("address", {})
+    if not isinstance(addr, dict):
+        v.fail("practice.address", "must be a table", '{ street = "...", city = "...", state = "..", zip = "....." }')
+    v.known(addr, "practice.address", {"street", "city", "state", "zip"})
+    pc = PracticeConfig(
+        name=v.string(p, "practice.name", "").strip(), npi=v.string(p, "practice.npi", "").strip(),
+        tax_id=v.string(p, "practice.tax_id", "").strip().replace("-", ""),
+        taxonomy=v.string(p, "practice.taxonomy", "").strip().upper(),
+        phone=re.sub(r"[\s().\-]", "", v.string(p, "practice.phone", "")),
+        address={k: v.string(addr, f"practice.address.{k}", "").strip() for k in ("street", "city", "state", "zip")},
+        pos=v.string(p, "practice.pos", "11").strip())
+    pc.address["state"] = pc.address["state"].upper()
+    checks: list[tuple[str, str, bool, str]] = [
+        ("practice.name", pc.name, 0 < len(pc.name) <= 60, "the practice's name (at most 60 characters)"),
+        ("practice.npi", pc.npi, bool(_NPI.match(pc.npi)) and npi_is_valid(pc.npi),
+         "the billing provider's 10-digit NPI (its check digit must be right)"),
+        ("practice.tax_id", pc.tax_id, len(pc.tax_id) == 9 and pc.tax_id.isdigit(), "the EIN: 9 digits"),
+        ("practice.taxonomy", pc.taxonomy, not pc.taxonomy or bool(_TAXONOMY.match(pc.taxonomy)),
+         'a 10-character taxonomy code such as "207Q00000X", or ""'),
+        ("practice.phone", pc.phone, len(pc.phone) == 10 and pc.phone.isdigit(), "a 10-digit phone number"),
+        ("practice.address.street", pc.address["street"], 0 < len(pc.address["street"]) <= 55,
+         "the street (at most 55 characters)"),
+        ("practice.address.city", pc.address["city"], 0 < len(pc.address["city"]) <= 30,
+         "the city (at most 30 characters)"),
+        ("practice.address.state", pc.address["state"], len(pc.address["state"]) == 2
+         and pc.address["state"].isalpha(), "a 2-letter state code"),
+        ("practice.address.zip", pc.address["zip"], pc.address["zip"].replace("-", "").isdigit()
+         and len(pc.address["zip"].replace("-", "")) in (5, 9), "a 5- or 9-digit ZIP code"),
+    ]
+    for key, val, ok, allowed in checks:
+        if (val or required) and not ok:
+            v.fail(key, "is missing" if not val else f"= {val!r} is not valid", allowed)
+    if not (len(pc.pos) == 2 and pc.pos.isdigit()):
+        v.fail("practice.pos", f"= {pc.pos!r} is not a place of service code", 'two digits, e.g. "11" (office)')
+    x = v.table(raw, "x12")
+    v.known(x, "x12", {"sender_id", "receiver_id", "receiver_name", "usage", "outbound", "inbound", "known_hosts",
+                       "host_key", "key_file", "max_file_mb"})
+    xc = X12Config(
+        sender_id=v.string(x, "x12.sender_id", ""), receiver_id=v.string(x, "x12.receiver_id", ""),
+        receiver_name=v.string(x, "x12.receiver_name", ""), usage=v.choice(x, "x12.usage", "T", ("T", "P")),
+        outbound=v.string(x, "x12.outbound", "").strip(), inbound=v.string(x, "x12.inbound", "").strip(),
+        known_hosts=v.string(x, "x12.known_hosts", ""), host_key=v.string(x, "x12.host_key", ""),
+        key_file=v.string(x, "x12.key_file", ""),
+        max_file_mb=v.number(x, "x12.max_file_mb", 64.0, lo=0.01, hi=4096))
+    for key, val in (("x12.sender_id", xc.sender_id), ("x12.receiver_id", xc.receiver_id)):
+        if (val or required) and not _X12_ID.match(val):
+            v.fail(key, "is missing" if not val else f"= {val!r} is not an X12 id",
+                   "1 to 15 letters, digits, spaces, '.', '-' or '_' (as the clearinghouse assigned it)")
+    if len(xc.receiver_name) > 60:
+        v.fail("x12.receiver_name", "is longer than 60 characters", "the clearinghouse's name")
+    if required and not xc.outbound:
+        v.fail("x12.outbound", "is required when rcm.type is x12", "a folder path or sftp://user@host:port/dir")
+    for key, val in (("x12.outbound", xc.outbound), ("x12.inbound", xc.inbound)):
+        if val:
+            scheme = urlsplit(val).scheme.lower()
+            if scheme not in ("", "file", "sftp") and not (len(scheme) == 1 and os.name == "nt"):
+                v.fail(key, f"uses {scheme}:, which is not supported", "a folder path, file:///path or "
+                       "sftp://user@host:port/dir")
+            if scheme == "sftp" and urlsplit(val).password:
+                v.fail(key, "holds a password", "remove it: the password goes to the OS keyring "
+                       "(chargebridge rcm set-secret)")
+    return pc, xc
 
 
 def parse_clock(text: str) -> tuple[int, int] | None:

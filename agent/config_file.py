@@ -52,9 +52,11 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         "folders": [folder(f) for f in cfg.folders],
         "databases": [asdict(d) for d in getattr(cfg, "databases", [])],
         "rules": asdict(cfg.rules),  # [rules] (H7): charge rules on/off and severities
-        "mode": asdict(cfg.mode),  # [mode] (H8): test mode; switched off by go-live (agent/golive.py)
+        "practice": asdict(cfg.practice),  # [practice] + [x12] (H1): the clearinghouse channel
+        "x12": asdict(cfg.x12),
         "goals": cfg.goals.to_toml(),  # [goals] and [alerts] (H5): agent/kpi_config.py
         "alerts": asdict(cfg.alerts),
+        "mode": asdict(cfg.mode),  # [mode] (H8): test mode; switched off by go-live (agent/golive.py)
     }
 
 
@@ -73,7 +75,7 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):  # an inline table ([goals]: denial_rate = { target = 5.0 })
+    if isinstance(v, dict):  # an inline table ([goals]: denial_rate = { target = 5.0 }; [practice] address)
         return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write a {type(v).__name__} to chargebridge.toml")
 

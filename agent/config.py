@@ -113,8 +113,20 @@ class SyncConfig:
 
 @dataclass
 class ApiConfig:
+    """``[api]``. Loopback (default): plain http on ``host:port``. LAN mode (H7, agent/tls.py):
+    any other ``host`` (an address, or 0.0.0.0 with ``tls_names``) needs TLS — ``tls = "auto"``
+    (practice CA + server certificate made under <home>/tls/) or ``tls_cert``/``tls_key`` from
+    IT; the engine then serves https on ``host:port`` and plain http for this machine's own
+    clients on ``127.0.0.1:local_port`` (0 = any free port; engine.json says which)."""
+
     host: str = "127.0.0.1"
     port: int = 8765  # 0 = any free port (written to engine.json in the home)
+    tls: str = ""  # "" (none) | "auto"
+    tls_names: list[str] = field(default_factory=list)  # DNS names / IPs the server certificate is for
+    tls_cert: str = ""  # IT's server certificate (PEM, chain after it)
+    tls_key: str = ""
+    tls_ca: str = ""  # the CA front-desk PCs pin; default: the last certificate in tls_cert
+    local_port: int = 0  # LAN mode: the loopback plain-http listener's port
 
 
 @dataclass
@@ -307,12 +319,7 @@ def parse(raw: dict[str, Any], *, origin: str = "chargebridge.toml") -> Config:
         parse_days(cfg.sync.business_days)
     except ValueError:
         v.fail("sync.business_days", f"= {cfg.sync.business_days!r} is not a day range", '"mon-fri" or "mon,wed,fri"')
-    api = v.table(raw, "api")
-    v.known(api, "api", {"host", "port"})
-    cfg.api = ApiConfig(host=v.string(api, "api.host", "127.0.0.1"),
-                        port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)))
-    if cfg.api.host not in ("127.0.0.1", "localhost", "::1"):
-        v.fail("api.host", "must be a loopback address until LAN mode with TLS is configured", "127.0.0.1")
+    cfg.api = _api(v, v.table(raw, "api"))
     _parse_data_care(v, raw, cfg)
     cfg.rules = _rules(v, v.table(raw, "rules"))
     cfg.practice, cfg.x12 = _practice_x12(v, raw, required=x12)
@@ -391,6 +398,52 @@ def _mode(v: _Validator, t: dict[str, Any]) -> ModeConfig:
     if mode.sandbox_token_url and not mode.sandbox_url:
         v.fail("mode.sandbox_token_url", "is set without mode.sandbox_url", "set both, or neither")
     return mode
+
+
+def _api(v: _Validator, api: dict[str, Any]) -> ApiConfig:
+    """``[api]``: a non-loopback address only with TLS (LAN mode, H7)."""
+    import ipaddress
+
+    from core.urls import is_loopback_host
+
+    v.known(api, "api", {"host", "port", "tls", "tls_names", "tls_cert", "tls_key", "tls_ca", "local_port"})
+    names = api.get("tls_names", [])
+    if not isinstance(names, list) or len(names) > 32 or not all(
+            isinstance(n, str) and 0 < len(n) <= 253 and n.strip() == n and " " not in n for n in names):
+        v.fail("api.tls_names", "must be a list of up to 32 host names or IP addresses",
+               '["chargebridge.practice.lan", "192.168.1.10"]')
+    cfg = ApiConfig(host=v.string(api, "api.host", "127.0.0.1").strip(),
+                    port=int(v.number(api, "api.port", 8765, lo=0, hi=65535, integer=True)),
+                    tls=v.choice(api, "api.tls", "", ("", "auto")), tls_names=list(names),
+                    tls_cert=v.string(api, "api.tls_cert", ""), tls_key=v.string(api, "api.tls_key", ""),
+                    tls_ca=v.string(api, "api.tls_ca", ""),
+                    local_port=int(v.number(api, "api.local_port", 0, lo=0, hi=65535, integer=True)))
+    host = cfg.host.strip("[]")
+    if host != "localhost" and host not in ("0.0.0.0", "::"):  # noqa: S104 - validated names, not a bind
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            v.fail("api.host", f"= {cfg.host!r} is not an IP address of this machine",
+                   '"127.0.0.1" (this machine only), a LAN address such as "192.168.1.10", or "0.0.0.0"')
+    if cfg.tls == "auto" and (cfg.tls_cert or cfg.tls_key):
+        v.fail("api.tls", '= "auto" and tls_cert/tls_key are both set', 'either tls = "auto" or tls_cert + tls_key')
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        v.fail("api.tls_key" if cfg.tls_cert else "api.tls_cert", "is required with the other one",
+               "both tls_cert and tls_key (PEM files IT provides)")
+    if cfg.tls_ca and not cfg.tls_cert:
+        v.fail("api.tls_ca", "is only used with tls_cert", "remove it, or set tls_cert and tls_key")
+    tls_on = cfg.tls == "auto" or bool(cfg.tls_cert)
+    if not is_loopback_host(host) and not tls_on:
+        raise ConfigError(f"{v.prefix}'api.host' = {cfg.host!r} is reachable from the network, and the API "
+                          "would be plain http",
+                          'turn on TLS: tls = "auto" under [api] (a practice CA is made on first start), or '
+                          "tls_cert and tls_key from IT — or keep host = \"127.0.0.1\"", key="api.tls")
+    if tls_on and cfg.tls == "auto" and host in ("0.0.0.0", "::") and not cfg.tls_names:  # noqa: S104
+        v.fail("api.tls_names", "is required when host listens on every address",
+               'the names and addresses PCs use for this server, e.g. ["192.168.1.10", "billing-pc.lan"]')
+    if tls_on and cfg.port and cfg.port == cfg.local_port:
+        v.fail("api.local_port", "must differ from api.port", "0 (any free port) or another port")
+    return cfg
 
 
 _NPI = re.compile(r"^[0-9]{10}$")

@@ -16,6 +16,7 @@ The formulas (also in docs/kpi.md, and each KPI's ``formula`` in :data:`agent.kp
   to today (open claims: ``submitted`` / ``accepted``); rejected claims never reached the payer's
   books and are left out. **A/R buckets** (0–30, 31–60, 61–90, 90+) age the *open* claims.
 * **charge lag** = average days from date of service to first delivery (the claim's birth);
+  an average over sums, so a delivery dated before its service (bad data) lowers it;
   the histogram buckets are 0–1, 2–3, 4–7, 8–14, 15–30, 31+ days.
 * **missed-charge rate** = expected visits (SIU, ``kind = expected``) at least
   ``[goals] missed_charge_days`` old with no charge encounter for the same MRN and date ÷
@@ -125,42 +126,67 @@ def _put(out: Figures, key: Any, kpi: str, num: Any, den: Any) -> None:
     out.setdefault(str(key if key is not None else ""), {})[kpi] = (float(num or 0), float(den or 0))
 
 
+_TOUCHED_IDS = ("(SELECT encounter_id FROM reviews UNION SELECT encounter_id FROM events "
+                f"WHERE kind IN {_TOUCH_EVENTS})")  # materialised once per query, not probed per row
+
+
+def _julian(d: date) -> float:
+    """SQLite's julianday() of a date at midnight."""
+    return d.toordinal() + 1721424.5
+
+
 def _claim_figures(store: Store, w: Window, dim: str | None, today: date, out: Figures) -> None:
-    touched = (f"(EXISTS (SELECT 1 FROM reviews r WHERE r.encounter_id = c.encounter_id) OR EXISTS "
-               f"(SELECT 1 FROM events v WHERE v.encounter_id = c.encounter_id AND v.kind IN {_TOUCH_EVENTS}))")
-    sub_day = "julianday(substr(c.first_submitted_at, 1, 10))"
-    closed_day = "julianday(substr(coalesce(nullif(c.adjudicated_on, ''), nullif(c.answered_at, ''), :today), 1, 10))"
+    """One grouped scan (dimension, state, submitted once) whose sums are linear, so the ratios and
+    day averages are put together here: a day difference summed is the difference of the sums."""
     sql = f"""
-        SELECT {_claim_dim(dim)} AS k,
-          sum({_ANSWERED}) AS answered,
-          sum({_ANSWERED} AND c.submissions = 1 AND c.state IN ('accepted', 'paid', 'partially_paid')
-              AND NOT {touched}) AS clean,
-          sum({_ANSWERED} AND c.submissions = 1 AND c.state != 'rejected') AS first_pass,
-          sum({_ADJUDICATED}) AS adjudicated,
-          sum(c.state = 'denied') AS denied,
-          sum(CASE WHEN {_ADJUDICATED} THEN CAST(c.billed AS REAL) END) AS adjudicated_dollars,
-          sum(CASE WHEN c.state = 'denied' THEN CAST(c.billed AS REAL) END) AS denied_dollars,
-          sum(CASE WHEN {_OPEN} THEN julianday(:today) - {sub_day}
-                   WHEN {_ADJUDICATED} THEN {closed_day} - {sub_day} END) AS ar_days,
-          sum(c.state != 'rejected') AS ar_claims,
-          sum(max(0, {sub_day} - julianday(substr(c.dos, 1, 10)))) AS lag_days,
-          count(*) AS claims
-        FROM claims c WHERE c.dos >= :lo AND c.dos < :hi GROUP BY k"""
-    for r in store.conn.execute(sql, {"lo": w.lo, "hi": w.hi, "today": today.isoformat()}):
-        k, answered, clean, first, adj, denied, adj_d, den_d, ar, ar_n, lag, n = r
-        _put(out, k, "clean_claim_rate", clean, answered)
-        _put(out, k, "first_pass_acceptance", first, answered)
-        _put(out, k, "denial_rate", denied, adj)
-        _put(out, k, "denial_dollar_rate", den_d, adj_d)
-        _put(out, k, "denied_dollars", den_d, 1)
-        _put(out, k, "days_in_ar", ar, ar_n)
-        _put(out, k, "charge_lag_days", lag, n)
+        SELECT {_claim_dim(dim)} AS k, c.state, c.submissions = 1 AS once, count(*),
+          sum(CAST(c.billed AS REAL)),
+          sum(julianday(substr(c.first_submitted_at, 1, 10))),
+          sum(julianday(substr(c.dos, 1, 10))),
+          sum(CASE WHEN {_ADJUDICATED} THEN julianday(substr(coalesce(nullif(c.adjudicated_on, ''),
+              nullif(c.answered_at, ''), :today), 1, 10)) END),
+          sum(CASE WHEN c.state IN ('accepted', 'paid', 'partially_paid') AND c.submissions = 1
+              THEN c.encounter_id IN {_TOUCHED_IDS} END)
+        FROM claims c WHERE c.dos >= :lo AND c.dos < :hi GROUP BY 1, 2, 3"""
+    today_jd = _julian(today)
+    acc: dict[str, dict[str, float]] = {}
+    for k, state, once, n, billed, sub, dos, closed, touched in store.conn.execute(
+            sql, {"lo": w.lo, "hi": w.hi, "today": today.isoformat()}):
+        a = acc.setdefault(str(k or ""), dict.fromkeys(
+            ("answered", "clean", "first", "adj", "denied", "adj_d", "den_d", "ar", "ar_n", "lag", "n"), 0.0))
+        billed, sub, dos = billed or 0.0, sub or 0.0, dos or 0.0
+        a["n"] += n
+        a["lag"] += sub - dos
+        if state != "submitted":
+            a["answered"] += n
+            if once and state != "rejected":
+                a["first"] += n
+            if once and state in ("accepted", "paid", "partially_paid"):
+                a["clean"] += n - (touched or 0)
+        if state in ("paid", "partially_paid", "denied"):
+            a["adj"] += n
+            a["adj_d"] += billed
+            a["ar"] += (closed or 0.0) - sub
+            a["ar_n"] += n
+            if state == "denied":
+                a["denied"] += n
+                a["den_d"] += billed
+        elif state in ("submitted", "accepted"):
+            a["ar"] += n * today_jd - sub
+            a["ar_n"] += n
+    for k, a in acc.items():
+        _put(out, k, "clean_claim_rate", a["clean"], a["answered"])
+        _put(out, k, "first_pass_acceptance", a["first"], a["answered"])
+        _put(out, k, "denial_rate", a["denied"], a["adj"])
+        _put(out, k, "denial_dollar_rate", a["den_d"], a["adj_d"])
+        _put(out, k, "denied_dollars", a["den_d"], 1)
+        _put(out, k, "days_in_ar", a["ar"], a["ar_n"])
+        _put(out, k, "charge_lag_days", a["lag"], a["n"])
 
 
 def _encounter_figures(store: Store, w: Window, dim: str | None, today: date, missed_days: int,
                        out: Figures) -> None:
-    touched = (f"(EXISTS (SELECT 1 FROM reviews r WHERE r.encounter_id = e.id) OR EXISTS "
-               f"(SELECT 1 FROM events v WHERE v.encounter_id = e.id AND v.kind IN {_TOUCH_EVENTS}))")
+    touched = f"(e.id IN {_TOUCHED_IDS})"
     sql = f"""
         SELECT {_enc_dim(dim)} AS k, count(*) AS n, sum(e.state = 'ready' AND NOT {touched}) AS auto,
                sum({touched}) AS touched

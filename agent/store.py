@@ -325,7 +325,9 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
           "since TEXT NOT NULL DEFAULT '', last_fired_at TEXT NOT NULL DEFAULT '', "
           "cleared_at TEXT NOT NULL DEFAULT '', fired INTEGER NOT NULL DEFAULT 0, title TEXT NOT NULL DEFAULT '', "
           "fix TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}', email_error TEXT NOT NULL DEFAULT '')"),
-         "CREATE INDEX IF NOT EXISTS events_kind_at ON events(kind, at)"],
+         "CREATE INDEX IF NOT EXISTS events_kind_at ON events(kind, at)",
+         # KPIs scan encounters by kind and date of service: this index covers them (no JSON read)
+         "CREATE INDEX IF NOT EXISTS encounters_kind_dos ON encounters(kind, dos, state)"],
     ),
 ]
 

@@ -303,6 +303,16 @@ class StoreLedger:
         finally:
             store.close()
 
+    def payer_claim_id(self, claim_id: str) -> str:
+        """The payer's number for our claim (835 CLP07 / 277CA REF*1K), "" when none came yet:
+        a correction (frequency 7) or void (8) references it in REF*F8."""
+        store = self._open()
+        try:
+            row = store.conn.execute("SELECT payer_claim_id FROM claims WHERE claim_id = ?", (claim_id,)).fetchone()
+            return str(row[0]) if row and row[0] else ""
+        finally:
+            store.close()
+
     def sent(self, control: int, file_name: str) -> None:
         store = self._open()
         try:

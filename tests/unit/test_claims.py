@@ -108,6 +108,12 @@ def test_the_ledger_keeps_a_batch_number_and_never_reuses_one(fast_store: Store)
     assert (a, b) == (1, 2) and ledger.interchange("batch-a", "837P") == 1
     ledger.sent(a, "a.837")
     assert fast_store.conn.execute("SELECT file_name FROM x12_interchanges WHERE control = 1").fetchone()[0] == "a.837"
+    # the payer's number for corrections: none until an answer brings it
+    _deliver(fast_store, 1)
+    assert ledger.payer_claim_id("CLM0") == ""
+    claims.apply_answers(fast_store, [Answer(AnswerKind.CA_277, "p", ClaimState.ACCEPTED, claim_ref="CLM0",
+                                             payer_claim_id="PAY-77")])
+    assert ledger.payer_claim_id("CLM0") == "PAY-77" and ledger.payer_claim_id("nope") == ""
 
 
 class _Reopen:

@@ -34,6 +34,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from agent.store import Store, now
+from connectors.rcm.base import TargetError
 from connectors.rcm.x12 import eligibility as x270
 from core.errors import ChargeBridgeError, ConfigError
 from core.model import Encounter
@@ -283,29 +284,33 @@ def read_answers(store: Store, inbound: Inbound, *, limit: int = 500) -> ReadRes
     return out
 
 
-def flagged(store: Store, day: str | date | None = None) -> list[dict[str, Any]]:
+def flagged(store: Store, day: str | date | None = None, *, since: str | date | None = None) -> list[dict[str, Any]]:
     """Scheduled visits whose latest eligibility answer is not ``active`` (pending ones included:
-    no answer yet is not a yes), for the front desk. No names: visit key, date, status, reasons."""
-    where, args = ("AND e.dos = ?", [_day(day)]) if day else ("", [])
+    no answer yet is not a yes), for the front desk: of ``day``, or from ``since`` on, or all.
+    No names: visit key, MRN, date, status, reasons."""
+    where, args = ("AND e.dos = ?", [_day(day)]) if day else ("AND e.dos >= ?", [_day(since)]) if since else ("", [])
     rows = store.conn.execute(
-        "SELECT e.business_key, e.encounter_id, e.dos, e.status, e.plan, e.copay, e.checked_at, e.detail, e.trace "
+        "SELECT e.business_key, e.encounter_id, e.dos, e.status, e.plan, e.copay, e.checked_at, e.detail, e.trace, "
+        "e.mrn "
         "FROM eligibility e WHERE e.id = (SELECT max(id) FROM eligibility e2 WHERE e2.business_key = e.business_key "
         f"AND e2.dos = e.dos) AND e.status != ? {where} ORDER BY e.dos, e.business_key",
         (EligibilityStatus.ACTIVE, *args)).fetchall()
     return [{"visit": k, "encounter_id": eid, "dos": dos, "status": st, "plan": plan, "copay": copay,
-             "checked_at": chk, "reasons": json.loads(det or "{}").get("reasons", []), "trace": tr}
-            for k, eid, dos, st, plan, copay, chk, det, tr in rows]
+             "checked_at": chk, "reasons": json.loads(det or "{}").get("reasons", []), "trace": tr, "mrn": mrn}
+            for k, eid, dos, st, plan, copay, chk, det, tr, mrn in rows]
 
 
 def listing(store: Store, day: str | date) -> list[dict[str, Any]]:
     """Every visit of ``day`` with its latest eligibility answer."""
     d = _day(day)
     rows = store.conn.execute(
-        "SELECT e.business_key, e.status, e.plan, e.copay, e.checked_at, e.detail FROM eligibility e WHERE e.dos = ? "
+        "SELECT e.business_key, e.status, e.plan, e.copay, e.checked_at, e.detail, e.mrn FROM eligibility e "
+        "WHERE e.dos = ? "
         "AND e.id = (SELECT max(id) FROM eligibility e2 WHERE e2.business_key = e.business_key AND e2.dos = e.dos) "
         "ORDER BY e.business_key", (d,)).fetchall()
     return [{"visit": k, "dos": d, "status": st, "plan": plan, "copay": copay, "checked_at": chk,
-             "reasons": json.loads(det or "{}").get("reasons", [])} for k, st, plan, copay, chk, det in rows]
+             "reasons": json.loads(det or "{}").get("reasons", []), "mrn": mrn}
+            for k, st, plan, copay, chk, det, mrn in rows]
 
 
 def status_on(store: Store, mrn: str, dos: str) -> str | None:
@@ -333,3 +338,138 @@ def statuses(store: Store, mrns: Sequence[str]) -> dict[tuple[str, str], str]:
         for mrn, dos, status in rows:
             out[(str(mrn), str(dos))] = str(status)  # later rows win
     return out
+
+
+# -- running it: the CLI, the API and the engine's evening job ------------------------------------
+class _Unclosed:
+    """The caller's store for :class:`agent.claims.StoreLedger`, which closes what it opens."""
+
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s, name)
+
+    def close(self) -> None:
+        return None
+
+
+def _transport(x12: Any, which: str, secret: str, timeout: float) -> Any:
+    from connectors.rcm.x12.transport import open_transport
+
+    opts: dict[str, Any] = {k: str(getattr(x12, k)) for k in ("host_key", "key_file") if getattr(x12, k, "")}
+    mb = getattr(x12, "max_file_mb", 0)
+    if isinstance(mb, (int, float)) and mb > 0:
+        opts["max_bytes"] = int(mb * 1024 * 1024)
+    return open_transport(str(getattr(x12, which)), secret=secret, known_hosts=str(getattr(x12, "known_hosts", "")),
+                          timeout=timeout, key=f"x12.{which}", **opts)
+
+
+class ClearinghouseUnavailable(ChargeBridgeError):
+    """The inbound or outbound location could not be used (folder missing, SFTP down...)."""
+
+    http_status = 502
+
+
+def check_day(store: Store, cfg: Any, secret: str, day: str | date, *, ask_payer: bool = True,
+              when: datetime | None = None) -> dict[str, Any]:
+    try:
+        return _check_day(store, cfg, secret, day, ask_payer=ask_payer, when=when)
+    except TargetError as exc:  # str() is for people, no PHI
+        raise ClearinghouseUnavailable(f"the clearinghouse location could not be used: {exc}",
+                                       "check [x12] outbound / inbound and the connection, then try again "
+                                       "(chargebridge eligibility)") from None
+
+
+def _check_day(store: Store, cfg: Any, secret: str, day: str | date, *, ask_payer: bool = True,
+               when: datetime | None = None) -> dict[str, Any]:
+    """One eligibility run for ``day``: read the 271s waiting in ``[x12] inbound``, then (unless
+    ``ask_payer`` is false) send the 270 for the day's visits not answered yet. ``secret``: the
+    SFTP password / key passphrase ("" for folders). In test mode (``[mode] test``) the 270 says
+    ISA15 = T whatever ``[x12] usage`` says: an inquiry bills nothing, but it is marked as test
+    data until go-live. Returns ``{"day", "asked": AskResult, "read": ReadResult}`` as dicts."""
+    d = _day(day)
+    settings = settings_of(cfg)
+    if getattr(getattr(cfg, "mode", None), "test", False):
+        settings = Settings(settings.provider, settings.sender_id, settings.receiver_id, "T")
+    x12 = cfg.x12
+    timeout = float(getattr(getattr(cfg, "rcm", None), "timeout_seconds", 30.0) or 30.0)
+    read = ReadResult()
+    if str(getattr(x12, "inbound", "")).strip():
+        inbound = _transport(x12, "inbound", secret, timeout)
+        try:
+            read = read_answers(store, inbound)
+        finally:
+            _close(inbound)
+    asked = AskResult(day=d)
+    if ask_payer:
+        if not str(getattr(x12, "outbound", "")).strip():
+            raise ConfigError("eligibility needs the clearinghouse's outbound location",
+                              "set [x12] outbound (a folder path or sftp://user@host:port/dir)", key="x12.outbound")
+        from agent.claims import StoreLedger
+
+        outbound = _transport(x12, "outbound", secret, timeout)
+        try:
+            asked = ask(store, settings, d, outbound=outbound, ledger=StoreLedger(lambda: _Unclosed(store)),  # type: ignore[arg-type,return-value]
+                        when=when)
+        finally:
+            _close(outbound)
+    return {"day": d, "asked": asked.to_dict(), "read": read.to_dict()}
+
+
+def _close(transport: Any) -> None:
+    close = getattr(transport, "close", None)
+    if callable(close):
+        close()
+
+
+def day_to_ask(today: date, clinic_days: set[int]) -> date | None:
+    """The evening job's day: on a clinic day, the next clinic day (Friday evening asks about
+    Monday when the practice is closed at the weekend); on a day the practice is closed, none —
+    so a weekend does not send the same inquiry again."""
+    if today.weekday() not in clinic_days:
+        return None
+    for n in range(1, 8):
+        d = date.fromordinal(today.toordinal() + n)
+        if d.weekday() in clinic_days:
+            return d
+    return None
+
+
+def visits(store: Store, day: str | date) -> list[dict[str, Any]]:
+    """Every scheduled visit of ``day`` with its latest eligibility answer (``status`` None: not
+    asked yet), for the front desk: MRN and appointment id, no names."""
+    d = _day(day)
+    answers = {r["visit"]: r for r in listing(store, d)}
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for eid, key, mrn in store.conn.execute(
+            "SELECT id, business_key, mrn FROM encounters WHERE kind = ? AND dos = ? AND state = ? ORDER BY id",
+            (EncounterKind.EXPECTED, d, EncounterState.EXPECTED)):
+        a = answers.get(str(key), {})
+        seen.add(str(key))
+        out.append(_item(str(key), int(eid), str(mrn), d, a))
+    for key, a in answers.items():  # asked about, since seen (arrived as a charge) or cancelled
+        if key not in seen:
+            out.append(_item(key, None, str(a.get("mrn", "")), d, a))
+    return out
+
+
+def _item(key: str, eid: int | None, mrn: str, d: str, a: dict[str, Any]) -> dict[str, Any]:
+    return {"visit": key, "appointment": key.split("|", 2)[-1], "encounter_id": eid, "mrn": mrn, "dos": d,
+            "status": a.get("status"), "plan": a.get("plan", ""), "copay": a.get("copay", ""),
+            "checked_at": a.get("checked_at") or "", "reasons": a.get("reasons", [])}
+
+
+def summary(store: Store, today: date | None = None) -> dict[str, int]:
+    """Counts of upcoming visits (today on) whose latest answer is not ``active``, by status —
+    the status payload's ``eligibility`` (the tray and the Activity page show it)."""
+    t = (today or date.today()).isoformat()
+    try:
+        rows = store.conn.execute(
+            "SELECT e.status, count(*) FROM eligibility e WHERE e.dos >= ? AND e.id = (SELECT max(id) FROM "
+            "eligibility e2 WHERE e2.business_key = e.business_key AND e2.dos = e.dos) AND e.status != ? "
+            "GROUP BY e.status", (t, EligibilityStatus.ACTIVE)).fetchall()
+    except Exception:  # a store from before migration 12
+        return {}
+    return {str(s): int(n) for s, n in rows}

@@ -59,6 +59,18 @@ class Coverage:
     member_id: str = ""
     group: str = ""
     relationship: str = ""  # self | spouse | child | other
+    # The plan's dates as the EHR sent them (HL7 IN1-12 / IN1-13), ISO after standardize(); ""
+    # when not sent. Left out of the stored JSON while empty, so encounters without them keep
+    # the content hash they had before these fields existed (no false revisions on re-export).
+    start: str = ""
+    end: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        d = dict(self.__dict__)
+        for k in ("start", "end"):
+            if not d[k]:
+                del d[k]
+        return d
 
 
 @dataclass
@@ -126,7 +138,7 @@ class Encounter:
         return {
             "source": self.source, "source_id": self.source_id, "source_system": self.source_system,
             "kind": self.kind, "patient": pd,
-            "coverages": [dict(c.__dict__) for c in self.coverages],
+            "coverages": [c.to_dict() for c in self.coverages],
             "rendering": dict(self.rendering.__dict__), "billing": dict(self.billing.__dict__),
             "dos_start": self.dos_start, "dos_end": self.dos_end, "place_of_service": self.place_of_service,
             "diagnoses": [dict(d.__dict__) for d in self.diagnoses],
@@ -554,6 +566,14 @@ def standardize(enc: Encounter) -> list[Finding]:
         cov.member_id = cov.member_id.strip()
         cov.group = cov.group.strip()
         cov.payer_name = _SPACE.sub(" ", cov.payer_name.strip())
+        for which in ("start", "end"):  # an unreadable plan date is dropped with a warning: it must not hold a charge
+            raw = getattr(cov, which)
+            try:
+                setattr(cov, which, std_date(raw))
+            except BadValue as exc:
+                findings.append(Finding("date.format", f"coverages.{which}", f"coverage plan {which} date: {exc}; "
+                                        "it was ignored", "warning"))
+                setattr(cov, which, "")
     enc.place_of_service = (enc.place_of_service or "").strip()
     if enc.place_of_service.isdigit() and len(enc.place_of_service) == 1:
         enc.place_of_service = enc.place_of_service.zfill(2)

@@ -1,7 +1,7 @@
 """Charge capture rules: what payers deny, what coders fix, and money left on the table.
 
 Each rule is a small documented unit (:class:`Rule`) in one module per family (``dx``, ``units``,
-``modifiers``, ``setting``, ``history``, ``opportunity``): an id such as ``units.mue``, a
+``modifiers``, ``setting``, ``history``, ``coverage``): an id such as ``units.mue``, a
 default severity, what it looks at, and a check that returns :class:`Hit` s a coder understands
 (which line, which code, why, what to do). :class:`RuleSet` applies the practice's ``[rules]``
 settings (on/off, severity per rule) and stamps every finding with :data:`PACK_VERSION`, so a
@@ -34,7 +34,7 @@ from core.states import Severity
 if TYPE_CHECKING:
     from agent.store import Store
 
-PACK_VERSION = "2026.06-2"  # bump whenever a rule, a table or a default severity changes
+PACK_VERSION = "2026.06-3"  # bump whenever a rule, a table or a default severity changes
 SEVERITIES = (Severity.INFO.value, Severity.REVIEW.value, Severity.ERROR.value)
 HOLDS = frozenset({Severity.REVIEW.value, Severity.ERROR.value})
 
@@ -85,6 +85,9 @@ class History:
     """The patient's other encounters by MRN, read once per batch (or once per re-run)."""
 
     visits: dict[str, list[Visit]] = field(default_factory=dict)
+    # (mrn, dos) -> the latest answered eligibility status (agent/eligibility.py), for the rules
+    # that read payer answers (``coverage.inactive_on_dos``)
+    eligibility: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def of(self, mrn: str, key: str) -> list[Visit]:
         return [v for v in self.visits.get(mrn, ()) if v.key != key]
@@ -99,6 +102,7 @@ class Rule:
     check: Callable[..., Iterable[Hit]]
     history: bool = False  # needs the patient's other encounters (runs where the store is)
     opportunity: bool = False  # a suggestion (care-opportunity alert), never billed
+    whole_history: bool = False  # history rule whose check takes the whole History, not the other visits
 
 
 @dataclass
@@ -166,7 +170,8 @@ class RuleSet:
 
     def apply_history(self, enc_facts: EncounterFacts, history: History) -> list[RuleFinding]:
         others = history.of(enc_facts.mrn, enc_facts.key)
-        return [self._finding(rule, hit) for rule in self.historic for hit in rule.check(enc_facts, others)]
+        return [self._finding(rule, hit) for rule in self.historic
+                for hit in rule.check(enc_facts, history if rule.whole_history else others)]
 
 
 @dataclass
@@ -181,12 +186,14 @@ class EncounterFacts:
     medicare: bool
     codes: tuple[str, ...]
     dx: tuple[str, ...]
+    coverage_dates: tuple[tuple[str, str], ...] = ()  # (start, end) per coverage, "" when the EHR sent none
 
     @classmethod
     def of(cls, enc: Encounter) -> EncounterFacts:
         return cls(enc.business_key, enc.patient.mrn, enc.dos_start, enc.patient.sex, enc.patient.dob,
                    any("MEDICARE" in c.payer_name.upper() for c in enc.coverages),
-                   tuple(ln.code for ln in enc.lines), tuple(d.code for d in enc.diagnoses))
+                   tuple(ln.code for ln in enc.lines), tuple(d.code for d in enc.diagnoses),
+                   tuple((c.start, c.end) for c in enc.coverages))
 
     def visit(self) -> Visit:
         return Visit(self.key, self.dos, self.codes, self.dx)
@@ -210,9 +217,9 @@ def load_mue(store: Store) -> dict[str, int]:
 
 
 def _load_rules() -> list[Rule]:
-    from agent.rules import dx, history, modifiers, setting, units
+    from agent.rules import coverage, dx, history, modifiers, setting, units
 
-    return [*dx.RULES, *units.RULES, *modifiers.RULES, *setting.RULES, *history.RULES]
+    return [*dx.RULES, *units.RULES, *modifiers.RULES, *setting.RULES, *history.RULES, *coverage.RULES]
 
 
 RULES.update((r.id, r) for r in _load_rules())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,18 +81,22 @@ def _holds(findings: list[dict[str, Any]]) -> bool:
     return any(d.get("severity") in ("error", "review") for d in findings)
 
 
-def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: int = 2000) -> RerunResult:
-    """Re-apply the rules to every charge encounter not yet sent. Returns counts."""
+def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: int = 2000,
+          mrns: Collection[str] | None = None) -> RerunResult:
+    """Re-apply the rules to every charge encounter not yet sent (only these patients' when
+    ``mrns`` is given: history rules compare a patient's own encounters). Returns counts."""
     conn = store.conn
     res = RerunResult()
+    only = "" if mrns is None else " AND e.mrn IN (SELECT value FROM json_each(?))"
     approved = {(int(e), str(h)) for e, h in conn.execute(
         "SELECT encounter_id, content_hash FROM reviews r WHERE decision = 'approved' AND id = "
         "(SELECT max(id) FROM reviews r2 WHERE r2.encounter_id = r.encounter_id)")}
     rows = conn.execute(
         "SELECT e.id, e.data, e.findings, e.state, e.content_hash, e.version, "
         "(SELECT o.state FROM outbox o WHERE o.encounter_id = e.id AND o.version = e.version) "
-        "FROM encounters e WHERE e.kind = ? AND e.state != ?",
-        (EncounterKind.CHARGE, EncounterState.REJECTED)).fetchall()
+        "FROM encounters e WHERE e.kind = ? AND e.state != ?" + only,
+        (EncounterKind.CHARGE, EncounterState.REJECTED, *(() if mrns is None else (json.dumps(list(mrns)),)))
+    ).fetchall()
     decoded: list[tuple[int, Encounter, str, str, str, str | None]] = []
     history = History()
     for eid, data, fjson, state, chash, _version, ostate in rows:
@@ -99,6 +104,9 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
         f = EncounterFacts.of(enc)
         history.visits.setdefault(f.mrn, []).append(f.visit())
         decoded.append((int(eid), enc, fjson, state, chash, ostate))
+    from agent.rules.coverage import read_eligibility  # the payer's answers (coverage.inactive_on_dos)
+
+    history.eligibility = read_eligibility(store, history.visits)
     updates: list[tuple[str, str, int]] = []
     dequeue: list[tuple[int]] = []
     for eid, enc, fjson, state, chash, ostate in decoded:

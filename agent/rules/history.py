@@ -158,4 +158,7 @@ def read_history(store: Store, mrns: Iterable[str], *, exclude_states: tuple[str
         for key, mrn, dos, codes, dx in store.conn.execute(sql, (*exclude_states, *chunk)):
             h.visits.setdefault(mrn, []).append(
                 Visit(key, dos, tuple((codes or "").split()), tuple((dx or "").split())))
+    from agent.rules.coverage import read_eligibility  # the payer's answers (coverage.inactive_on_dos)
+
+    h.eligibility = read_eligibility(store, wanted)
     return h

@@ -603,6 +603,8 @@ def _coverage(in1: list[str], d: _D) -> Coverage:
         member_id=_v(in1[36], d) or _v(in1[49], d),
         group=_v(in1[8], d),
         relationship=_RELATIONSHIP.get(rel.upper(), "other") if rel else "",
+        start=_v(in1[12], d)[:8],  # IN1-12 plan effective date (DT; standardize() makes it ISO)
+        end=_v(in1[13], d)[:8],  # IN1-13 plan expiration date
     )
 
 

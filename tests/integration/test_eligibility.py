@@ -17,6 +17,8 @@ from agent.store import Store
 from connectors.rcm.x12 import eligibility as x270
 from connectors.rcm.x12.transport import FolderTransport
 from core.states import EligibilityStatus
+from tests.conftest import run_cli
+from tests.helpers import dft
 
 DAY = "2026-06-15"
 SETTINGS = eligibility.Settings(x270.Provider("Good Clinic", "1234567893", "12-3456789"), "CBSENDER", "CLEARHOUSE")
@@ -184,3 +186,188 @@ def test_270_refuses_bad_practice_and_checks_structure() -> None:
     assert any("EQ" in p for p in x270.check_270(broken))
     assert x270.check_inquiry(x270.Inquiry("T2", "ACME", "ACME1", "", "Doe", "", "", "", DAY)) \
         == "the visit's coverage has no member id"
+
+
+# -- H9: the rule, the inbound routing, the CLI, the API and the evening job ------------------------
+def charge(mrn: str, dos8: str, visit: str, member: str = "A100") -> bytes:
+    """A DFT^P03 for ``mrn`` on ``dos8`` (YYYYMMDD) with an IN1 carrying ``member``."""
+    f = ["IN1", "1", "PLAN1", "ACME1", "ACME HEALTH"] + [""] * 45
+    f[17], f[36] = "SEL", member
+    return (dft(0, visit=visit).replace("MRN000000", mrn).replace("20261001", dos8) + "|".join(f) + "\r").encode()
+
+
+def _findings(store: Store, source_id: str) -> tuple[str, list[str]]:
+    state, fj = store.conn.execute("SELECT state, findings FROM encounters WHERE source_id = ? AND kind = 'charge'",
+                                   (source_id,)).fetchone()
+    return str(state), [str(x["code"]) for x in json.loads(fj)]
+
+
+def test_271_through_the_inbound_poll_updates_the_charge_rule(day_of_visits) -> None:  # type: ignore[no-untyped-def]
+    """A charge ingested before the answer gets ``coverage.inactive_on_dos`` once the 271 says
+    inactive for that date; the same patient on another date and an active patient do not."""
+    from agent import eligibility_job, x12_inbound
+    from agent.config import parse as parse_config
+
+    store, out, inb, ledger = day_of_visits
+    cfg = parse_config({})
+    pipe = Pipeline.for_config(store, cfg)
+    pipe.ingest_bytes(charge("MRN2", "20260615", "CV2", "I200"), origin="cv2.hl7")
+    pipe.ingest_bytes(charge("MRN2", "20260616", "CV2B", "I200"), origin="cv2b.hl7")  # the next day
+    pipe.ingest_bytes(charge("MRN1", "20260615", "CV1"), origin="cv1.hl7")
+    assert all(RULE not in _findings(store, v)[1] for v in ("CV2", "CV2B", "CV1"))
+
+    eligibility.ask(store, SETTINGS, DAY, outbound=FolderTransport(out), ledger=ledger)
+    assert simulate_payer(out, inb) == 1
+    res = x12_inbound.poll(store, FolderTransport(inb))  # the claims poll: a 271 is routed, not quarantined
+    assert [(f.ok, f.kinds, f.matched) for f in res.files] == [(True, ["271"], 3)]
+    assert store.conn.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+    assert eligibility.status_on(store, "MRN2", DAY) == EligibilityStatus.INACTIVE
+
+    rerun = eligibility_job.after_answers(store, cfg)
+    assert rerun is not None and rerun["changed"] >= 1
+    state, codes = _findings(store, "CV2")
+    assert RULE in codes and state == "needs_review"
+    assert RULE not in _findings(store, "CV2B")[1]  # an answer for another date
+    assert RULE not in _findings(store, "CV1")[1]  # active
+    assert eligibility_job.after_answers(store, cfg) is None  # nothing new since
+    # a charge arriving after the answer is checked at ingest
+    pipe.ingest_bytes(charge("MRN2", "20260615", "CV3", "I200"), origin="cv3.hl7")
+    assert RULE in _findings(store, "CV3")[1]
+    # with the rule off, a late answer changes nothing
+    off = parse_config({"rules": {"off": [RULE]}})
+    assert eligibility_job.after_answers(store, off) is None
+
+
+RULE = "coverage.inactive_on_dos"
+PRACTICE = '''[practice]
+name = "Good Clinic"
+npi = "1234567893"
+tax_id = "12-3456789"
+'''
+
+
+def _x12_config(out: Path, inb: Path) -> str:
+    return (PRACTICE + f'[x12]\nsender_id = "CBSENDER"\nreceiver_id = "CLEARHOUSE"\noutbound = "{out}"\n'
+            f'inbound = "{inb}"\neligibility_at = "18:00"\neligibility_days = "mon-fri"\n')
+
+
+@pytest.mark.keyring
+def test_cli_asks_reads_and_prints_per_visit(tmp_path: Path) -> None:
+    home, out, inb = tmp_path / "home", tmp_path / "out", tmp_path / "in"
+    for d in (out, inb):
+        d.mkdir()
+    home.mkdir(mode=0o700)
+    (home / "chargebridge.toml").write_text(_x12_config(out, inb))
+    for appt, mrn, member in (("AP1", "MRN1", "A100"), ("AP2", "MRN2", "I200"), ("AP3", "MRN3", "X300"),
+                              ("AP4", "MRN4", "")):
+        (tmp_path / f"{appt}.hl7").write_bytes(siu(appt, mrn, member))
+    r = run_cli("ingest", *(str(tmp_path / f"AP{i}.hl7") for i in range(1, 5)), home=home)
+    assert r.returncode == 0, r.stderr
+
+    r = run_cli("eligibility", "--date", DAY, "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert (first["run"]["asked"]["asked"], first["run"]["asked"]["no_coverage"]) == (3, 1)
+    assert {v["appointment"]: v["status"] for v in first["visits"]} == {
+        "AP1": "pending", "AP2": "pending", "AP3": "pending", "AP4": "no_coverage"}
+
+    assert simulate_payer(out, inb) == 1
+    r = run_cli("eligibility", "--date", DAY, home=home)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert "answers read: 3" in text and "no 270 sent" in text
+    lines = {ln.split()[2]: ln for ln in text.splitlines() if ln.startswith(DAY)}
+    assert "active" in lines["AP1"] and "GOLD PPO 500" in lines["AP1"] and "$25.00" in lines["AP1"]
+    assert "MRN1" in lines["AP1"]
+    assert "INACTIVE" in lines["AP2"] and "unknown" in lines["AP3"] and "NO COVERAGE" in lines["AP4"]
+    assert "invalid/missing subscriber/insured id" in text
+    assert "Tester" not in text and "Pat " not in text  # MRN and appointment, never the name
+    assert "3 visit(s) without active coverage" in text
+
+    r = run_cli("eligibility", "--date", DAY, "--flagged", "--json", home=home)
+    flagged = json.loads(r.stdout)
+    assert flagged["run"] is None
+    assert sorted((v["appointment"], v["status"]) for v in flagged["visits"]) == [
+        ("AP2", "inactive"), ("AP3", "unknown"), ("AP4", "no_coverage")]
+    assert list(out.glob("270-*.x12")) == []  # --flagged sent nothing
+
+    r = run_cli("audit", "list", "--json", home=home)  # the runs are in the audit trail, counts only
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("eligibility.check") == 2
+
+
+MONDAY, FRIDAY = "2099-06-15", datetime(2099, 6, 12, 18, 5)
+
+
+@pytest.fixture()
+def x12_engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from agent import config as configmod
+    from agent.engine import Engine
+    from agent.users import add_user
+    from core.paths import Paths
+
+    out, inb = tmp_path / "out", tmp_path / "in"
+    for d in (out, inb):
+        d.mkdir()
+    paths = Paths.resolve(tmp_path / "home")
+    paths.ensure()
+    paths.config.write_text("[api]\nport = 0\n" + _x12_config(out, inb))
+    eng = Engine(paths, configmod.load(paths.config))
+    eng.start()
+    try:
+        eng.tokens = {r: add_user(eng.store(), f"{r}-user", r) for r in ("front_desk", "admin")}
+        eng.url = f"http://127.0.0.1:{eng.port}/api/v1"
+        pipe = Pipeline.for_config(eng.store(), eng.config)
+        for appt, mrn, member in (("AP1", "MRN1", "A100"), ("AP2", "MRN2", "I200"), ("AP3", "MRN3", "X300"),
+                                  ("AP4", "MRN4", "")):
+            pipe.ingest_bytes(siu(appt, mrn, member, when="20990615093000"), origin=f"{appt}.hl7")
+        yield eng, out, inb
+    finally:
+        eng.stop()
+
+
+@pytest.mark.keyring
+def test_api_check_list_flagged_and_status(x12_engine) -> None:  # type: ignore[no-untyped-def]
+    import requests
+
+    eng, out, inb = x12_engine
+    c = requests.Session()
+    c.headers["Authorization"] = f"Bearer {eng.tokens['front_desk']}"
+    u = eng.url
+    before = c.get(f"{u}/eligibility", params={"date": MONDAY}, timeout=30).json()
+    assert before["total"] == 4 and {v["status"] for v in before["items"]} == {None}  # not asked yet
+    r = c.post(f"{u}/eligibility/check", json={"date": MONDAY}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (r.json()["asked"]["asked"], r.json()["asked"]["file"]) == (3, "270-000000001.x12")
+    assert c.get(f"{u}/status", timeout=30).json()["eligibility"] == {"pending": 3, "no_coverage": 1}
+    assert simulate_payer(out, inb) == 1
+    r = c.post(f"{u}/eligibility/check", json={"date": MONDAY, "ask": False}, timeout=30)
+    assert r.json()["read"]["matched"] == 3 and r.json()["asked"]["file"] == ""
+    page = c.get(f"{u}/eligibility", params={"date": MONDAY, "page_size": 2}, timeout=30).json()
+    assert page["total"] == 4 and len(page["items"]) == 2
+    flagged = c.get(f"{u}/eligibility", params={"date": MONDAY, "flagged": "true"}, timeout=30).json()
+    assert sorted(v["appointment"] for v in flagged["items"]) == ["AP2", "AP3", "AP4"]
+    assert c.get(f"{u}/status", timeout=30).json()["eligibility"] == {"inactive": 1, "unknown": 1, "no_coverage": 1}
+    assert c.get(f"{u}/eligibility", params={"date": "2099-13-01"}, timeout=30).status_code == 422
+    assert c.post(f"{u}/eligibility/check", json={"date": "2099-02-30"}, timeout=30).status_code == 422
+    assert requests.get(f"{u}/eligibility", timeout=10).status_code == 401
+    # the clearinghouse's inbound folder gone: 502 with what to do
+    inb.rename(inb.with_name("gone"))
+    r = c.post(f"{u}/eligibility/check", json={"date": MONDAY}, timeout=30)
+    assert r.status_code == 502 and r.json()["fix"], r.text
+
+
+@pytest.mark.keyring
+def test_evening_job_asks_for_the_next_clinic_day_once(x12_engine) -> None:  # type: ignore[no-untyped-def]
+    from agent import eligibility_job
+
+    eng, out, inb = x12_engine
+    assert eligibility_job.tick(eng, at=FRIDAY.replace(hour=17, minute=59)) is None  # before eligibility_at
+    assert list(out.iterdir()) == []
+    ran = eligibility_job.tick(eng, at=FRIDAY)  # Friday evening: Monday's visits
+    assert ran is not None and (ran["day"], ran["asked"]["asked"]) == (MONDAY, 3)
+    assert len(list(out.glob("270-*.x12"))) == 1
+    assert eligibility_job.tick(eng, at=FRIDAY.replace(hour=21)) is None  # once per evening
+    assert eligibility_job.tick(eng, at=datetime(2099, 6, 13, 18, 5)) is None  # Saturday: closed, nothing
+    assert len(list(out.glob("270-*.x12"))) == 1
+    assert eligibility.day_to_ask(datetime(2099, 6, 15).date(), {0, 1, 2, 3, 4}).isoformat() == "2099-06-16"

@@ -494,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli_golive import register as register_golive
 
     register_golive(sub)  # testmode list|show|export|set-secret, golive [--check] (H8)
+    from agent.cli_eligibility import register as register_eligibility
+
+    register_eligibility(sub)  # eligibility [--date D] [--list|--flagged] [--json]: 270/271 (H9)
     from agent.cli_pair import register as register_pair
 
     register_pair(sub)  # pair / pair --connect: LAN pairing (H7)

@@ -184,6 +184,8 @@ class X12Config:
     host_key: str = ""  # SFTP: or one pinned key line ("ssh-ed25519 AAAA...")
     key_file: str = ""  # SFTP: a private key file (its passphrase, or the password, is in the keyring)
     max_file_mb: float = 64.0  # an inbound file larger than this is refused
+    eligibility_at: str = "18:00"  # 270/271 (H9): local time the engine asks about the next clinic day's visits; "" off
+    eligibility_days: str = "mon-fri"  # the days the practice sees patients (Friday evening asks about Monday)
 
 
 @dataclass
@@ -493,14 +495,25 @@ def _practice_x12(v: _Validator, raw: dict[str, Any], *, required: bool) -> tupl
         v.fail("practice.pos", f"= {pc.pos!r} is not a place of service code", 'two digits, e.g. "11" (office)')
     x = v.table(raw, "x12")
     v.known(x, "x12", {"sender_id", "receiver_id", "receiver_name", "usage", "outbound", "inbound", "known_hosts",
-                       "host_key", "key_file", "max_file_mb"})
+                       "host_key", "key_file", "max_file_mb", "eligibility_at", "eligibility_days"})
     xc = X12Config(
         sender_id=v.string(x, "x12.sender_id", ""), receiver_id=v.string(x, "x12.receiver_id", ""),
         receiver_name=v.string(x, "x12.receiver_name", ""), usage=v.choice(x, "x12.usage", "T", ("T", "P")),
         outbound=v.string(x, "x12.outbound", "").strip(), inbound=v.string(x, "x12.inbound", "").strip(),
         known_hosts=v.string(x, "x12.known_hosts", ""), host_key=v.string(x, "x12.host_key", ""),
         key_file=v.string(x, "x12.key_file", ""),
-        max_file_mb=v.number(x, "x12.max_file_mb", 64.0, lo=0.01, hi=4096))
+        max_file_mb=v.number(x, "x12.max_file_mb", 64.0, lo=0.01, hi=4096),
+        eligibility_at=v.string(x, "x12.eligibility_at", "18:00").strip(),
+        eligibility_days=v.string(x, "x12.eligibility_days", "mon-fri").strip())
+    if xc.eligibility_at and parse_clock(xc.eligibility_at) is None:
+        v.fail("x12.eligibility_at", f"= {xc.eligibility_at!r} is not a time of day", '"18:00" (24-hour local time), '
+               'or "" to ask only by hand (chargebridge eligibility)')
+    from agent.schedule import parse_days
+
+    try:
+        parse_days(xc.eligibility_days)
+    except ValueError:
+        v.fail("x12.eligibility_days", f"= {xc.eligibility_days!r} is not a day range", '"mon-fri" or "mon,wed,fri"')
     for key, val in (("x12.sender_id", xc.sender_id), ("x12.receiver_id", xc.receiver_id)):
         if (val or required) and not _X12_ID.match(val):
             v.fail(key, "is missing" if not val else f"= {val!r} is not an X12 id",

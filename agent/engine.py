@@ -197,6 +197,9 @@ class Engine:
         from agent import alerts
 
         alerts.schedule(self, sched)  # alert checks (H5), on the same single worker
+        from agent import eligibility_job
+
+        eligibility_job.schedule(self, sched)  # 270/271 for the next clinic day's visits, evenings (H9)
         sched.start()
         self.scheduler = sched
 
@@ -517,4 +520,11 @@ def compute_status(store: Store, cfg: Config, *, syncing: bool = False, target_e
         "breaker_until": breaker_until if breaker_open else "",
         "connectors": connectors, "change_seq": notify.seq(),
         "test_mode": cfg.mode.test,  # [mode] test (H8): the tray and window show a banner
+        "eligibility": _eligibility(store),  # upcoming visits without active coverage, by status (H9)
     }
+
+
+def _eligibility(store: Store) -> dict[str, int]:
+    from agent import eligibility
+
+    return eligibility.summary(store)

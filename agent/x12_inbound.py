@@ -114,6 +114,10 @@ def _keep_document(store: Store, *, sha: str, name: str, data: bytes, fmt: str, 
 def import_bytes(store: Store, name: str, data: bytes) -> FileResult:
     """Parse one file and apply its answers (see the module text). Never raises for a bad file:
     the result says what was wrong, and the file is in the quarantine."""
+    from connectors.rcm.x12 import eligibility as x270
+
+    if x270.is_271(data):  # an eligibility answer (270/271, agent/eligibility.py), not a claims answer
+        return _import_271(store, name, data)
     sha = hashlib.sha256(data).hexdigest()
     try:
         parsed = parse(data)
@@ -144,6 +148,32 @@ def import_bytes(store: Store, name: str, data: bytes) -> FileResult:
                       counts={k.value: res.counts.get(k.value, 0) for k in KINDS},
                       matched=res.matched, unmatched=res.unmatched, duplicates=res.duplicates,
                       warnings=parsed.warnings)
+
+
+def _import_271(store: Store, name: str, data: bytes) -> FileResult:
+    """A 271 goes to the eligibility answers (by trace, idempotent); one that cannot be read is
+    quarantined like any unreadable clearinghouse file."""
+    from agent import eligibility
+    from connectors.rcm.x12.eligibility import EligibilityError
+
+    try:
+        r = eligibility.apply_271(store, data, name)
+    except EligibilityError as exc:
+        sha = hashlib.sha256(data).hexdigest()
+        with store.tx():
+            doc_id = _keep_document(store, sha=sha, name=name, data=data, fmt="x12-271",
+                                    status=DocumentStatus.QUARANTINED)
+            old = store.conn.execute("SELECT id FROM quarantine WHERE document_id = ? AND resolved_at IS NULL",
+                                     (doc_id,)).fetchone()
+            qid = int(old[0]) if old else int(store.conn.execute(
+                "INSERT INTO quarantine (document_id, part, reason, created_at) VALUES (?,?,?,?)",
+                (doc_id, "x12", f"eligibility answer: {exc.title}. Fix: {exc.fix}", now())).lastrowid or 0)
+        log.warning("eligibility answer file %s could not be read: %s (quarantine %d)", name, exc.title, qid)
+        return FileResult(name=name, ok=False, kinds=["271"], error=exc.title, fix=exc.fix, quarantine_id=qid)
+    log.info("eligibility answer file %s: %d answers, %d matched, %d unmatched, %d already known", name,
+             r.answers, r.matched, r.unmatched, r.duplicates)
+    return FileResult(name=name, ok=True, kinds=["271"], counts={"271": r.answers}, matched=r.matched,
+                      unmatched=r.unmatched, duplicates=r.duplicates)
 
 
 MAX_IMPORT_BYTES = 64 * 1024 * 1024

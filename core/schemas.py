@@ -17,6 +17,7 @@ from core.states import (
     ClaimState,
     AlertKind,
     ConnectorKind,
+    EligibilityStatus,
     EncounterKind,
     EncounterState,
     EngineState,
@@ -105,6 +106,9 @@ class Status(BaseModel):
     user: Caller | None = None
     test_mode: bool = Field(False, description="[mode] test: sync sends nothing to the RCM (banner)")
     alerts: list[AlertItem] = Field(default_factory=list, description="active alerts (agent/alerts.py)")
+    eligibility: dict[str, int] = Field(default_factory=dict, description="upcoming scheduled visits whose "
+                                        "latest eligibility answer is not active, by status (pending, inactive, "
+                                        "unknown, no_coverage): the front desk calls these patients")
 
 
 # -- encounters -----------------------------------------------------------------------------------
@@ -717,3 +721,51 @@ class PairedToken(BaseModel):
     token: str = Field(description="shown once; the engine keeps only its hash")
     ca_pem: str
     fingerprint: str
+
+# -- eligibility 270/271 (H9: agent/eligibility.py, agent/eligibility_job.py) -----------------------
+class EligibilityVisit(BaseModel):
+    """A scheduled visit and its latest eligibility answer. MRN and appointment id only: the
+    front desk looks the patient up in the EHR; no names cross this API."""
+
+    visit: str = Field(description="the visit's business key (kind|system|appointment id)")
+    appointment: str = Field(description="the appointment id in the EHR (SCH-1)")
+    encounter_id: int | None = Field(description="the scheduled visit; None once it is no longer expected")
+    mrn: str
+    dos: str = Field(description="date of service (YYYY-MM-DD)")
+    status: EligibilityStatus | None = Field(description="None: not asked yet")
+    plan: str = Field(description="the payer's plan description or number, when the 271 gave one")
+    copay: str = Field(description="office-visit copay (decimal text), when the 271 gave one")
+    checked_at: str = Field(description="when the answer arrived (UTC); '' while none has")
+    reasons: list[str] = Field(description="why not active (271 AAA codes with their text), no patient data")
+
+
+class EligibilityCheckRequest(BaseModel):
+    date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                             description="the day of the visits to ask about (default: today)")
+    ask: bool = Field(True, description="false: only read the 271 answers waiting, send no 270")
+
+
+class EligibilityAsked(BaseModel):
+    day: str
+    visits: int = Field(ge=0, description="scheduled visits that day")
+    asked: int = Field(ge=0, description="visits in the 270 sent")
+    already_answered: int = Field(ge=0)
+    no_coverage: int = Field(ge=0, description="visits with no payer / member id to ask about")
+    file: str = Field(description="the 270 file's name at the clearinghouse ('' when none was sent)")
+    control: int = Field(ge=0, description="its interchange control number (ISA13)")
+
+
+class EligibilityRead(BaseModel):
+    files: int = Field(ge=0)
+    answers: int = Field(ge=0)
+    matched: int = Field(ge=0)
+    unmatched: int = Field(ge=0)
+    duplicates: int = Field(ge=0, description="answers already applied (the same file twice)")
+    errors: list[str] = Field(description="files that could not be read: name and reason")
+
+
+class EligibilityCheck(BaseModel):
+    day: str
+    asked: EligibilityAsked
+    read: EligibilityRead
+    rules: RulesRerun | None = Field(None, description="the charge rules re-run for patients with new answers")

@@ -45,6 +45,9 @@ def create_app(svc: EngineService) -> FastAPI:
 
     app.include_router(pair.router, prefix=PREFIX)  # LAN pairing (H7)
     app.include_router(claims.router, prefix=PREFIX)  # claims and their outcomes (H4)
+    from agent.api import eligibility
+
+    app.include_router(eligibility.router, prefix=PREFIX)  # 270/271 eligibility of scheduled visits (H9)
     from agent.api import kpi
 
     app.include_router(kpi.router, prefix=PREFIX)  # KPIs and goals (H5)

@@ -215,6 +215,10 @@ class Bootstrap(QObject):
             return True
         wiz = FirstRunWizard(self.paths, url, ca_bundle=self.ca_bundle)
         accepted = wiz.exec() == QDialog.DialogCode.Accepted
+        paired: Any = getattr(wiz, "connected", None)
+        if paired is not None and paired.token:
+            self._paired_instead(paired)
+            return True
         # the wizard keeps the account it created in the keyring; its token is the fallback
         self._wizard_token = str(getattr(wiz, "token", "") or "")
         return accepted or bool(self._wizard_token)
@@ -293,6 +297,7 @@ class Bootstrap(QObject):
         if setup and not self._first_run(url):
             self.quit(0)  # the engine keeps running (see the module docstring); setup waits for next time
             return
+        url = self.remote_url or url  # the wizard may have paired this PC with a practice server
         from core import secrets
         from core.secrets import API_TOKEN as TOKEN_SECRET
 
@@ -306,6 +311,21 @@ class Bootstrap(QObject):
             self._sign_in(url)
             return
         self._verify(url, token)
+
+    def _paired_instead(self, paired: Any) -> None:
+        """The first-run wizard paired this PC with the practice server: use that engine, and stop
+        the empty local engine started only for the wizard (no user, a live setup token) — a
+        front-desk PC runs no engine. Next start, the saved pairing is used (see :meth:`start`)."""
+        self.remote_url, self.ca_bundle = paired.url, paired.ca_bundle
+        self._wizard_token = paired.token
+        proc, self.engine_proc = self.engine_proc, None
+        if self.started_engine and proc is not None and hasattr(proc, "terminate"):
+            log.info("paired with a practice server; stopping the local engine started for setup")
+            try:
+                proc.terminate()
+            except OSError:
+                pass
+        self.started_engine = False
 
     def _retire(self, client: Any) -> None:
         """Drop a throw-away API client once nothing of it can still run. Never from inside its
@@ -358,10 +378,12 @@ class Bootstrap(QObject):
         # "remember on this computer" is the dialog's own choice (it keeps the token in the
         # keyring entry the CLI uses); this app never saves a token silently
         dlg = SignInDialog(url, **_supported(SignInDialog, paths=None if self.remote_url else self.paths,
-                                             ca_bundle=self.ca_bundle, reason=reason))
+                                             ca_bundle=self.ca_bundle, reason=reason, pair_home=self.paths))
         if dlg.exec() != QDialog.DialogCode.Accepted or not dlg.token:
             self.quit(0)
             return
+        if getattr(dlg, "connected", False):  # paired with a practice server from the sign-in dialog
+            self.remote_url, self.ca_bundle, url = dlg.url, dlg.ca_bundle, dlg.url
         self.role, self.user = str(getattr(dlg, "role", "") or self.role), str(getattr(dlg, "user", "") or "")
         from ui.client import ApiClient
 

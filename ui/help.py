@@ -47,6 +47,7 @@ PAGE_TOPIC: dict[str, tuple[str, str]] = {
     "goals": ("manager", "goals"),
     "activity": ("manager", "activity"),
     "settings": ("it", "export-folders"),
+    "testmode": ("it", "test-mode-and-go-live"),
 }
 
 

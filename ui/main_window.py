@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
 from core.paths import Paths
 from core.states import Role
@@ -30,12 +30,15 @@ from ui.pages.quarantine import QuarantinePage
 from ui.pages.review import ReviewPage
 from ui.pages.settings import SettingsPage
 from ui.pages.status import StatusPage
+from ui.pages.testmode import TestModePage
+from ui.testmode_banner import TestModeBanner
 
 PAGES = ("status", "encounters", "quarantine", "mismatches", "activity", "settings", "review", "claims", "dashboard",
-         "goals")
+         "goals", "testmode")
 _TAB_TEXT = {"status": "&Status", "encounters": "&Encounters", "quarantine": "&Quarantine",
              "mismatches": "&Mismatches", "activity": "&Activity", "settings": "Se&ttings", "review": "Re&view",
-             "claims": "C&laims", "dashboard": "&Dashboard", "goals": "&Goals"}
+             "claims": "C&laims", "dashboard": "&Dashboard", "goals": "&Goals",
+             "testmode": "Test m&ode"}
 _TAB_TIP = {
     "status": "Is everything flowing? What needs attention? (Ctrl+1)",
     "encounters": "Every visit read from the EHR, searchable (Ctrl+2)",
@@ -47,6 +50,7 @@ _TAB_TIP = {
     "claims": "Each claim at the payer: accepted, rejected, paid, denied, and why (Ctrl+8)",
     "dashboard": "KPIs against goals: denials, A/R, charge lag, trends (Ctrl+9)",
     "goals": "Targets and the baseline period the dashboard compares with",
+    "testmode": "Test mode: what sync would have sent, and the go-live checklist",
 }
 _INPUT = {QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.Wheel}
 
@@ -71,7 +75,7 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.pages: dict[str, Page] = {}
         for cls in (StatusPage, EncountersPage, QuarantinePage, MismatchesPage, ActivityPage, SettingsPage, ReviewPage,
-                    ClaimsPage, DashboardPage, GoalsPage):
+                    ClaimsPage, DashboardPage, GoalsPage, TestModePage):
             page = cls(self.session)
             self.pages[page.name] = page
             i = self.tabs.addTab(page, _TAB_TEXT[page.name])
@@ -80,7 +84,18 @@ class MainWindow(QMainWindow):
         # back to them, unless the engine changed something meanwhile; short pages just re-fetch.
         self._stale: set[str] = set(self.pages)
         self.tabs.currentChanged.connect(lambda _: self._page_shown())
-        self.setCentralWidget(self.tabs)
+        # test mode (H11): a banner above the tabs; the tab shows while in test mode (ui/pages/testmode.py)
+        self.testmode_banner = TestModeBanner()
+        self.testmode_banner.open_page.connect(lambda: self.show_page("testmode"))
+        self.pages["testmode"].gate.changed.connect(self._test_mode)  # type: ignore[attr-defined]
+        self.tabs.setTabVisible(self.tabs.indexOf(self.pages["testmode"]), False)
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.testmode_banner)
+        column.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
         self.help_viewer: HelpViewer | None = None  # "?" beside the page tabs and F1: help for the page shown
         self.help_btn = help_button(self.show_help)
         self.tabs.setCornerWidget(self.help_btn, Qt.Corner.TopRightCorner)
@@ -146,6 +161,11 @@ class MainWindow(QMainWindow):
         page = self.current_page()
         self._stale.discard(page.name)
         page.refresh()
+        self.pages["testmode"].gate.check()  # type: ignore[attr-defined]
+
+    def _test_mode(self, on: bool, show_tab: bool) -> None:
+        self.testmode_banner.set_on(on)
+        self.tabs.setTabVisible(self.tabs.indexOf(self.pages["testmode"]), show_tab)
 
     def engine_changed(self, *_: object) -> None:
         """Connect to ChangeWatcher.changed: the engine committed something."""

@@ -23,7 +23,7 @@ class SignInDialog(QDialog):
     """On ``accepted``: ``.token``, ``.user`` and ``.role`` hold the verified identity."""
 
     def __init__(self, url: str, parent: QWidget | None = None, *, paths: Paths | None = None, reason: str = "",
-                 user_hint: str = "", ca_bundle: str = "") -> None:
+                 user_hint: str = "", ca_bundle: str = "", pair_home: Paths | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Sign in to ChargeBridge")
         self.url = url.rstrip("/")
@@ -31,6 +31,10 @@ class SignInDialog(QDialog):
         self.token = ""
         self.user = ""
         self.role = ""
+        self.ca_bundle = ca_bundle
+        self.connected = False  # True: this PC paired with a practice server instead (url, ca_bundle changed)
+        self.pair_home = pair_home
+        self.connect_dialog: QDialog | None = None
         self.checks = 0  # requests sent (tests and diagnostics)
         self._attempt = 0
         self._client = ApiClient(self.url, "", ca_bundle=ca_bundle, parent=self)
@@ -81,8 +85,38 @@ class SignInDialog(QDialog):
         self.ok_btn.setToolTip("Check the token with the engine")
         self.buttons.accepted.connect(self.check)
         self.buttons.rejected.connect(self.reject)
+        if pair_home is not None:  # a front-desk PC: pair with the practice server (H11)
+            self.connect_btn = self.buttons.addButton("Connect to a practice &server…",
+                                                      QDialogButtonBox.ButtonRole.ActionRole)
+            self.connect_btn.setToolTip("Pair this PC with the practice server's ChargeBridge (address and pairing "
+                                        "code from chargebridge pair) instead of pasting a token")
+            self.connect_btn.clicked.connect(self.open_connect)
         lay.addWidget(self.buttons)
         self.token_edit.setFocus()
+
+    def open_connect(self) -> None:
+        """The pairing dialog, window-modal without a nested loop; a pairing signs in."""
+        from ui.connect import ConnectDialog
+
+        if self.pair_home is None:
+            return
+        if self.connect_dialog is not None:
+            self.connect_dialog.raise_()
+            return
+        dlg = ConnectDialog(self.pair_home, self)
+        self.connect_dialog = dlg
+
+        def paired() -> None:
+            self.url, self.ca_bundle, self.connected = dlg.url, dlg.ca_bundle, True
+            self.token, self.user, self.role = dlg.token, dlg.user, dlg.role
+            self.accept()
+
+        def closed(_r: int) -> None:
+            self.connect_dialog = None
+
+        dlg.accepted.connect(paired)
+        dlg.finished.connect(closed)
+        dlg.open()
 
     def _say(self, html: str, color: str) -> None:
         self.status.setStyleSheet(f"color: {color};")

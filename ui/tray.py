@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from core.states import DocumentStatus, EngineState, Role
 from ui.client import ApiClient, ApiFailure, ChangeWatcher
 from ui.common import role_at_least, role_label
-from ui.icons import state_icon
+from ui.icons import SIZES, state_icon
+from ui.testmode_banner import MENU_TEXT, TRAY_LINE, marked
 
 log = logging.getLogger("chargebridge.ui.tray")
 
@@ -168,6 +169,7 @@ class TrayController(QObject):
         self._again = False
         self._closing = False
         self._last_kind = "status"
+        self.test_mode = False  # the engine's [mode] test (its /status says): banner line, menu item, icon mark
         self.role = ""
         self.user = ""
         self.notifications: list[tuple[str, str, str]] = []
@@ -270,6 +272,7 @@ class TrayController(QObject):
             "role": self.role, "pause_enabled": self.pause_action.isEnabled(),
             "pause_label": self.pause_action.text(), "notifications": len(self.notifications),
             "notification_kinds": [k for k, _, _ in self.notifications],
+            "test_mode": self.test_mode,
         }
         if self._extra_state is not None:
             data.update(self._extra_state())
@@ -296,6 +299,11 @@ class TrayController(QObject):
         self.quit_action = QAction("Quit ChargeBridge", self.menu)
         self.quit_action.setToolTip("Closes this window and icon; the engine keeps running")
         self.quit_action.triggered.connect(self.quit_requested.emit)
+        self.testmode_action = QAction(MENU_TEXT, self.menu)  # information only: shown in test mode
+        self.testmode_action.setEnabled(False)
+        self.testmode_action.setToolTip("Charges are recorded, not sent; go live from the window's Test mode page")
+        self.testmode_sep = self.menu.addSeparator()
+        self.menu.insertAction(self.testmode_sep, self.testmode_action)
         for a in (self.open_action, self.sync_action, self.pause_action, self.settings_action):
             self.menu.addAction(a)
         self.menu.addSeparator()
@@ -304,6 +312,8 @@ class TrayController(QObject):
         self._update_actions()
 
     def _update_actions(self) -> None:
+        self.testmode_action.setVisible(self.test_mode)
+        self.testmode_sep.setVisible(self.test_mode)
         online = self._state != EngineState.OFFLINE
         paused = self._state == EngineState.PAUSED
         self.pause_action.setText("Resume sync" if paused else "Pause sync")
@@ -339,7 +349,7 @@ class TrayController(QObject):
             return True
         if not self._tray_available():
             return False
-        tray = QSystemTrayIcon(state_icon(self._state), self)
+        tray = QSystemTrayIcon(self._icon(), self)
         tray.setToolTip(self._tooltip)
         tray.setContextMenu(self.menu)
         tray.activated.connect(self._on_activated)
@@ -419,6 +429,10 @@ class TrayController(QObject):
         user = st.get("user") or {}
         self.role, self.user = str(user.get("role", "")), str(user.get("name", ""))
         self._status = st
+        mode_changed = (st.get("test_mode") is True) != self.test_mode
+        self.test_mode = st.get("test_mode") is True
+        if mode_changed and self._tray is not None:
+            self._tray.setIcon(self._icon())
         self._notify_changes(st, prev, state)
         self._apply(state, self._compose_tooltip(st, state))
 
@@ -438,6 +452,8 @@ class TrayController(QObject):
     def _compose_tooltip(self, st: dict[str, Any], state: EngineState) -> str:
         c = st.get("counts") or {}
         lines = [f"ChargeBridge — {STATE_WORDS[state]}"]
+        if self.test_mode:
+            lines.insert(0, TRAY_LINE)
         reason = str(st.get("reason") or "")
         if state == EngineState.ERROR and reason:
             lines.append(reason if len(reason) <= 120 else reason[:119] + "…")
@@ -468,13 +484,18 @@ class TrayController(QObject):
         self._state, self._tooltip = state, tooltip
         if self._tray is not None:
             if changed:
-                self._tray.setIcon(state_icon(state))
+                self._tray.setIcon(self._icon(state))
             self._tray.setToolTip(tooltip)
         self._update_actions()
         self.write_state()
         if changed:
             log.info("tray state: %s", state)
             self.state_changed.emit(state)
+
+    def _icon(self, state: EngineState | None = None) -> QIcon:
+        """The state's icon, with the test-mode mark while the engine is in test mode."""
+        icon = state_icon(state or self._state)
+        return marked(icon, SIZES) if self.test_mode else icon
 
     # -- notifications ----------------------------------------------------------------------
     def _notify_changes(self, st: dict[str, Any], prev: EngineState, state: EngineState) -> None:

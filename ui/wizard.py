@@ -148,6 +148,14 @@ class FoldersPage(_AsyncPage):
         self.setSubTitle("Add each folder your EHR writes its billing exports into, and the format it writes. "
                          "ChargeBridge reads every new file there.")
         lay = QVBoxLayout(self)
+        # a front-desk PC needs no folders: it pairs with the practice server instead (H11)
+        self.connect_btn = QPushButton("This PC is a front-desk PC: &connect to the practice server…")
+        self.connect_btn.setFlat(True)
+        self.connect_btn.setStyleSheet("QPushButton { color: #0d47a1; text-decoration: underline; text-align: left; }")
+        self.connect_btn.setToolTip("Use the ChargeBridge engine on the practice's server (address and pairing code "
+                                    "from chargebridge pair) instead of setting this PC up")
+        self.connect_btn.clicked.connect(wizard.open_connect)
+        lay.addWidget(self.connect_btn, 0, Qt.AlignmentFlag.AlignLeft)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Folder", "Format", "CSV profile"])
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -503,6 +511,8 @@ class FirstRunWizard(QWizard):
         self.loaded: dict[str, Any] | None = None  # GET /api/v1/config's answer
         self.load_failure: ApiFailure | None = None
         self.secret_set = False
+        self.connect_dialog: Any = None  # "connect to a practice server", while open
+        self.connected: Any = None  # its result (url, token, ca_bundle, user, role) when this PC paired instead
         self._marked: list[QWidget] = []
         self.setWindowTitle("Set up ChargeBridge")
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, False)
@@ -657,6 +667,28 @@ class FirstRunWizard(QWizard):
 
         self.client.call("POST", "/api/v1/config/validate", json={"config": changes, "partial": True},
                          on_ok=alive(self, valid), on_error=alive(self, failed))
+
+    def open_connect(self) -> None:
+        """A front-desk PC: pair with the practice server instead of setting up this one. Opened
+        window-modal without a nested event loop; a successful pairing ends the wizard."""
+        from ui.connect import ConnectDialog
+
+        if self.connect_dialog is not None:
+            self.connect_dialog.raise_()
+            return
+        dlg = ConnectDialog(self.paths, self)
+        self.connect_dialog = dlg
+
+        def paired() -> None:
+            self.connected = dlg
+            self.accept()
+
+        def closed(_r: int) -> None:
+            self.connect_dialog = None
+
+        dlg.accepted.connect(paired)
+        dlg.finished.connect(closed)
+        dlg.open()
 
     def done(self, result: int) -> None:
         self.client.close()

@@ -13,9 +13,9 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.states import (
+    AlertKind,
     AnswerKind,
     ClaimState,
-    AlertKind,
     ConnectorKind,
     EligibilityStatus,
     EncounterKind,
@@ -636,6 +636,7 @@ class UnmatchedAnswer(BaseModel):
     received_at: str
     detail: dict[str, Any]
 
+
 # -- test mode and go-live (H8) ------------------------------------------------------------------
 class TestModeSend(BaseModel):
     """One push test mode recorded instead of (dry run) or besides (sandbox) sending it."""
@@ -721,6 +722,7 @@ class PairedToken(BaseModel):
     token: str = Field(description="shown once; the engine keeps only its hash")
     ca_pem: str
     fingerprint: str
+
 
 # -- eligibility 270/271 (H9: agent/eligibility.py, agent/eligibility_job.py) -----------------------
 class EligibilityVisit(BaseModel):

@@ -165,7 +165,8 @@ class MainWindow(QMainWindow):
 
     def _test_mode(self, on: bool, show_tab: bool) -> None:
         self.testmode_banner.set_on(on)
-        self.tabs.setTabVisible(self.tabs.indexOf(self.pages["testmode"]), show_tab)
+        page = self.pages["testmode"]  # never hidden while on screen (e.g. right after going live)
+        self.tabs.setTabVisible(self.tabs.indexOf(page), show_tab or self.tabs.currentWidget() is page)
 
     def engine_changed(self, *_: object) -> None:
         """Connect to ChangeWatcher.changed: the engine committed something."""

@@ -258,24 +258,6 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
           "file_name TEXT NOT NULL DEFAULT '')")],
     ),
     (
-        13,
-        # Test mode (agent/testmode.py, H8): what sync would have sent (or sent to a sandbox) —
-        # the exact payload files (FHIR Bundles, 837 files; patient data, hence here, encrypted),
-        # and per claim the encounter as sent, which is the dry-run RCM's view for reconciliation.
-        [("CREATE TABLE testmode_sends (id INTEGER PRIMARY KEY, at TEXT NOT NULL, target TEXT NOT NULL, "
-          "route TEXT NOT NULL, action TEXT NOT NULL DEFAULT 'push', encounters INTEGER NOT NULL DEFAULT 0, "
-          "delivered INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0, "
-          "files INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT '{}')"),
-         ("CREATE TABLE testmode_files (id INTEGER PRIMARY KEY, send_id INTEGER NOT NULL REFERENCES "
-          "testmode_sends(id) ON DELETE CASCADE, seq INTEGER NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL, "
-          "sha256 TEXT NOT NULL)"),
-         "CREATE INDEX testmode_files_send ON testmode_files(send_id)",
-         ("CREATE TABLE testmode_claims (identifier TEXT PRIMARY KEY, business_key TEXT NOT NULL, "
-          "send_id INTEGER NOT NULL, remote_id TEXT NOT NULL, dos TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, "
-          "cancelled INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)"),
-         "CREATE INDEX testmode_claims_dos ON testmode_claims(dos)"],
-    ),
-    (
         10,
         # LAN pairing (agent/pairing.py, H7): one-time codes, kept only as their SHA-256, for a
         # role and user name chosen by `chargebridge pair`; used_at/used_from record who redeemed it.

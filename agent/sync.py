@@ -9,6 +9,7 @@ identifiers — that is what turns at-least-once into exactly-once.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import random
@@ -229,20 +230,24 @@ class SyncJob:
         cancel = getattr(self.target, "cancel", None)
         if cancel is None:
             return 0
+        # a target whose cancel takes the encounter (X12 writes a void claim from it) gets it
+        wants_encounter = "encounter" in inspect.signature(cancel).parameters
         conn = self.store.conn
         rows = conn.execute(
-            "SELECT e.id, e.version, (SELECT o.remote_ids FROM outbox o WHERE o.encounter_id = e.id AND o.state = ? "
-            "ORDER BY o.version DESC LIMIT 1) AS remote FROM encounters e WHERE e.state = ? AND remote IS NOT NULL "
+            "SELECT e.id, e.version, e.data, (SELECT o.remote_ids FROM outbox o WHERE o.encounter_id = e.id "
+            "AND o.state = ? ORDER BY o.version DESC LIMIT 1) AS remote FROM encounters e WHERE e.state = ? "
+            "AND remote IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM events v WHERE v.encounter_id = e.id AND v.kind IN "
             "('encounter.cancelled', 'encounter.cancel_refused') AND json_extract(v.detail, '$.version') = e.version)",
             (OutboxState.DELIVERED, EncounterState.VOIDED)).fetchall()
         done = 0
-        for enc_id, version, remote in rows:
+        for enc_id, version, data, remote in rows:
             claim = json.loads(remote).get("Claim")
             if self.stop.is_set() or not isinstance(claim, str):
                 continue
             try:
-                ok, why = cancel(claim)
+                ok, why = (cancel(claim, encounter=Encounter.from_dict(json.loads(data))) if wants_encounter
+                           else cancel(claim))
             except TargetError as exc:
                 log.warning("cancelling a voided claim failed (%s); the next sync tries again", exc.kind)
                 break

@@ -152,3 +152,93 @@ def test_open_transport_dispatches_by_parsed_url(tmp_path) -> None:
     st = open_transport("sftp://me@127.0.0.1:2222/in", known_hosts=str(kh), timeout=1)
     assert isinstance(st, SftpTransport)
 
+
+
+def _payer_number(paths_key, claim: str, number: str) -> None:
+    """What an 835 (CLP07) or 277CA (REF*1K) leaves in the claims table."""
+    store = paths_key()
+    try:
+        with store.tx():
+            store.conn.execute("INSERT INTO claims (claim_id, target, state, payer_claim_id, first_submitted_at, "
+                               "submitted_at, updated_at) VALUES (?, 'x12', 'paid', ?, '', '', '')", (claim, number))
+    finally:
+        store.close()
+
+
+def test_a_void_is_a_valid_frequency_8_claim_with_the_payers_number(tmp_path, ledger) -> None:
+    t, out = target(tmp_path, ledger)
+    e = enc(1)
+    claim = t.push([e])[0].remote_ids["Claim"]
+    _payer_number(ledger._open, claim, "PAYER-0042")
+    ok, why = t.cancel(claim, encounter=e)
+    assert ok and "837P-000000002.x12" in why
+    text = (out / "837P-000000002.x12").read_text()
+    assert f"CLM*{claim}*" in text and "*11:B:8*" in text and "REF*F8*PAYER-0042~" in text
+    assert validate(text) == []
+    # sent again after a failure elsewhere: the same interchange number, the same file
+    assert t.cancel(claim, encounter=e) == (True, why)
+    assert files(out) == ["837P-000000001.x12", "837P-000000002.x12"]
+
+
+def test_a_void_without_the_encounter_or_for_another_claim_is_refused(tmp_path, ledger) -> None:
+    t, out = target(tmp_path, ledger)
+    ok, why = t.cancel(t.identifier(enc(1)))
+    assert not ok and "frequency 8" in why
+    ok, why = t.cancel(t.identifier(enc(1)), encounter=enc(2))
+    assert not ok and "does not belong" in why
+    assert files(out) == []
+
+
+def test_an_invalid_void_never_leaves(tmp_path, ledger) -> None:
+    t, out = target(tmp_path, ledger)
+    e = enc(3, dx=False)  # no diagnosis: pyx12 refuses the claim (HI missing)
+    ok, why = t.cancel(t.identifier(e), encounter=e)
+    assert not ok and "failed X12 validation" in why and "HI" in why
+    assert files(out) == []
+
+
+def test_render_builds_the_validated_files_sends_nothing_and_spends_no_production_number(tmp_path, ledger) -> None:
+    t, out = target(tmp_path, ledger)
+    bad = enc(2, dx=False)
+    rendered = t.render([enc(0), bad, enc(1)])
+    [(name, data)] = rendered
+    # 000000001 went to the first try, with the claim pyx12 refused (no diagnosis)
+    assert name == "837P-test-000000002.x12" and validate(data) == []
+    text = data.decode()
+    assert text.count("CLM*") == 2 and t.identifier(bad) not in text and "*000000002*0*T*:~" in text
+    assert files(out) == []
+    assert t.render([enc(0), bad, enc(1)]) == rendered  # the same batch: the same test number
+    # the same claims for real: a number of their own, never the test file's
+    res = t.push([enc(0), enc(1)])
+    assert {r.remote_ids["isa"] for r in res} == {"000000003"} and files(out) == ["837P-000000003.x12"]
+    assert t.render([]) == []
+
+
+def test_a_big_push_is_split_into_interchanges_validated_side_by_side(tmp_path, ledger, monkeypatch) -> None:
+    from connectors.rcm.x12 import validate as vmod
+
+    monkeypatch.setattr(tmod, "CLAIMS_PER_FILE", 2)
+    calls: list[int] = []
+    real = vmod.validate_many
+
+    def spy(texts, **kw):
+        calls.append(len(texts))
+        return real(texts, **kw)
+
+    monkeypatch.setattr(tmod, "validate_many", spy)
+    t, out = target(tmp_path, ledger)
+    batch = [enc(0), enc(1), enc(2, dx=False), enc(3), enc(4)]
+    try:
+        res = t.push(batch)
+    finally:
+        vmod.shutdown_pool()
+    assert [r.delivered for r in res] == [True, True, False, True, True]
+    assert calls == [3, 1]  # three files at once; the one with the bad claim again without it
+    by_file = {r.remote_ids["file"] for r in res if r.delivered}
+    assert by_file == {"837P-000000001.x12", "837P-000000003.x12", "837P-000000004.x12"}
+    assert files(out) == sorted(by_file)  # 000000002 (with the bad claim) never left
+    for name in by_file:
+        assert validate((out / name).read_bytes()) == []
+    # the same push again (a retry): the same slices, the same numbers
+    again = t.push(batch)
+    assert [r.remote_ids.get("isa") for r in again] == [r.remote_ids.get("isa") for r in res]

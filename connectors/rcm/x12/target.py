@@ -8,10 +8,21 @@ One push = one interchange. Exactly once, the X12 way:
   business keys, content hashes and correction data): a batch sent again after a failed upload
   gets the same ISA13 / GS06 and the same file name, so the far end sees the same interchange
   (replaced in place by the atomic rename, or refused as a duplicate by the clearinghouse);
+- a push of more than :data:`CLAIMS_PER_FILE` claims goes out as several interchanges (one
+  per consecutive slice of that many claims, so a batch sent again splits the same way and keeps
+  its numbers), validated side by side in worker processes (:func:`validate_many`);
 - every file is validated with pyx12 before it leaves. A file that fails never leaves: the
   claims the validator's errors point at come back rejected with its message, and a new file
   without them is written (with its own control number) and validated again; an error outside
   any claim (envelope, headers) rejects the whole batch.
+
+Voids: an encounter voided in the EHR after delivery is cancelled with a frequency-8 claim (the
+last content ChargeBridge has for it, REF*F8 = the payer's claim number when one came back),
+validated like any other file (:meth:`X12Target.cancel`). Test mode: :meth:`X12Target.render`
+builds and validates the same files without sending them; their control numbers come from the
+same never-reused sequence (under a ``test:`` batch key, so production batches never reuse a
+test file's number), which leaves gaps in the production numbering — harmless: clearinghouses
+check that ISA13 is not repeated, not that it is contiguous.
 
 Answers (999 / 277CA / 835) come back through the inbound location; reading them is not this
 module's job (``fetch_charges`` returns nothing: reconciliation of an X12 channel reads the
@@ -28,10 +39,11 @@ from typing import Any
 
 from connectors.rcm.base import ControlLedger, PushResult, RemoteCharge, TargetError, TargetSettings
 from connectors.rcm.x12.transport import FolderTransport, Transport, open_transport
-from connectors.rcm.x12.validate import Issue, summary, validate
+from connectors.rcm.x12.validate import Issue, summary, validate_many
 from connectors.rcm.x12.writer837 import (
     FREQ_CORRECTION,
     FREQ_ORIGINAL,
+    FREQ_VOID,
     Batch,
     ClaimError,
     ClaimInput,
@@ -48,10 +60,12 @@ log = logging.getLogger("chargebridge.rcm.x12")
 
 NAME = "x12"
 KIND_837P = "837P"
+KIND_837P_TEST = "837P-test"  # test mode's rendered files (never sent)
+CLAIMS_PER_FILE = 1000  # claims per interchange: bigger pushes are split and validated in parallel
 
 
-def file_name(control: int) -> str:
-    return f"837P-{control:09d}.x12"
+def file_name(control: int, *, test: bool = False) -> str:
+    return f"837P-test-{control:09d}.x12" if test else f"837P-{control:09d}.x12"
 
 
 def practice_of(d: Mapping[str, Any]) -> Practice:
@@ -120,53 +134,112 @@ class X12Target:
 
     def push(self, encounters: Sequence[Encounter], *,
              corrections: Mapping[str, str] | None = None) -> list[PushResult]:
-        if self.ledger is None:
-            raise TargetError("the X12 target has no control-number ledger (a defect: the engine supplies one)",
-                              kind=TargetErrorKind.CONNECTOR)
         corrections = corrections or {}
         inputs = [self._input(enc, corrections.get(enc.business_key, "")) for enc in encounters]
-        results: dict[int, PushResult] = {}
-        members = list(range(len(inputs)))
-        while members:
-            # which claims the writer accepts does not depend on the control number: learn it first
-            try:
-                probe = write_837([inputs[i] for i in members], self.practice, self._envelope(1))
-            except ClaimError as exc:  # the practice / envelope settings: nothing can go
-                raise TargetError(f"the 837 cannot be written: {exc}", kind=TargetErrorKind.CONFIG) from None
-            for local, why in probe.refused.items():
-                g = members[local]
-                results[g] = PushResult(encounters[g].business_key, False, reason=f"not sent to the clearinghouse: "
-                                                                                     f"{why}")
-            members = [members[local] for local in sorted(probe.spans)]
-            if not members:
-                break
-            control = self.ledger.interchange(batch_key([inputs[i] for i in members]), KIND_837P)
-            batch = write_837([inputs[i] for i in members], self.practice, self._envelope(control))
-            issues = validate(batch.text)
-            if issues:
-                members = self._refuse(batch, issues, members, encounters, results)
-                continue
+        ready, results = self._build(inputs, encounters, test=False)
+        for members, batch, control in ready:
             self._upload(batch, control)
             for local, g in enumerate(members):
                 results[g] = PushResult(encounters[g].business_key, True, remote_ids={
                     "Claim": inputs[g].claim_id, "isa": f"{control:09d}", "gs": str(control),
                     "st": batch.st_of[local], "file": file_name(control)})
             log.info("837P interchange %09d: %d claim(s) written", control, len(members))
-            break
         return [results[i] for i in range(len(inputs))]
+
+    def render(self, encounters: Sequence[Encounter], *,
+               corrections: Mapping[str, str] | None = None) -> list[tuple[str, bytes]]:
+        """What :meth:`push` would send, as (file name, bytes), without sending it (test mode,
+        connectors/rcm/dryrun.py): the same 837 files, validated with pyx12, control numbers from
+        the ledger under a ``test:`` batch key. Claims the writer or the validator refuses are in
+        no file, as in a live push."""
+        if not encounters:
+            return []
+        corrections = corrections or {}
+        inputs = [self._input(enc, corrections.get(enc.business_key, "")) for enc in encounters]
+        ready, _ = self._build(inputs, encounters, test=True)
+        return [(file_name(control, test=True), batch.text.encode("ascii")) for _, batch, control in ready]
+
+    def cancel(self, claim: str, *, encounter: Encounter | None = None) -> tuple[bool, str]:
+        """Void ``claim`` (the EHR voided the visit after it was sent): a frequency-8 claim with
+        the encounter's last content and, when the payer numbered the claim, REF*F8. Validated
+        with pyx12 and never sent when invalid. Returns (done, what happened); a transport failure
+        raises :class:`TargetError` (the next sync tries again, with the same control number)."""
+        if encounter is None:
+            return False, ("the voided encounter's content is not available, so no void (frequency 8) claim can "
+                           "be written")
+        if self.identifier(encounter) != claim:
+            return False, "the voided encounter does not belong to this claim id"
+        void = ClaimInput(encounter, claim, FREQ_VOID, payer_claim_id=self._payer_number(claim))
+        ready, results = self._build([void], [encounter], test=False)
+        if not ready:
+            return False, results[0].reason
+        _, batch, control = ready[0]
+        self._upload(batch, control)
+        log.info("837P interchange %09d: 1 void claim written", control)
+        return True, f"void claim (frequency 8) sent in {file_name(control)}"
+
+    # -- building and validating --------------------------------------------------------------
+    def _build(self, inputs: Sequence[ClaimInput], encounters: Sequence[Encounter], *,
+               test: bool) -> tuple[list[tuple[list[int], Batch, int]], dict[int, PushResult]]:
+        """The interchanges for ``inputs`` that pass pyx12, as (member indices, batch, control),
+        and a refusal for every claim left out. A file that fails is written again without the
+        claims at fault (with its own control number) and validated again."""
+        if self.ledger is None:
+            raise TargetError("the X12 target has no control-number ledger (a defect: the engine supplies one)",
+                              kind=TargetErrorKind.CONNECTOR)
+        results: dict[int, PushResult] = {}
+        ready: list[tuple[list[int], Batch, int]] = []
+        pending = [list(range(i, min(i + CLAIMS_PER_FILE, len(inputs))))
+                   for i in range(0, len(inputs), CLAIMS_PER_FILE)]
+        while pending:
+            written: list[tuple[list[int], Batch, int]] = []
+            for members in pending:
+                members = self._writable(inputs, members, encounters, results)
+                if not members:
+                    continue
+                key = batch_key([inputs[i] for i in members])
+                control = (self.ledger.interchange(f"test:{key}", KIND_837P_TEST) if test
+                           else self.ledger.interchange(key, KIND_837P))
+                written.append((members, write_837([inputs[i] for i in members], self.practice,
+                                                   self._envelope(control)), control))
+            pending = []
+            found = validate_many([batch.text for _, batch, _ in written])
+            for (members, batch, control), issues in zip(written, found, strict=True):
+                if not issues:
+                    ready.append((members, batch, control))
+                    continue
+                left = self._refuse(batch, issues, members, encounters, results)
+                if left:
+                    pending.append(left)
+        return ready, results
+
+    def _writable(self, inputs: Sequence[ClaimInput], members: list[int], encounters: Sequence[Encounter],
+                  results: dict[int, PushResult]) -> list[int]:
+        """The members the writer accepts (which does not depend on the control number); the
+        others get the writer's reason."""
+        try:
+            probe = write_837([inputs[i] for i in members], self.practice, self._envelope(1))
+        except ClaimError as exc:  # the practice / envelope settings: nothing can go
+            raise TargetError(f"the 837 cannot be written: {exc}", kind=TargetErrorKind.CONFIG) from None
+        for local, why in probe.refused.items():
+            g = members[local]
+            results[g] = PushResult(encounters[g].business_key, False, reason=f"not sent to the clearinghouse: {why}")
+        return [members[local] for local in sorted(probe.spans)]
 
     # -- helpers ------------------------------------------------------------------------------
     def _input(self, enc: Encounter, corrected: str) -> ClaimInput:
         cid = claim_id(enc.business_key)
         if not corrected:
             return ClaimInput(enc, cid, FREQ_ORIGINAL)
-        payer = ""
-        lookup = getattr(self.ledger, "payer_claim_id", None)
-        if callable(lookup):
-            payer = str(lookup(cid) or "")
+        payer = self._payer_number(cid)
         if not payer and corrected != cid:  # a caller that passes the payer's number itself
             payer = corrected
         return ClaimInput(enc, cid, FREQ_CORRECTION, payer_claim_id=payer)
+
+    def _payer_number(self, cid: str) -> str:
+        """The payer's claim number for ``cid`` (REF*F8), "" when none came back yet."""
+        lookup = getattr(self.ledger, "payer_claim_id", None)
+        return str(lookup(cid) or "") if callable(lookup) else ""
 
     def _envelope(self, control: int) -> Envelope:
         return Envelope(sender_id=str(self.x12.get("sender_id", "")), receiver_id=str(self.x12.get("receiver_id", "")),

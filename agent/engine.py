@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -350,9 +351,7 @@ class Engine:
                 if not res.skipped:  # sync health KPI and alerts read these (H5)
                     store.event("sync.run", detail={"ok": not res.error, "error_kind": str(res.error_kind),
                                                     "delivered": res.delivered, "failed": res.failed})
-            from agent import outcomes
-
-            outcomes.read(store, self.target)  # the RCM's decisions on open claims (FHIR ClaimResponse; H4)
+            self._after_sync(store)
             if res.delivered and self.scheduler is not None:  # reconcile after each sync that sent something
                 self.scheduler.add_job(self.scheduled_reconcile, id="reconcile-after-sync", replace_existing=True)
             return res
@@ -362,6 +361,25 @@ class Engine:
             from agent import notify
 
             notify.bump()
+
+    def _after_sync(self, store: Store) -> None:
+        """What follows every sync run: the payer's answers — FHIR ClaimResponses for open claims,
+        the clearinghouse's 999/277CA/835/271 files from ``[x12] inbound`` — and the rules that
+        late eligibility answers change. Each step fails alone (logged without patient data): the
+        sync result stands, and the next run tries again."""
+        from agent import eligibility_job, outcomes, x12_inbound
+
+        target = self.target
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("claim outcomes", lambda: outcomes.read(store, target)),
+            ("clearinghouse inbound", lambda: x12_inbound.poll_target(store, target)),
+            ("eligibility rules", lambda: eligibility_job.after_answers(store, self.config)),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.warning("after the sync run, %s failed (%s)", name, type(exc).__name__)
 
     def run_reconcile(self, start: Any = None, end: Any = None) -> dict[str, Any]:
         """Reconcile a window (default: the last 90 days) on the sync worker's lock."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.rules import EncounterFacts, History, RuleSet, holds
+from agent.rules.decode import stored_encounter
 from agent.rules.history import read_history
 from agent.store import Store, now
 from core.model import Encounter
@@ -66,14 +67,14 @@ class RerunResult:
 
 
 def evaluate(rules: RuleSet | None, enc: Encounter, stored: list[dict[str, Any]],
-             history: History) -> list[dict[str, Any]]:
+             history: History, facts: EncounterFacts | None = None) -> list[dict[str, Any]]:
     """New findings for a stored encounter: its stored validation findings, plus the rules' now."""
     base = [d for d in stored if "rule_version" not in d]
     if rules is None:
         return base
     kept = [d for d in base if d.get("code") not in rules.owned]
     fresh = rules.apply_local(enc, [])
-    fresh += rules.apply_history(EncounterFacts.of(enc), history)
+    fresh += rules.apply_history(facts or EncounterFacts.of(enc), history)
     return kept + [f.to_dict() for f in fresh]
 
 
@@ -97,25 +98,26 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
         "FROM encounters e WHERE e.kind = ? AND e.state != ?" + only,
         (EncounterKind.CHARGE, EncounterState.REJECTED, *(() if mrns is None else (json.dumps(list(mrns)),)))
     ).fetchall()
-    decoded: list[tuple[int, Encounter, str, str, str, str | None]] = []
+    decoded: list[tuple[int, Encounter, EncounterFacts, str, str, str, str | None]] = []
     history = History()
+    loads = json.loads
     for eid, data, fjson, state, chash, _version, ostate in rows:
-        enc = Encounter.from_dict(json.loads(data))
+        enc = stored_encounter(loads(data))
         f = EncounterFacts.of(enc)
         history.visits.setdefault(f.mrn, []).append(f.visit())
-        decoded.append((int(eid), enc, fjson, state, chash, ostate))
+        decoded.append((int(eid), enc, f, fjson, state, chash, ostate))
     from agent.rules.coverage import read_eligibility  # the payer's answers (coverage.inactive_on_dos)
 
     history.eligibility = read_eligibility(store, history.visits)
     updates: list[tuple[str, str, int]] = []
     dequeue: list[tuple[int]] = []
-    for eid, enc, fjson, state, chash, ostate in decoded:
+    for eid, enc, facts, fjson, state, chash, ostate in decoded:
         if ostate in SENT:
             res.skipped_sent += 1
             continue
         res.checked += 1
-        stored = json.loads(fjson)
-        new = evaluate(rules, enc, stored, history)
+        stored = loads(fjson) if fjson != "[]" else []
+        new = evaluate(rules, enc, stored, history, facts)
         held = _holds(new) and (eid, chash) not in approved
         new_state = EncounterState.NEEDS_REVIEW if held else EncounterState.READY
         new_json = json.dumps(new)
@@ -133,11 +135,12 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
     ts = now()
     for i in range(0, len(updates), batch):
         part = updates[i:i + batch]
+        ids = {u[2] for u in part}
         with store.tx():
             conn.executemany("UPDATE encounters SET state = ?, findings = ?, updated_at = '" + ts + "' WHERE id = ?",
                              part)
             conn.executemany("DELETE FROM outbox WHERE encounter_id = ? AND state IN ('queued', 'failed')",
-                             [d for d in dequeue if d[0] in {u[2] for u in part}])
+                             [d for d in dequeue if d[0] in ids])
             conn.executemany("INSERT INTO events (at, kind, encounter_id, detail) VALUES (?, 'encounter.rules', ?, ?)",
                              [(ts, u[2], json.dumps({"state": u[0]})) for u in part])
     from agent import audit

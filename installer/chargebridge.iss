@@ -1,7 +1,12 @@
 ; Inno Setup script for ChargeBridge on Windows (Inno Setup 6.3 or later).
 ;
-; NOT BUILT OR RUN in the Linux CI that produced it: build and test it on Windows (see
-; installer/README.md, "Windows"). It packages the onedir bundle that
+; NOT COMPILED OR RUN here: the project's CI is Linux (no Windows, no ISCC). Build and test it on
+; Windows (installer/README.md, "Windows"). What CAN be checked on Linux is, by
+; tests/unit/test_installer_scripts.py: the sections parse, every [Files] source exists or is the
+; frozen bundle the spec produces, every chargebridge command in [Run]/[UninstallRun]/[Icons] is a
+; real CLI verb, the task XML files are well-formed with the right command.
+;
+; It packages the onedir bundle that
 ;   pyinstaller installer\chargebridge.spec --noconfirm --clean
 ; produces on Windows in dist\chargebridge\ (chargebridge.exe = console CLI, chargebridgew.exe =
 ; the same program without a console window, for the tray and the engine task).
@@ -9,18 +14,25 @@
 ;   iscc /DAppVersion=0.1.0 installer\chargebridge.iss     ->  dist\ChargeBridge-0.1.0-setup.exe
 ;
 ; Silent install (IT):  ChargeBridge-0.1.0-setup.exe /VERYSILENT /SUPPRESSMSGBOXES /NORESTART /SP-
-;                       [/DIR="D:\Apps\ChargeBridge"] [/MERGETASKS="!traystart"] [/LOG="C:\Windows\Temp\cb.log"]
-; Silent uninstall:     "C:\Program Files\ChargeBridge\unins000.exe" /VERYSILENT /SUPPRESSMSGBOXES /NORESTART
+;                       [/CONFIG="\\server\it\chargebridge.toml"] [/DIR="D:\Apps\ChargeBridge"]
+;                       [/MERGETASKS="!traystart"] [/ENGINEACCOUNT="PRACTICE\svc-chargebridge"]
+;                       [/LOG="C:\Windows\Temp\cb.log"]
+; Silent uninstall:     "C:\Program Files\ChargeBridge\unins000.exe" /VERYSILENT /SUPPRESSMSGBOXES /NORESTART [/PURGE]
 ;
 ; What it sets up (machine-wide; needs administrator rights):
-; * the program in {autopf}\ChargeBridge;
+; * the program in {autopf}\ChargeBridge, Start menu entries (tray, doctor, IT guide, uninstall);
 ; * task "traystart": the tray starts at every user's sign-in (HKLM\...\Run, chargebridgew.exe);
-; * task "enginetask": the engine runs at every user's sign-in as that user, from a scheduled task
-;   \ChargeBridge\Engine (trigger: logon of any member of BUILTIN\Users; restart on failure).
-;   Not a Windows service: the store key lives in the signed-in user's Credential Manager,
-;   which a service account cannot read. Servers without a signed-in user: see the README.
-; User data (each user's %LOCALAPPDATA%\ChargeBridge home and the keyring entries) is never
-; removed by the uninstaller: it holds the encrypted store and its key.
+; * task "enginetask": the engine runs at every user's sign-in as that user, from the scheduled
+;   task \ChargeBridge\Engine (windows\chargebridge-engine-task.xml: logon of any member of
+;   BUILTIN\Users; restart on failure). Not a Windows service: the store key lives in the user's
+;   Credential Manager, which a service account cannot read. A server nobody signs in to:
+;   /ENGINEACCOUNT=DOMAIN\user writes windows\chargebridge-engine-boot-task.xml (at boot, as that
+;   account) into the install folder for IT to register with the account's password (README);
+; * /CONFIG=path: the file is copied to {commonappdata}\ChargeBridge\deploy.toml and applied with
+;   `chargebridge config import` for the user who runs the setup (validated; a bad file fails the
+;   step and is logged, the install itself stays).
+; Uninstall keeps every user's %LOCALAPPDATA%\ChargeBridge (the encrypted store) unless /PURGE is
+; given or, interactively, the user answers Yes to "also delete the data".
 
 #ifndef AppVersion
   #define AppVersion "0.1.0"
@@ -72,9 +84,20 @@ Type: filesandordirs; Name: "{app}\_internal"
 
 [Files]
 Source: "{#SourceDir}\*"; DestDir: "{app}"; Flags: ignoreversion recursesubdirs createallsubdirs
+Source: "windows\chargebridge-engine-task.xml"; DestDir: "{app}"; Flags: ignoreversion
+Source: "windows\chargebridge-engine-boot-task.xml"; DestDir: "{app}\templates"; Flags: ignoreversion
+Source: "README.md"; DestDir: "{app}"; DestName: "IT-README.md"; Flags: ignoreversion
+; /CONFIG=path: a copy IT can apply again for other users (chargebridge config import FILE).
+Source: "{code:ConfigPath}"; DestDir: "{commonappdata}\{#AppName}"; DestName: "deploy.toml"; Flags: external ignoreversion; Check: HasConfig
+
+[Dirs]
+Name: "{commonappdata}\{#AppName}"; Check: HasConfig
 
 [Icons]
-Name: "{autoprograms}\{#AppName}"; Filename: "{app}\chargebridgew.exe"; WorkingDir: "{app}"; Comment: "Charge sync status and review"
+Name: "{autoprograms}\{#AppName}\{#AppName}"; Filename: "{app}\chargebridgew.exe"; WorkingDir: "{app}"; Comment: "Charge sync status and review"
+Name: "{autoprograms}\{#AppName}\{#AppName} doctor"; Filename: "{cmd}"; Parameters: "/k ""{app}\chargebridge.exe"" doctor"; WorkingDir: "{app}"; Comment: "What is missing or wrong, and how to fix it"
+Name: "{autoprograms}\{#AppName}\IT guide"; Filename: "{app}\IT-README.md"
+Name: "{autoprograms}\{#AppName}\Uninstall {#AppName}"; Filename: "{uninstallexe}"
 
 [Registry]
 ; The tray for every user at sign-in (a user can still turn it off in Task Manager > Startup).
@@ -83,12 +106,15 @@ Root: HKLM; Subkey: "Software\Microsoft\Windows\CurrentVersion\Run"; ValueType: 
 Root: HKLM; Subkey: "Software\Microsoft\Windows\CurrentVersion\Run"; ValueName: "{#AppName}"; ValueType: none; Tasks: not traystart; Flags: deletevalue
 
 [Run]
-; Register (or replace) the engine's logon task from the XML written just before.
-Filename: "{sys}\schtasks.exe"; Parameters: "/Create /F /TN ""{#TaskName}"" /XML ""{tmp}\chargebridge-engine-task.xml"""; Flags: runhidden waituntilterminated; Tasks: enginetask; BeforeInstall: WriteEngineTaskXml; StatusMsg: "Registering the ChargeBridge engine task..."
+; Register (or replace) the engine's logon task from windows\chargebridge-engine-task.xml, with
+; the install folder filled in (written to {tmp} just before).
+Filename: "{sys}\schtasks.exe"; Parameters: "/Create /F /TN ""{#TaskName}"" /XML ""{tmp}\chargebridge-engine-task.xml"""; Flags: runhidden waituntilterminated; Tasks: enginetask; Check: not HasEngineAccount; BeforeInstall: WriteEngineTaskXml; StatusMsg: "Registering the ChargeBridge engine task..."
 ; Remove the task when the option is not chosen (e.g. /MERGETASKS="!enginetask" on an upgrade).
 Filename: "{sys}\schtasks.exe"; Parameters: "/Delete /F /TN ""{#TaskName}"""; Flags: runhidden waituntilterminated; Tasks: not enginetask
+; /CONFIG=path: applied for the user who runs the setup (their home), from the copy made above.
+Filename: "{app}\chargebridge.exe"; Parameters: "config import ""{commonappdata}\{#AppName}\deploy.toml"""; Flags: runhidden waituntilterminated runasoriginaluser; Check: HasConfig; StatusMsg: "Applying the configuration..."
 ; Start the engine now in the sessions of signed-in users (otherwise it starts at the next sign-in).
-Filename: "{sys}\schtasks.exe"; Parameters: "/Run /TN ""{#TaskName}"""; Flags: runhidden waituntilterminated; Tasks: enginetask
+Filename: "{sys}\schtasks.exe"; Parameters: "/Run /TN ""{#TaskName}"""; Flags: runhidden waituntilterminated; Tasks: enginetask; Check: not HasEngineAccount
 ; Interactive installs only: offer to start the tray for the user who ran the installer.
 Filename: "{app}\chargebridgew.exe"; Description: "Start ChargeBridge now"; Flags: nowait postinstall skipifsilent runasoriginaluser unchecked
 
@@ -98,7 +124,14 @@ Filename: "{sys}\schtasks.exe"; Parameters: "/Delete /F /TN ""{#TaskName}"""; Fl
 Filename: "{sys}\taskkill.exe"; Parameters: "/F /T /IM chargebridgew.exe"; Flags: runhidden waituntilterminated; RunOnceId: "StopTray"
 Filename: "{sys}\taskkill.exe"; Parameters: "/F /T /IM chargebridge.exe"; Flags: runhidden waituntilterminated; RunOnceId: "StopCli"
 
+[UninstallDelete]
+; Files the program wrote into its own folder (rendered task XML); data never lives here.
+Type: files; Name: "{app}\chargebridge-engine-boot-task.xml"
+
 [Code]
+var
+  PurgeData: Boolean;
+
 function XmlEscape(const S: String): String;
 begin
   Result := S;
@@ -108,68 +141,67 @@ begin
   StringChangeEx(Result, '"', '&quot;', True);
 end;
 
-{ The engine task: at the logon of any member of BUILTIN\Users (S-1-5-32-545), in that user's
-  session with their own token (so keyring = their Credential Manager), no time limit, one
-  instance, not stopped on battery, restarted every minute if it fails. }
-procedure WriteEngineTaskXml();
-var
-  Xml: String;
-  Lines: TArrayOfString;
+{ /CONFIG=path (a chargebridge.toml exported with `chargebridge config export`). }
+function ConfigPath(Param: String): String;
 begin
-  Xml :=
-    '<?xml version="1.0" encoding="UTF-8"?>' + #13#10 +
-    '<Task version="1.3" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">' + #13#10 +
-    '  <RegistrationInfo>' + #13#10 +
-    '    <Author>ChargeBridge installer</Author>' + #13#10 +
-    '    <Description>ChargeBridge engine: watches the EHR export folders, syncs charges to billing and serves the tray''s local API. Runs as the signed-in user so the store key stays in that user''s Credential Manager.</Description>' + #13#10 +
-    '    <URI>\{#TaskName}</URI>' + #13#10 +
-    '  </RegistrationInfo>' + #13#10 +
-    '  <Triggers>' + #13#10 +
-    '    <LogonTrigger>' + #13#10 +
-    '      <Enabled>true</Enabled>' + #13#10 +
-    '    </LogonTrigger>' + #13#10 +
-    '  </Triggers>' + #13#10 +
-    '  <Principals>' + #13#10 +
-    '    <Principal id="Users">' + #13#10 +
-    '      <GroupId>S-1-5-32-545</GroupId>' + #13#10 +
-    '      <RunLevel>LeastPrivilege</RunLevel>' + #13#10 +
-    '    </Principal>' + #13#10 +
-    '  </Principals>' + #13#10 +
-    '  <Settings>' + #13#10 +
-    '    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>' + #13#10 +
-    '    <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>' + #13#10 +
-    '    <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>' + #13#10 +
-    '    <AllowHardTerminate>true</AllowHardTerminate>' + #13#10 +
-    '    <StartWhenAvailable>true</StartWhenAvailable>' + #13#10 +
-    '    <RunOnlyIfNetworkAvailable>false</RunOnlyIfNetworkAvailable>' + #13#10 +
-    '    <IdleSettings>' + #13#10 +
-    '      <StopOnIdleEnd>false</StopOnIdleEnd>' + #13#10 +
-    '      <RestartOnIdle>false</RestartOnIdle>' + #13#10 +
-    '    </IdleSettings>' + #13#10 +
-    '    <AllowStartOnDemand>true</AllowStartOnDemand>' + #13#10 +
-    '    <Enabled>true</Enabled>' + #13#10 +
-    '    <Hidden>false</Hidden>' + #13#10 +
-    '    <RunOnlyIfIdle>false</RunOnlyIfIdle>' + #13#10 +
-    '    <WakeToRun>false</WakeToRun>' + #13#10 +
-    '    <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>' + #13#10 +
-    '    <Priority>7</Priority>' + #13#10 +
-    '    <RestartOnFailure>' + #13#10 +
-    '      <Interval>PT1M</Interval>' + #13#10 +
-    '      <Count>999</Count>' + #13#10 +
-    '    </RestartOnFailure>' + #13#10 +
-    '  </Settings>' + #13#10 +
-    '  <Actions Context="Users">' + #13#10 +
-    '    <Exec>' + #13#10 +
-    '      <Command>' + XmlEscape(ExpandConstant('{app}\chargebridgew.exe')) + '</Command>' + #13#10 +
-    '      <Arguments>engine</Arguments>' + #13#10 +
-    '      <WorkingDirectory>' + XmlEscape(ExpandConstant('{app}')) + '</WorkingDirectory>' + #13#10 +
-    '    </Exec>' + #13#10 +
-    '  </Actions>' + #13#10 +
-    '</Task>' + #13#10;
-  SetArrayLength(Lines, 1);
-  Lines[0] := Xml;
-  if not SaveStringsToUTF8File(ExpandConstant('{tmp}\chargebridge-engine-task.xml'), Lines, False) then
-    Log('could not write the engine task XML');
+  Result := ExpandConstant('{param:CONFIG|}');
+end;
+
+function HasConfig(): Boolean;
+begin
+  Result := ConfigPath('') <> '';
+end;
+
+function EngineAccount(): String;
+begin
+  Result := ExpandConstant('{param:ENGINEACCOUNT|}');
+end;
+
+function HasEngineAccount(): Boolean;
+begin
+  Result := EngineAccount() <> '';
+end;
+
+function InitializeSetup(): Boolean;
+begin
+  Result := True;
+  if HasConfig() and not FileExists(ConfigPath('')) then
+  begin
+    Log('/CONFIG file not found: ' + ConfigPath(''));
+    SuppressibleMsgBox('The configuration file given with /CONFIG was not found:' + #13#10 + ConfigPath('') +
+      #13#10#13#10 + 'Give the full path of a file made with "chargebridge config export".', mbCriticalError, MB_OK, IDOK);
+    Result := False;
+  end;
+end;
+
+{ Reads a shipped template from {app}, fills in the placeholders, writes it to Dest. }
+procedure RenderTemplate(const Template, Dest, Account: String);
+var
+  Xml: AnsiString;
+  Text: String;
+begin
+  if not LoadStringFromFile(ExpandConstant('{app}\') + Template, Xml) then
+  begin
+    Log('could not read ' + Template);
+    Exit;
+  end;
+  Text := String(Xml);
+  StringChangeEx(Text, '@APP@', XmlEscape(ExpandConstant('{app}')), True);
+  StringChangeEx(Text, '@ACCOUNT@', XmlEscape(Account), True);
+  if not SaveStringToFile(Dest, AnsiString(Text), False) then
+    Log('could not write ' + Dest);
+end;
+
+procedure WriteEngineTaskXml();
+begin
+  RenderTemplate('chargebridge-engine-task.xml', ExpandConstant('{tmp}\chargebridge-engine-task.xml'), '');
+end;
+
+procedure WriteBootTaskXml();
+begin
+  RenderTemplate('templates\chargebridge-engine-boot-task.xml',
+    ExpandConstant('{app}\chargebridge-engine-boot-task.xml'), EngineAccount());
+  Log('boot task XML for ' + EngineAccount() + ' written; register it with schtasks /Create ... /RU ... /RP (installer/README.md)');
 end;
 
 procedure RunHidden(const Exe, Params: String);
@@ -192,4 +224,51 @@ begin
   RunHidden(ExpandConstant('{sys}\taskkill.exe'), '/F /T /IM chargebridge.exe');
   Sleep(1000);
   Result := '';
+end;
+
+{ /ENGINEACCOUNT: the boot task's XML for that account, for IT to register with its password. }
+procedure CurStepChanged(CurStep: TSetupStep);
+begin
+  if (CurStep = ssPostInstall) and HasEngineAccount() then
+    WriteBootTaskXml();
+end;
+
+{ Uninstall keeps the data unless /PURGE is given or, interactively, the user says Yes. }
+function InitializeUninstall(): Boolean;
+begin
+  PurgeData := Pos('/PURGE', Uppercase(GetCmdTail())) > 0;
+  if not PurgeData and not UninstallSilent() then
+    PurgeData := MsgBox('Also delete the ChargeBridge data (the encrypted store, settings and logs) of every user on this PC?' +
+      #13#10#13#10 + 'Choose No to keep it (a later install finds it again).', mbConfirmation, MB_YESNO or MB_DEFBUTTON2) = IDYES;
+  Result := True;
+end;
+
+{ Every profile's %LOCALAPPDATA%\ChargeBridge (the homes), and ProgramData\ChargeBridge. The
+  Credential Manager entries stay: without the store they unlock nothing. }
+procedure PurgeHomes();
+var
+  Users: String;
+  Found: TFindRec;
+begin
+  DelTree(ExpandConstant('{localappdata}\{#AppName}'), True, True, True);
+  DelTree(ExpandConstant('{commonappdata}\{#AppName}'), True, True, True);
+  Users := ExtractFileDir(GetEnv('PUBLIC'));
+  if (Users <> '') and FindFirst(Users + '\*', Found) then
+  try
+    repeat
+      if (Found.Attributes and FILE_ATTRIBUTE_DIRECTORY <> 0) and (Found.Name <> '.') and (Found.Name <> '..') then
+        DelTree(Users + '\' + Found.Name + '\AppData\Local\{#AppName}', True, True, True);
+    until not FindNext(Found);
+  finally
+    FindClose(Found);
+  end;
+end;
+
+procedure CurUninstallStepChanged(CurUninstallStep: TUninstallStep);
+begin
+  if (CurUninstallStep = usPostUninstall) and PurgeData then
+  begin
+    Log('purging ChargeBridge data (/PURGE or confirmed)');
+    PurgeHomes();
+  end;
 end;

@@ -18,6 +18,9 @@ command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server)
 [ -x "$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | tail -n1)" ] || need_apt+=(postgresql)
 # the clearinghouse SFTP tests: a real OpenSSH server started by tests/sftp_fixture.py
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+# the .deb tests (tests/e2e/test_deb.py): unit files checked by systemd-analyze, the autostart entry
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v desktop-file-validate >/dev/null 2>&1 || need_apt+=(desktop-file-utils)
 # the monthly PDF report's test renders its first page to PNG (poppler's pdftoppm)
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 for pkg in libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 libxcb-xinerama0 libxcb-randr0 \

@@ -3,7 +3,8 @@
 Everything here runs ``dist/chargebridge/chargebridge`` (never the source tree): the CLI verbs,
 the keyring from the frozen build, the parse workers (the frozen executable re-started by
 multiprocessing), the engine's API, and the tray embedded in a real XEmbed tray (Xvfb + trayer).
-The checks are installer/smoke.py's; this file turns them into asserts.
+The checks are installer/smoke.py's; this file turns them into asserts. The bundle comes from
+the session fixture ``frozen_exe`` (tests/e2e/conftest.py), shared with test_deb.py.
 
 Skipped only when PyInstaller is not installed (it is in the ``test`` extra, so CI builds).
 Missing X tools fail the tray test instead of skipping it.
@@ -22,15 +23,6 @@ from installer import smoke
 pytestmark = pytest.mark.keyring
 
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def frozen_exe() -> Path:
-    pytest.importorskip("PyInstaller", reason="PyInstaller is not installed (pip install -e '.[test]')")
-    try:
-        return smoke.build(quiet=True)
-    except smoke.SmokeError as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

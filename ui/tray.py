@@ -302,8 +302,8 @@ class TrayController(QObject):
         self.testmode_action = QAction(MENU_TEXT, self.menu)  # information only: shown in test mode
         self.testmode_action.setEnabled(False)
         self.testmode_action.setToolTip("Charges are recorded, not sent; go live from the window's Test mode page")
-        self.testmode_sep = self.menu.addSeparator()
-        self.menu.insertAction(self.testmode_sep, self.testmode_action)
+        self.testmode_sep = QAction(self.menu)
+        self.testmode_sep.setSeparator(True)
         for a in (self.open_action, self.sync_action, self.pause_action, self.settings_action):
             self.menu.addAction(a)
         self.menu.addSeparator()
@@ -312,8 +312,11 @@ class TrayController(QObject):
         self._update_actions()
 
     def _update_actions(self) -> None:
-        self.testmode_action.setVisible(self.test_mode)
-        self.testmode_sep.setVisible(self.test_mode)
+        if self.test_mode and self.testmode_action not in self.menu.actions():  # on top, only in test mode
+            self.menu.insertActions(self.open_action, [self.testmode_action, self.testmode_sep])
+        elif not self.test_mode and self.testmode_action in self.menu.actions():
+            self.menu.removeAction(self.testmode_action)
+            self.menu.removeAction(self.testmode_sep)
         online = self._state != EngineState.OFFLINE
         paused = self._state == EngineState.PAUSED
         self.pause_action.setText("Resume sync" if paused else "Pause sync")

@@ -109,6 +109,8 @@ class _AsyncPage(QWizardPage):
         raise NotImplementedError
 
     def validatePage(self) -> bool:  # noqa: N802 - Qt's name
+        if self.wiz.connected is not None:  # this PC paired with the practice server: nothing to set up here
+            return True
         if self.busy:
             return False
         if self._passed is not None and self._passed == self.snapshot():
@@ -681,7 +683,7 @@ class FirstRunWizard(QWizard):
 
         def paired() -> None:
             self.connected = dlg
-            self.accept()
+            self.accept()  # the page on screen lets it through (_AsyncPage.validatePage)
 
         def closed(_r: int) -> None:
             self.connect_dialog = None

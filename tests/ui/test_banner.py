@@ -63,7 +63,7 @@ def test_banners_show_in_window_and_tray_only_in_test_mode(engine: Engine, fhir_
         qtbot.waitUntil(lambda: tray.current_state != EngineState.OFFLINE and gate.test_mode is False, timeout=WAIT)
         assert not win.testmode_banner.isVisible() and not win.tabs.isTabVisible(testmode_tab)
         assert tray.tooltip_text.splitlines()[0] == "ChargeBridge — up to date"
-        assert TRAY_LINE not in tray.tooltip_text and not tray.testmode_action.isVisible()
+        assert TRAY_LINE not in tray.tooltip_text and tray.testmode_action not in tray.menu.actions()
         assert tray._icon().pixmap(32, 32).toImage() == state_icon(tray.current_state).pixmap(32, 32).toImage()
         assert json.loads(state_file.read_text())["test_mode"] is False
 

@@ -101,6 +101,18 @@ class ChargeLine:
 
 
 @dataclass
+class Evidence:
+    """What the source documented besides the charges, for the rules that ask whether a charge is
+    documented (``doc.missing``): an order or a result with its service code, or the visit's
+    length. Only parsers whose source carries these fill it (HL7 v2: OBR/OBX, PV1-44/45)."""
+
+    kind: str  # order | result | time
+    code: str = ""  # the ordered service / the order a result answers (OBR-4), as sent
+    system: str = ""  # its coding system as sent (CPT, C4, LN, a local name)
+    minutes: int = 0  # kind == "time": the visit's length in minutes
+
+
+@dataclass
 class Encounter:
     """One visit. ``kind == "expected"`` is a scheduled visit (SIU) with no charges yet."""
 
@@ -117,6 +129,9 @@ class Encounter:
     place_of_service: str = ""  # CMS 2-digit POS code when known
     diagnoses: list[Diagnosis] = field(default_factory=list)
     lines: list[ChargeLine] = field(default_factory=list)
+    # Left out of the stored JSON while empty, so encounters keep the content hash they had
+    # before it existed (no false revisions on re-export).
+    evidence: list[Evidence] = field(default_factory=list)
 
     @property
     def business_key(self) -> str:
@@ -135,7 +150,7 @@ class Encounter:
         p = self.patient
         pd = dict(p.__dict__)
         pd["address"] = dict(p.address.__dict__)
-        return {
+        out = {
             "source": self.source, "source_id": self.source_id, "source_system": self.source_system,
             "kind": self.kind, "patient": pd,
             "coverages": [c.to_dict() for c in self.coverages],
@@ -145,6 +160,9 @@ class Encounter:
             "lines": [{**ln.__dict__, "modifiers": list(ln.modifiers), "dx_pointers": list(ln.dx_pointers)}
                       for ln in self.lines],
         }
+        if self.evidence:
+            out["evidence"] = [dict(e.__dict__) for e in self.evidence]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Encounter:
@@ -157,6 +175,7 @@ class Encounter:
         d["billing"] = Provider(**(d.get("billing") or {}))
         d["diagnoses"] = [Diagnosis(**x) for x in d.get("diagnoses") or []]
         d["lines"] = [ChargeLine(**x) for x in d.get("lines") or []]
+        d["evidence"] = [Evidence(**x) for x in d.get("evidence") or []]
         return cls(**d)
 
 

@@ -34,7 +34,7 @@ from core.states import Severity
 if TYPE_CHECKING:
     from agent.store import Store
 
-PACK_VERSION = "2026.06-3"  # bump whenever a rule, a table or a default severity changes
+PACK_VERSION = "2026.06-4"  # bump whenever a rule, a table or a default severity changes
 SEVERITIES = (Severity.INFO.value, Severity.REVIEW.value, Severity.ERROR.value)
 HOLDS = frozenset({Severity.REVIEW.value, Severity.ERROR.value})
 

@@ -6,7 +6,7 @@ arguments, once per patient, address, provider, coverage, diagnosis and line: th
 of the re-run's time. Here each object is made with ``object.__new__`` and given the decoded
 JSON object as its ``__dict__`` — the same classes, the same attributes, no copies. Fields the
 stored form leaves out while empty (``Coverage.start``/``end``) are filled in, so the objects
-behave exactly like decoded ones (``to_dict`` included).
+behave exactly like decoded ones (``to_dict`` included); so is ``Encounter.evidence``.
 
 Only for JSON this program wrote itself (``Encounter.to_json`` in the store): anything that
 does not have the stored shape falls back to ``Encounter.from_dict``, which checks the fields.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.model import Address, ChargeLine, Coverage, Diagnosis, Encounter, Patient, Provider
+from core.model import Address, ChargeLine, Coverage, Diagnosis, Encounter, Evidence, Patient, Provider
 
 _new = object.__new__
 
@@ -28,6 +28,8 @@ def _fields(cls: type[Any]) -> frozenset[str]:
 _ENC, _PAT, _ADDR, _PROV = _fields(Encounter), _fields(Patient), _fields(Address), _fields(Provider)
 _COV, _DX, _LINE = _fields(Coverage), _fields(Diagnosis), _fields(ChargeLine)
 _COV_MIN = _COV - {"start", "end"}  # left out of the stored form while empty
+_ENC_MIN = _ENC - {"evidence"}  # the same
+_EVIDENCE = _fields(Evidence)
 
 
 def _obj(cls: type[Any], d: dict[str, Any]) -> Any:
@@ -39,7 +41,8 @@ def _obj(cls: type[Any], d: dict[str, Any]) -> Any:
 def _stored_shape(d: dict[str, Any]) -> bool:
     try:
         p = d["patient"]
-        return (d.keys() == _ENC and p.keys() == _PAT and p["address"].keys() == _ADDR
+        return ((d.keys() == _ENC_MIN or (d.keys() == _ENC and all(x.keys() == _EVIDENCE for x in d["evidence"])))
+                and p.keys() == _PAT and p["address"].keys() == _ADDR
                 and d["rendering"].keys() == _PROV and d["billing"].keys() == _PROV
                 and all(x.keys() == _LINE for x in d["lines"]) and all(x.keys() == _DX for x in d["diagnoses"])
                 and all(_COV_MIN <= c.keys() <= _COV for c in d["coverages"]))
@@ -63,5 +66,6 @@ def stored_encounter(d: dict[str, Any]) -> Encounter:
     d["billing"] = _obj(Provider, d["billing"])
     d["diagnoses"] = [_obj(Diagnosis, x) for x in d["diagnoses"]]
     d["lines"] = [_obj(ChargeLine, x) for x in d["lines"]]
+    d["evidence"] = [_obj(Evidence, x) for x in d.get("evidence", ())]
     enc: Encounter = _obj(Encounter, d)
     return enc

@@ -9,9 +9,26 @@
   the RCM, not the EHR export, holds the patient's insurance, and the charge goes out with
   self-pay coverage for the RCM to match. A practice whose EHR is the coverage source raises it
   to ``review`` (``[rules] review = ["coverage.missing"]``) so a coder confirms self-pay first.
-* ``doc.missing`` — an *unlisted* procedure code (e.g. 17999, 64999, 99499): payers price it by
-  hand and ask for the procedure note, which the source did not carry. A finding for the coder,
-  never a silent change.
+* ``doc.missing`` — a charge that needs documentation the source did not carry. A finding for the
+  coder, never a silent change. Three cases:
+
+  - an *unlisted* procedure code (e.g. 17999, 64999, 99499): payers price it by hand and ask for
+    the procedure note;
+  - a *lab test without an order or result*: a code of the CPT Pathology and Laboratory section
+    (80047-89398) on an encounter whose source carries orders and results (``Encounter.evidence``;
+    HL7 v2 OBR/OBX today) coded in CPT, with no order or result for that code. When the source
+    sends no orders at all, or codes them only in LOINC or local codes (no CPT to compare with),
+    the rule stays quiet: absence there says nothing;
+  - an *E/M level above what a short visit supports*: the source gives the visit's length
+    (HL7 PV1-44/45 with times of day) and it is below the total time the office/outpatient level
+    needs when chosen by time (:data:`EM_MINUTES`). The level may rightly rest on medical
+    decision making instead, so the coder checks the note says so, or bills the level the time
+    supports.
+
+:data:`EM_MINUTES` is the 2021 AMA CPT E/M guideline for office or other outpatient services
+(99202-99215; total practitioner time on the date of the encounter, the lower bound of each
+level's range, which CPT 2024 restated as "must be met or exceeded"), as the CMS MLN booklet
+*Evaluation and Management Services Guide* (MLN006764) reproduces it. 99211 has no time.
 """
 
 from __future__ import annotations
@@ -63,19 +80,53 @@ def coverage_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
                   "billed as self-pay", "add the patient's coverage in the EHR, or approve it as self-pay")
 
 
+# office/outpatient E/M -> minutes of total time the level needs when chosen by time (AMA 2021)
+EM_MINUTES = {"99202": 15, "99203": 30, "99204": 45, "99205": 60,
+              "99212": 10, "99213": 20, "99214": 30, "99215": 40}
+LAB_FIRST, LAB_LAST = "80047", "89398"  # CPT Pathology and Laboratory section
+
+
+def _cpt5(code: str) -> bool:
+    return len(code) == 5 and code.isdigit()
+
+
+def _supported(code: str, minutes: int) -> str:
+    """The highest level of ``code``'s family (new 9920x / established 9921x) the minutes support."""
+    family = [c for c, m in EM_MINUTES.items() if c[:4] == code[:4] and m <= minutes]
+    return max(family) if family else ""
+
+
 def doc_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+    evidence = enc.evidence
+    ordered = {e.code.upper() for e in evidence if e.kind in ("order", "result")} if evidence else set()
+    cpt_orders = any(_cpt5(c) for c in ordered)
+    minutes = max((e.minutes for e in evidence if e.kind == "time"), default=0) if evidence else 0
     for i, ln in enumerate(enc.lines):
-        if ln.code in UNLISTED:
-            yield Hit(f"lines[{i}].code", f"{ln.code} is an unlisted procedure code: the payer prices it by hand "
+        code = ln.code
+        if code in UNLISTED:
+            yield Hit(f"lines[{i}].code", f"{code} is an unlisted procedure code: the payer prices it by hand "
                       "from the procedure note, which the export did not carry",
                       "attach the operative/procedure note to the claim in the RCM, or use a specific code",
                       line=i)
+        elif cpt_orders and _cpt5(code) and LAB_FIRST <= code <= LAB_LAST and code not in ordered:
+            yield Hit(f"lines[{i}].code", f"lab test {code} has no order or result in the export, which carries "
+                      "the visit's other orders and results",
+                      "check the test was ordered and resulted (the lab's report) before billing it; remove the "
+                      "charge if it was not done", line=i)
+        elif minutes and code in EM_MINUTES and minutes < EM_MINUTES[code]:
+            lower = _supported(code, minutes)
+            yield Hit(f"lines[{i}].code", f"{code} chosen by time needs {EM_MINUTES[code]} minutes; the export "
+                      f"gives a visit of {minutes} minutes",
+                      "if the level rests on medical decision making, make sure the note documents it; otherwise "
+                      + (f"bill the level the time supports ({lower})" if lower else "the time supports no level "
+                         "by time"), line=i)
 
 
 RULES = [
     Rule("pos.mismatch", "review", "encounter", "place of service inconsistent with the E/M family billed",
          pos_mismatch),
     Rule("coverage.missing", "info", "encounter", "no insurance coverage on the encounter", coverage_missing),
-    Rule("doc.missing", "review", "lines", "a code that needs documentation the source did not carry",
+    Rule("doc.missing", "review", "lines", "a code that needs documentation the source did not carry (unlisted "
+         "code, lab test without order/result, E/M level above the visit's length)",
          doc_missing),
 ]

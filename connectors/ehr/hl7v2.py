@@ -34,6 +34,7 @@ from core.model import (
     Coverage,
     Diagnosis,
     Encounter,
+    Evidence,
     Parsed,
     Patient,
     PatientUpdate,
@@ -210,7 +211,7 @@ def _decode_message(raw: bytes) -> str:
 
 # Highest field number read per segment (+1), so readers index without bounds checks.
 _WIDTH = {"EVN": 2, "PID": 19, "PV1": 46, "FT1": 27, "DG1": 16, "PR1": 17, "IN1": 50,
-          "SCH": 12, "TQ1": 8, "AIS": 7, "AIG": 7, "AIL": 7, "AIP": 7}
+          "SCH": 12, "TQ1": 8, "AIS": 7, "AIG": 7, "AIL": 7, "AIP": 7, "OBR": 5, "OBX": 4}
 
 
 def _cs(raw: str, d: _D, width: int) -> list[str]:
@@ -339,6 +340,8 @@ def _parse_message(text: str, options: Mapping[str, Any]) -> Parsed:
             fields = seg.split(fs)
             if len(fields) < width:
                 fields += [""] * (width - len(fields))
+            if seg[:3] == "OBX":  # which order it answers: the OBR before it (0 = none), kept last
+                fields.append(str(len(by.get("OBR", ()))))
             by.setdefault(seg[:3], []).append(fields)
 
     mtype, trigger = _cs(mf[8], d, 2)[:2]
@@ -552,8 +555,48 @@ def _dft(by: dict[str, list[list[str]]], d: _D, label: str, system: str, control
         coverages=[_coverage(in1, d) for in1 in by.get("IN1", ())],
         rendering=_pick_provider(performers, d, options), dos_start=dos_start, dos_end=dos_end,
         place_of_service=_POS_BY_CLASS.get(_v(pv1[2], d).upper(), ""),
-        diagnoses=diagnoses, lines=lines,
+        diagnoses=diagnoses, lines=lines, evidence=_evidence(by, pv1, d),
     )
+
+
+MAX_EVIDENCE = 200  # distinct orders/results kept per encounter (a panel's OBX are one result)
+
+
+def _evidence(by: dict[str, list[list[str]]], pv1: list[str], d: _D) -> list[Evidence]:
+    """Orders (OBR-4) and results (OBX, under the OBR they follow; else OBX-3) the message carries,
+    and the visit's length from PV1-44/45 when both carry a time of day: what ``doc.missing``
+    checks charges against. Codes are kept as sent (cut to 32 characters), deduplicated."""
+    out: list[Evidence] = []
+    seen: set[tuple[str, str, str]] = set()
+
+    def add(kind: str, comps: list[str]) -> None:
+        key = (kind, comps[0][:32], comps[2][:16])
+        if key[1] and key not in seen and len(out) < MAX_EVIDENCE:
+            seen.add(key)
+            out.append(Evidence(kind, key[1], key[2]))
+
+    orders = [_cs(obr[4], d, 3) for obr in by.get("OBR", ())]
+    for comps in orders:
+        add("order", comps)
+    for obx in by.get("OBX", ()):
+        group = int(obx[-1]) if obx[-1].isdigit() else 0
+        add("result", orders[group - 1] if 0 < group <= len(orders) else _cs(obx[3], d, 3))
+    minutes = _minutes(_v(pv1[44], d), _v(pv1[45], d))
+    if minutes:
+        out.append(Evidence("time", minutes=minutes))
+    return out
+
+
+def _minutes(start: str, end: str) -> int:
+    """Minutes from PV1-44 to PV1-45 (``YYYYMMDDHHMM[SS]``, same day, up to 24 h); 0 when either
+    has no time of day or they do not make a visit length."""
+    if len(start) < 12 or len(end) < 12 or not (start[:12].isdigit() and end[:12].isdigit()):
+        return 0
+    if start[:8] != end[:8]:
+        return 0
+    a = int(start[8:10]) * 60 + int(start[10:12])
+    b = int(end[8:10]) * 60 + int(end[10:12])
+    return b - a if 0 < b - a <= 24 * 60 and a < 24 * 60 and b < 24 * 60 else 0
 
 
 def _diagnoses(dg1s: Any, d: _D) -> list[Diagnosis]:

@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     s.add_argument("--from", dest="from_", type=_date, metavar="DATE", help="first date of service (YYYY-MM-DD)")
     s.add_argument("--to", type=_date, metavar="DATE", help="last date of service (default: today)")
     s.add_argument("--by", choices=["provider", "payer"])
+    s.add_argument("--provider", metavar="NPI", help="only this rendering provider's claims and encounters")
+    s.add_argument("--payer", metavar="ID", help="only this payer's claims and encounters (payer id, or name)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_kpi)
 
@@ -57,21 +59,23 @@ def cmd_kpi(ctx: Context, args: argparse.Namespace) -> int:
 
     client = _client(ctx)
     if client is not None:
-        params = {k: v for k, v in (("from", args.from_), ("to", args.to), ("by", args.by)) if v}
+        params = {k: v for k, v in (("from", args.from_), ("to", args.to), ("by", args.by),
+                                    ("provider", args.provider), ("payer", args.payer)) if v}
         rep = _api(ctx, client, "GET", "/api/v1/kpi", params={k: str(v) for k, v in params.items()})
     else:
         from agent import kpi
 
         store = ctx.open_store(create=False)
         try:
-            rep = json.loads(json.dumps(kpi.report(store, ctx.config.goals, start=args.from_, end=args.to, by=args.by),
-                                        default=str))
+            rep = json.loads(json.dumps(kpi.report(store, ctx.config.goals, start=args.from_, end=args.to, by=args.by,
+                                                   provider=args.provider, payer=args.payer), default=str))
         finally:
             store.close()
     if args.json:
         print(json.dumps(rep, indent=1))
         return 0
     print(f"KPIs for dates of service {rep['start']} to {rep['end']}"
+          + "".join(f", {k} {rep[k]}" for k in ("provider", "payer") if rep.get(k))
           + (f" (baseline {rep['baseline_from']} to {rep['baseline_to']})" if rep.get("baseline_from") else ""))
     _table(rep["kpis"])
     if rep["denial_reasons"]:

@@ -503,6 +503,9 @@ class KpiReport(BaseModel):
     start: str = Field(description="first date of service in the window (YYYY-MM-DD)")
     end: str = Field(description="last date of service in the window (YYYY-MM-DD)")
     by: KpiBy | None = None
+    provider: str = Field("", description="the rendering NPI every figure is narrowed to ('' = every provider)")
+    payer: str = Field("", description="the payer every figure is narrowed to ('' = every payer); sync health "
+                                       "stays the practice's")
     baseline_from: str = ""
     baseline_to: str = ""
     computed_at: str
@@ -527,6 +530,8 @@ class KpiSeries(BaseModel):
     grain: KpiGrain
     start: str
     end: str
+    provider: str = ""
+    payer: str = ""
     target: float | None = None
     direction: GoalDirection
     points: list[KpiPoint]

@@ -316,6 +316,10 @@ ACTION_LABEL = {
     "mismatch.resend": "Re-sent a charge", "mismatch.accept-rcm": "Accepted the RCM's version",
     "mismatch.ignore": "Ignored a mismatch", "mismatch.comment": "Commented on a mismatch",
     "encounter.accept_rcm": "Took the RCM's values",
+    # alerts the engine raised (agent/alerts.py audits each one it fires as alert.<kind>)
+    "alert.queue_stale": "Alert: charges waiting too long", "alert.no_export": "Alert: no EHR export seen",
+    "alert.sync_failing": "Alert: sync keeps failing", "alert.denial_rate": "Alert: denial rate above target",
+    "alert.missed_charges": "Alert: missed charges found", "alert.database_down": "Alert: EHR database unreachable",
 }
 
 

@@ -12,6 +12,7 @@ Missing X tools fail the tray test instead of skipping it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from installer import smoke
+from tests.helpers import dft
 
 pytestmark = pytest.mark.keyring
 
@@ -49,6 +51,12 @@ def test_bundle_layout_size_and_trim(frozen_exe: Path) -> None:
                  "connectors/ehr/profiles/db/openemr.toml", "connectors/ehr/profiles/db/opendental.toml"):
         assert (internal / data).is_file(), f"package data {data} is not in the bundle"
     assert list((internal / "simple_icd_10_cm" / "data").glob("*.xml")), "the ICD-10-CM code set is not bundled"
+    # the X12 validator's 837P map and shared files travel; the 4010 and other transaction maps don't
+    maps = internal / "pyx12" / "map"
+    for name in ("837.5010.X222.A1.xml", "maps.xml", "codes.xml", "dataele.xml", "x12.control.00501.xml"):
+        assert (maps / name).is_file(), f"pyx12 map {name} is not in the bundle"
+    assert not list(maps.glob("*.4010.*")), "pyx12's 4010 maps should be trimmed"
+    assert (internal / "connectors" / "rcm" / "x12" / "data" / "carc.csv").is_file(), "CARC code list missing"
     for dist in ("keyring", "APScheduler", "simple_icd_10_cm"):
         eps = list(internal.glob(f"{dist}-*.dist-info")) or list(internal.glob(f"{dist.lower()}-*.dist-info"))
         assert eps, f"{dist} metadata (entry points / version) is not bundled"
@@ -88,6 +96,41 @@ def test_ingest_sample_hl7(frozen_exe: Path, env: dict[str, str], work: Path) ->
 def test_bulk_ingest_uses_frozen_parse_workers(frozen_exe: Path, env: dict[str, str], work: Path) -> None:
     totals = _check(smoke.check_bulk_ingest, frozen_exe, smoke.new_home(work, "bulk"), env, work)
     assert totals["accepted"] == totals["files"] == 20
+
+
+def test_x12_claims_are_validated_and_written_by_the_bundle(frozen_exe: Path, env: dict[str, str],
+                                                            work: Path) -> None:
+    """The clearinghouse channel from the frozen build: pyx12 and its 837P map are bundled, so a
+    visit with a payer goes out as a validated 837P file."""
+    home, out = smoke.new_home(work, "x12"), work / "x12-out"
+    out.mkdir()
+    with (home / "chargebridge.toml").open("a", encoding="utf-8") as f:
+        f.write(f'''[rcm]
+type = "x12"
+[practice]
+name = "Springfield Family Medicine"
+npi = "1234567893"
+tax_id = "12-3456789"
+taxonomy = "207Q00000X"
+phone = "(217) 555-0100"
+address = {{ street = "1 Clinic Way", city = "Springfield", state = "IL", zip = "62704" }}
+[x12]
+sender_id = "CBSENDER"
+receiver_id = "CLEARHOUSE"
+usage = "T"
+outbound = "{out}"
+''')
+    in1 = ["IN1", "1", "PLAN1", "60054", "AETNA"] + [""] * 45
+    in1[8], in1[17], in1[36] = "GRP1", "SEL", "W000000001"
+    visit = work / "x12-visit.hl7"
+    visit.write_text(dft(1) + "|".join(in1) + "\r", encoding="utf-8")
+    r = smoke.run(frozen_exe, "--home", str(home), "ingest", "--json", str(visit), env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["accepted"] == 1, r.stderr[-2000:]
+    r = smoke.run(frozen_exe, "--home", str(home), "sync", "--json", env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["delivered"] == 1, r.stdout
+    files = list(out.glob("*.x12"))
+    assert len(files) == 1 and b"005010X222A1" in files[0].read_bytes()
 
 
 def test_demo(frozen_exe: Path, env: dict[str, str]) -> None:

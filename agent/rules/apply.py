@@ -82,10 +82,108 @@ def _holds(findings: list[dict[str, Any]]) -> bool:
     return any(d.get("severity") in ("error", "review") for d in findings)
 
 
+Row = tuple[int, str, str, str, str, str | None]  # id, data, findings, state, content hash, outbox state
+Change = tuple[str, str, int, str, str | None]  # new state, new findings json, id, old state, outbox state
+def default_workers() -> int:
+    """Worker processes for a whole re-run: two where there are two cores or more (the practice
+    server), none on one core."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    return min(2, cpus) if cpus > 1 else 0
+
+
+PARALLEL_MIN = 20_000  # below this many encounters, starting worker processes costs more than it saves
+CHUNK = 5_000  # encounters per worker task (whole patients: history rules compare a patient's visits)
+
+
+def evaluate_rows(rules: RuleSet | None, rows: list[Row], eligibility: dict[tuple[str, str], str],
+                  approved: set[tuple[int, str]]) -> tuple[list[Change], int, int]:
+    """The rules over stored rows that hold *every* stored encounter of their patients (sent ones
+    count as history, and are not changed): the rows whose findings or state change, and the
+    counts checked / skipped as already sent. Runs here or in a worker process."""
+    decoded: list[tuple[int, Encounter, EncounterFacts, str, str, str, str | None]] = []
+    history = History(eligibility=eligibility)
+    loads = json.loads
+    for eid, data, fjson, state, chash, ostate in rows:
+        enc = stored_encounter(loads(data))
+        f = EncounterFacts.of(enc)
+        history.visits.setdefault(f.mrn, []).append(f.visit())
+        decoded.append((eid, enc, f, fjson, state, chash, ostate))
+    changes: list[Change] = []
+    checked = skipped = 0
+    for eid, enc, facts, fjson, state, chash, ostate in decoded:
+        if ostate in SENT:
+            skipped += 1
+            continue
+        checked += 1
+        stored = loads(fjson) if fjson != "[]" else []
+        new = evaluate(rules, enc, stored, history, facts)
+        held = _holds(new) and (eid, chash) not in approved
+        new_state = EncounterState.NEEDS_REVIEW if held else EncounterState.READY
+        new_json = json.dumps(new)
+        if new_json != fjson or new_state != state:
+            changes.append((new_state, new_json, eid, state, ostate))
+    return changes, checked, skipped
+
+
+_WORKER_RULES: RuleSet | None = None
+
+
+def _worker_init(rules: RuleSet | None) -> None:
+    global _WORKER_RULES
+    _WORKER_RULES = rules
+
+
+def _worker_task(rows: list[Row], eligibility: dict[tuple[str, str], str],
+                 approved: set[tuple[int, str]]) -> tuple[list[Change], int, int]:
+    return evaluate_rows(_WORKER_RULES, rows, eligibility, approved)
+
+
+def _chunks(rows: list[tuple[Any, ...]]) -> list[tuple[list[Row], set[str]]]:
+    """Rows (mrn last) grouped into tasks of about :data:`CHUNK` encounters, whole patients each,
+    with the patients' MRNs."""
+    by_mrn: dict[str, list[Row]] = {}
+    for r in rows:
+        by_mrn.setdefault(r[-1], []).append(r[:-1])
+    out: list[tuple[list[Row], set[str]]] = [([], set())]
+    for mrn, visits in by_mrn.items():
+        if len(out[-1][0]) >= CHUNK:
+            out.append(([], set()))
+        out[-1][0].extend(visits)
+        out[-1][1].add(mrn)
+    return out
+
+
+def _evaluate_parallel(rules: RuleSet | None, rows: list[tuple[Any, ...]], eligibility: dict[tuple[str, str], str],
+                       approved: set[tuple[int, str]], workers: int) -> tuple[list[Change], int, int]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # never fork the engine: it runs threads
+    changes: list[Change] = []
+    checked = skipped = 0
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(rules,)) as pool:
+        futures = []
+        for chunk, mrns in _chunks(rows):
+            ids = {r[0] for r in chunk}
+            futures.append(pool.submit(_worker_task, chunk, {k: v for k, v in eligibility.items() if k[0] in mrns},
+                                       {a for a in approved if a[0] in ids}))
+        for fut in futures:
+            c, n, k = fut.result()
+            changes += c
+            checked += n
+            skipped += k
+    return changes, checked, skipped
+
+
 def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: int = 2000,
-          mrns: Collection[str] | None = None) -> RerunResult:
+          mrns: Collection[str] | None = None, workers: int = 0) -> RerunResult:
     """Re-apply the rules to every charge encounter not yet sent (only these patients' when
-    ``mrns`` is given: history rules compare a patient's own encounters). Returns counts."""
+    ``mrns`` is given: history rules compare a patient's own encounters). Returns counts.
+
+    ``workers`` > 0 spreads the evaluation over that many processes (spawned, never forked) when
+    there are at least :data:`PARALLEL_MIN` encounters: whole patients per task, the writes here."""
     conn = store.conn
     res = RerunResult()
     only = "" if mrns is None else " AND e.mrn IN (SELECT value FROM json_each(?))"
@@ -93,36 +191,27 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
         "SELECT encounter_id, content_hash FROM reviews r WHERE decision = 'approved' AND id = "
         "(SELECT max(id) FROM reviews r2 WHERE r2.encounter_id = r.encounter_id)")}
     rows = conn.execute(
-        "SELECT e.id, e.data, e.findings, e.state, e.content_hash, e.version, "
-        "(SELECT o.state FROM outbox o WHERE o.encounter_id = e.id AND o.version = e.version) "
+        "SELECT e.id, e.data, e.findings, e.state, e.content_hash, "
+        "(SELECT o.state FROM outbox o WHERE o.encounter_id = e.id AND o.version = e.version), e.mrn "
         "FROM encounters e WHERE e.kind = ? AND e.state != ?" + only,
         (EncounterKind.CHARGE, EncounterState.REJECTED, *(() if mrns is None else (json.dumps(list(mrns)),)))
     ).fetchall()
-    decoded: list[tuple[int, Encounter, EncounterFacts, str, str, str, str | None]] = []
-    history = History()
-    loads = json.loads
-    for eid, data, fjson, state, chash, _version, ostate in rows:
-        enc = stored_encounter(loads(data))
-        f = EncounterFacts.of(enc)
-        history.visits.setdefault(f.mrn, []).append(f.visit())
-        decoded.append((int(eid), enc, f, fjson, state, chash, ostate))
     from agent.rules.coverage import read_eligibility  # the payer's answers (coverage.inactive_on_dos)
 
-    history.eligibility = read_eligibility(store, history.visits)
+    eligibility = read_eligibility(store, {r[6] for r in rows})
+    done = None
+    if workers > 0 and len(rows) >= PARALLEL_MIN:
+        try:
+            done = _evaluate_parallel(rules, rows, eligibility, approved, workers)
+        except Exception as exc:  # no worker processes here (a broken pool, no spawn): do it in-process
+            log.warning("rules re-run workers failed (%s); evaluating in-process", type(exc).__name__)
+    if done is None:
+        done = evaluate_rows(rules, [r[:6] for r in rows], eligibility, approved)
+    changes, res.checked, res.skipped_sent = done
+    del rows
     updates: list[tuple[str, str, int]] = []
     dequeue: list[tuple[int]] = []
-    for eid, enc, facts, fjson, state, chash, ostate in decoded:
-        if ostate in SENT:
-            res.skipped_sent += 1
-            continue
-        res.checked += 1
-        stored = loads(fjson) if fjson != "[]" else []
-        new = evaluate(rules, enc, stored, history, facts)
-        held = _holds(new) and (eid, chash) not in approved
-        new_state = EncounterState.NEEDS_REVIEW if held else EncounterState.READY
-        new_json = json.dumps(new)
-        if new_json == fjson and new_state == state:
-            continue
+    for new_state, new_json, eid, state, ostate in changes:
         res.changed += 1
         if new_state != state:
             if new_state == EncounterState.NEEDS_REVIEW:

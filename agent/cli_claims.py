@@ -1,6 +1,8 @@
 """``chargebridge claims``: the claim lifecycle on the command line (H4).
 
-``claims [--state S] [--limit N --offset K] [--json]`` lists claims (newest first);
+``claims [--state S] [--reason CODE] [--age BUCKET] [--lag BUCKET] [--from D] [--to D] [--provider NPI]
+[--payer ID] [--limit N --offset K] [--json]`` lists claims (newest first), narrowed like the
+dashboard's figures (H15: the same conditions as ``GET /claims``);
 ``claims show ID [--json]`` one claim with every answer it received; ``claims unmatched``
 the answers that matched no claim. With an engine running they go through its API (this
 machine's saved token; the role is checked there: the list for every role, ``show`` and
@@ -11,14 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from datetime import date
 from typing import Any
 from urllib.parse import quote
 
 from agent.cli_context import Context
 from agent.cli_engine import _api, _client
+from agent.kpi import AR_BUCKETS, LAG_BUCKETS, MAX_FILTER
 from core.errors import ChargeBridgeError, NotFound
 from core.states import ClaimState
 
+REASON_RE = re.compile(r"([A-Z]{1,3}-)?[A-Za-z0-9.:]{1,20}")  # as GET /claims checks it
 API_PAGE = 500  # the API's largest page; the CLI asks page by page up to --limit
 
 
@@ -42,12 +48,50 @@ def _offset(text: str) -> int:
     return n
 
 
+def _reason(text: str) -> str:
+    if not REASON_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError("a reason code like 16 or CO-16")
+    return text
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a date as YYYY-MM-DD") from None
+
+
+def _who(text: str) -> str:
+    text = text.strip()
+    if not 1 <= len(text) <= MAX_FILTER:
+        raise argparse.ArgumentTypeError(f"1-{MAX_FILTER} characters")
+    return text
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The list's filters as GET /claims names them (only those given)."""
+    out: dict[str, Any] = {"state": args.state, "reason": args.reason, "age": args.age, "lag": args.lag,
+                           "from": args.dos_from.isoformat() if args.dos_from else None,
+                           "to": args.dos_to.isoformat() if args.dos_to else None,
+                           "provider": args.provider, "payer": args.payer}
+    return {k: v for k, v in out.items() if v}
+
+
 def register(sub: Any) -> None:
     s = sub.add_parser("claims", help="claims at the payer: state, amounts, reasons; show ID; unmatched")
     s.add_argument("action", nargs="?", choices=["list", "show", "unmatched"], default="list",
                    help="list (default), show ID, or unmatched (answers that matched no claim)")
     s.add_argument("id", nargs="?", help="the claim id for show (CLM01 / FHIR Claim identifier)")
     s.add_argument("--state", choices=[v.value for v in ClaimState])
+    s.add_argument("--reason", type=_reason, help="claims whose reasons carry this code: 16, or CO-16 with its group")
+    s.add_argument("--age", choices=[b[2] for b in AR_BUCKETS],
+                   help="open claims of this A/R bucket (days since first submission)")
+    s.add_argument("--lag", choices=[b[2] for b in LAG_BUCKETS],
+                   help="claims of this charge-lag bucket (days from service to delivery)")
+    s.add_argument("--from", dest="dos_from", type=_day, metavar="YYYY-MM-DD", help="first date of service")
+    s.add_argument("--to", dest="dos_to", type=_day, metavar="YYYY-MM-DD", help="last date of service (included)")
+    s.add_argument("--provider", type=_who, metavar="NPI", help="only this rendering NPI's claims")
+    s.add_argument("--payer", type=_who, metavar="ID", help="only this payer's claims")
     s.add_argument("--limit", type=_page_size, default=1000, help="claims per page (1-100000, default 1000)")
     s.add_argument("--offset", type=_offset, default=0)
     s.add_argument("--json", action="store_true")
@@ -77,7 +121,7 @@ def _fetch_pages(ctx: Context, path: str, params: dict[str, Any], limit: int, of
 def _list(ctx: Context, args: argparse.Namespace, unmatched: bool) -> tuple[int, list[dict[str, Any]]]:
     if _client(ctx) is not None:
         path = "/api/v1/claims/unmatched" if unmatched else "/api/v1/claims"
-        params = {"state": args.state} if args.state and not unmatched else {}
+        params = _filters(args) if not unmatched else {}
         return _fetch_pages(ctx, path, params, args.limit, args.offset)
     from agent import claim_views, claims
 
@@ -86,7 +130,10 @@ def _list(ctx: Context, args: argparse.Namespace, unmatched: bool) -> tuple[int,
         if unmatched:
             return claims.unmatched(store, limit=args.limit, offset=args.offset)
         total, items = claims.list_claims(store, state=args.state, limit=args.limit, offset=args.offset,
-                                          describe=claim_views.describe())
+                                          describe=claim_views.describe(), reason=args.reason or "",
+                                          age=args.age or "", lag=args.lag or "", dos_from=args.dos_from,
+                                          dos_to=args.dos_to, provider=args.provider or "",
+                                          payer=args.payer or "")
         return total, claim_views.mark(store, items)
     finally:
         store.close()
@@ -170,7 +217,8 @@ def cmd_claims(ctx: Context, args: argparse.Namespace) -> int:
                   + (f"  paid ${det['paid']}" if det.get("paid") else ""))
     else:
         if not items:
-            print("no claims" + (f" in state {args.state}" if args.state else "")
+            given = _filters(args)
+            print("no claims" + (" matching " + " ".join(f"--{k} {v}" for k, v in given.items()) if given else "")
                   + " — claims appear when sync delivers encounters")
         for c in items:
             _print_claim(c, full=False)

@@ -9,11 +9,12 @@ carry the payer's remittance detail and need the coder role or higher.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from agent import claim_views
+from agent import claim_views, claims, kpi
 from agent.api.deps import AUTH, Caller, Paging, caller, errors, need, paging, service
 from agent.service import EngineService
 from core.errors import NotFound
@@ -24,13 +25,36 @@ router = APIRouter(tags=["claims"])
 CLAIM_ID = Path(min_length=1, max_length=80, description="our claim id (CLM01 / FHIR Claim identifier)")
 
 
-@router.get("/claims", response_model=Page[ClaimItem], responses=errors(*AUTH),
+AGE = Query(None, pattern=r"^(0-30|31-60|61-90|90\+)$",
+            description="only open claims (submitted, accepted) of this A/R bucket: days since first submission, "
+                        "the same condition as the dashboard's A/R chart")
+LAG = Query(None, pattern=r"^(0-1|2-3|4-7|8-14|15-30|31\+)$",
+            description="only claims of this charge-lag bucket: days from service to first delivery")
+REASON = Query(None, min_length=1, max_length=24, pattern=r"^([A-Z]{1,3}-)?[A-Za-z0-9.:]{1,20}$",
+               description="only claims whose reasons carry this code (16, or with its group: CO-16); RARCs left out")
+FROM = Query(None, alias="from", description="first date of service")
+TO = Query(None, description="last date of service (included)")
+PROVIDER = Query(None, min_length=1, max_length=kpi.MAX_FILTER, description="only this rendering NPI's claims")
+PAYER = Query(None, min_length=1, max_length=kpi.MAX_FILTER,
+              description="only this payer's claims (payer id, or name when the coverage has no id)")
+
+
+@router.get("/claims", response_model=Page[ClaimItem], responses=errors(*AUTH, 422),
             description="Claims, newest first, with state, amounts, reasons (with descriptions when the code "
-                        "lists are installed) and whether a rejected / denied claim waits in the mismatch queue.")
-def list_claims(state: ClaimState | None = Query(None, description="only claims in this state"),
-                pg: Paging = Depends(paging), c: Caller = Depends(caller),
+                        "lists are installed) and whether a rejected / denied claim waits in the mismatch queue. "
+                        "The filters narrow the list to exactly the claims behind a dashboard figure; "
+                        "`state` may be given more than once (any of them).")
+def list_claims(state: list[ClaimState] | None = Query(None, max_length=len(ClaimState),
+                                                       description="only claims in this state (repeatable)"),
+                reason: str | None = REASON, age: str | None = AGE, lag: str | None = LAG,
+                start: date | None = FROM, to: date | None = TO, provider: str | None = PROVIDER,
+                payer: str | None = PAYER, pg: Paging = Depends(paging), c: Caller = Depends(caller),
                 svc: EngineService = Depends(service)) -> dict[str, Any]:
-    return claim_views.page(svc.store, state=state.value if state else None, page=pg.page, page_size=pg.page_size)
+    total, items = claims.list_claims(
+        svc.store, states=[s.value for s in state or []], reason=reason or "", age=age or "", lag=lag or "",
+        dos_from=start, dos_to=to, provider=(provider or "").strip(), payer=(payer or "").strip(),
+        limit=pg.page_size, offset=(pg.page - 1) * pg.page_size, describe=claim_views.describe())
+    return {"total": total, "page": pg.page, "page_size": pg.page_size, "items": claim_views.mark(svc.store, items)}
 
 
 @router.get("/claims/unmatched", response_model=Page[UnmatchedAnswer], responses=errors(*AUTH),

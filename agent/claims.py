@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -232,13 +233,65 @@ def _row(r: tuple[Any, ...], describe: Describe | None) -> dict[str, Any]:
 
 
 def list_claims(store: Store, *, state: str | None = None, limit: int = 100, offset: int = 0,
-                describe: Describe | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """(total, one page of claims, newest first)."""
-    where, args = ("WHERE state = ?", [state]) if state else ("", [])
-    total = store.conn.execute(f"SELECT count(*) FROM claims {where}", args).fetchone()[0]
-    rows = store.conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM claims {where} "
-                              "ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+                describe: Describe | None = None, states: Iterable[str] = (), reason: str = "", age: str = "",
+                lag: str = "", dos_from: date | None = None, dos_to: date | None = None, provider: str = "",
+                payer: str = "", today: date | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """(total, one page of claims, newest first). The filters (H15) open exactly the claims behind a
+    KPI figure: ``states`` (any of), ``reason`` (a reason code on the claim, ``16`` or ``CO-16``;
+    RARCs left out, as the denial-reason table does), ``age`` (an A/R bucket label: the condition
+    :func:`agent.kpi.ar_bucket_sql` gives), ``lag`` (a charge-lag bucket label), ``dos_from`` /
+    ``dos_to`` (dates of service, both included), ``provider`` (rendering NPI), ``payer``."""
+    where, args = _claim_filter(state=state, states=states, reason=reason, age=age, lag=lag, dos_from=dos_from,
+                                dos_to=dos_to, provider=provider, payer=payer, today=today)
+    total = store.conn.execute(f"SELECT count(*) FROM claims c {where}", args).fetchone()[0]
+    rows = store.conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM claims c {where} "
+                              "ORDER BY id DESC LIMIT :limit OFFSET :offset",
+                              {**args, "limit": limit, "offset": offset}).fetchall()
     return int(total), [_row(r, describe) for r in rows]
+
+
+def _claim_filter(*, state: str | None, states: Iterable[str], reason: str, age: str, lag: str,
+                  dos_from: date | None, dos_to: date | None, provider: str, payer: str,
+                  today: date | None) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (claims alias ``c``) and named arguments of :func:`list_claims`' filters."""
+    from agent import kpi
+
+    conds: list[str] = []
+    args: dict[str, Any] = {}
+    wanted = [*([state] if state else []), *states]
+    if wanted:
+        conds.append("c.state IN (" + ", ".join(f":s{i}" for i in range(len(wanted))) + ")")
+        args.update({f"s{i}": str(s) for i, s in enumerate(wanted)})
+    if reason:
+        group, _, code = reason.rpartition("-")
+        args["r_code"] = code
+        conds.append("EXISTS (SELECT 1 FROM json_each(c.reasons) r WHERE json_extract(r.value, '$.code') = :r_code "
+                     "AND coalesce(json_extract(r.value, '$.kind'), '') != 'rarc'"
+                     + (" AND json_extract(r.value, '$.group') = :r_group" if group else "") + ")")
+        if group:
+            args["r_group"] = group
+    if age:
+        conds.append(f"({kpi.ar_bucket_sql(age)})")
+        args["today"] = (today or date.today()).toordinal() - date(1970, 1, 1).toordinal()
+    if lag:
+        bucket = next((b for b in kpi.LAG_BUCKETS if b[2] == lag), None)
+        if bucket is None:
+            raise kpi.KpiError(f"there is no charge-lag bucket {lag!r}",
+                               "use one of: " + ", ".join(b[2] for b in kpi.LAG_BUCKETS), key="lag")
+        days = "max(0, c.sub_day - c.dos_day)"  # NULL when a date is unreadable: in no bucket, as the KPI
+        conds += [f"{days} >= {int(bucket[0])}"] if bucket[0] is not None else [f"{days} IS NOT NULL"]
+        conds += [f"{days} <= {int(bucket[1])}"] if bucket[1] is not None else []
+    if dos_from:
+        conds.append("c.dos >= :dos_lo")
+        args["dos_lo"] = dos_from.isoformat()
+    if dos_to:  # exclusive upper bound: a DOS with a time part still falls in its day
+        conds.append("c.dos < :dos_hi")
+        args["dos_hi"] = (dos_to + timedelta(days=1)).isoformat()
+    for col, v in (("provider_npi", provider), ("payer", payer)):
+        if v:
+            conds.append(f"c.{col} = :{col}")
+            args[col] = v
+    return ("WHERE " + " AND ".join(conds)) if conds else "", args
 
 
 def get_claim(store: Store, claim_id: str, *, describe: Describe | None = None) -> dict[str, Any] | None:

@@ -46,11 +46,12 @@ from ui.pages import Page, Session, alive, gate, record_table, with_empty_state
 EMPTY = "Nothing waits for review — every encounter passed the charge rules, or a coder has decided on it."
 SEVERITY_MARK = {"error": "✖ error", "review": "● review", "warning": "▲ warning", "info": "ℹ suggestion"}
 SEVERITY_COLOR = {"error": "#b71c1c", "review": "#9a6b00", "warning": "#9a6b00", "info": "#0d47a1"}
-# the line fields the engine edits: (key in the API's body and errors, label, placeholder)
+# the line fields the engine edits: (key in the API's body and errors, label, placeholder); the
+# mnemonics avoid the window's tabs (ui/main_window.py _TAB_TEXT) and Approve/Reject
 EDIT_FIELDS = (("code", "&Code", "CPT or HCPCS, e.g. 99213"),
-               ("modifiers", "&Modifiers", "up to 4, e.g. 25 or 59, XS"),
-               ("units", "U&nits", "e.g. 1"),
-               ("dx_pointers", "&Dx pointers", "diagnosis positions, e.g. 1, 2"))
+               ("modifiers", "Mod&ifiers", "up to 4, e.g. 25 or 59, XS"),
+               ("units", "&Units", "e.g. 1"),
+               ("dx_pointers", "D&x pointers", "diagnosis positions, e.g. 1, 2"))
 _SPLIT = re.compile(r"[\s,;\-]+")
 
 
@@ -171,7 +172,7 @@ class ReviewPage(Page):
             lab.setBuddy(edit)
             form.addRow(lab, cell)
             self.fields[key], self.field_errors[key] = edit, err
-        self.save_btn = QPushButton("&Save line")
+        self.save_btn = QPushButton("Save li&ne")
         self.save_btn.clicked.connect(self._save_line)
         form.addRow("", self.save_btn)
         return self.form_box

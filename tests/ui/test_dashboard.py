@@ -183,18 +183,18 @@ def test_dashboard_shows_the_engines_kpis_and_a_filter_change_refetches(engine: 
     # a filter change asks the engine again; the provider's own figures replace the practice's
     denied = next(k for k in page.report["kpis"] if k["key"] == "denied_dollars")
     assert denied["value"] == DENIED_DOLLARS[""]
+    assert "all providers and payers" in page.summary.text()
     for npi in ("1234567893", "1987654328"):
         before = page.requests_sent
         page.provider.setCurrentIndex(page.provider.findData(npi))
-        qtbot.waitUntil(lambda npi=npi: page.report.get("narrowed_to") == f"provider {npi}", timeout=WAIT)
+        qtbot.waitUntil(lambda npi=npi: page.report.get("provider") == npi, timeout=WAIT)
         assert page.requests_sent == before + 1
         denied = next(k for k in page.report["kpis"] if k["key"] == "denied_dollars")
         assert denied["value"] == DENIED_DOLLARS[npi]
-        assert "provider " + npi in page.summary.text()
-    # choosing a payer sets the provider back to all (the engine groups by one at a time)
+        assert "filtered to provider " + npi in page.summary.text()
+    page.provider.setCurrentIndex(0)
     page.payer.setCurrentIndex(page.payer.findData("P2"))
-    qtbot.waitUntil(lambda: page.report.get("narrowed_to") == "payer P2", timeout=WAIT)
-    assert page.provider.currentData() == ""
+    qtbot.waitUntil(lambda: page.report.get("payer") == "P2" and not page.report.get("provider"), timeout=WAIT)
     # P2 in March: C3 denied (300), C4 paid, C5 open -> 1 of 2 adjudicated denied
     assert kpi_value(page.report, "denial_rate") == 50.0
     assert next(k for k in page.report["kpis"] if k["key"] == "denied_dollars")["value"] == 300.0
@@ -205,6 +205,47 @@ def test_dashboard_shows_the_engines_kpis_and_a_filter_change_refetches(engine: 
     qtbot.waitUntil(lambda: page.report.get("start") == "2025-02-01", timeout=WAIT)
     qtbot.waitUntil(lambda: page.cards["denial_rate"].value.text() == "100.0 %", timeout=WAIT)
     assert [b.label for b in page.denials.bars][0].startswith("CO-4")
+
+
+def _bars(chart: Any) -> dict[str, float]:
+    return {b.label.split(" ")[0]: b.value for b in chart.bars if b.value}
+
+
+def test_provider_and_payer_narrow_every_chart_and_the_trend(engine: Engine, window, qtbot) -> None:
+    """Worked by hand from the seed (March 2025): provider 1234567893 has C1 (paid, lag 2), C2 (denied
+    CO-16, lag 0) and C5 (open since 2025-03-16: A/R 90+, lag 1); with payer P2 only C5 is left."""
+    win = window("manager")
+    page = open_dashboard(win, qtbot)
+    assert _bars(page.denials) == {"CO-97": 1.0, "CO-16": 1.0}  # the whole practice
+    page.provider.setCurrentIndex(page.provider.findData("1234567893"))
+    qtbot.waitUntil(lambda: page.report.get("provider") == "1234567893"
+                    and page.series.get("provider") == "1234567893", timeout=WAIT)
+    assert kpi_value(page.report, "denial_rate") == 50.0  # C2 of C1, C2
+    assert kpi_value(page.report, "charge_lag_days") == 1.0  # (2 + 0 + 1) / 3
+    assert _bars(page.denials) == {"CO-16": 1.0}  # C3's CO-97 belongs to the other provider
+    assert _bars(page.lag) == {"0-1": 2.0, "2-3": 1.0}
+    assert _bars(page.ar) == {"90+": 1.0}
+    assert page.denial_table.rowCount() == 1
+    march = next(p for p in page.series["points"] if p["period"].startswith("2025-03"))
+    assert march["value"] == 50.0 and march["denominator"] == 2  # the trend narrowed too
+
+    # both at once: provider 1234567893 AND payer P2 -> C5 only (open, nothing adjudicated)
+    page.payer.setCurrentIndex(page.payer.findData("P2"))
+    qtbot.waitUntil(lambda: page.report.get("payer") == "P2" and page.series.get("payer") == "P2", timeout=WAIT)
+    assert page.provider.currentData() == "1234567893"  # the other choice stays
+    assert page.report["provider"] == "1234567893"
+    assert kpi_value(page.report, "denial_rate") is None
+    assert kpi_value(page.report, "denied_dollars") == 0.0
+    assert _bars(page.denials) == {}
+    assert _bars(page.lag) == {"0-1": 1.0}
+    assert _bars(page.ar) == {"90+": 1.0}
+    assert "filtered to provider 1234567893 · payer P2" in page.summary.text()
+    assert all(p["value"] is None for p in page.series["points"])
+    # the figures are the engine's own for the same filters
+    truth = api(engine, "/kpi", **{"from": MARCH[0], "to": MARCH[1], "provider": "1234567893", "payer": "P2"})
+    assert [b.value for b in page.ar.bars] == [float(b["count"]) for b in truth["ar_buckets"]]
+    assert page.provider.findData("1987654328") > 0  # the lists still offer every provider of the period
+    shot(win, "page-dashboard-filtered")
 
 
 def test_stale_answers_are_dropped(engine: Engine, window, qtbot) -> None:
@@ -218,23 +259,60 @@ def test_stale_answers_are_dropped(engine: Engine, window, qtbot) -> None:
     assert page.report["start"] == MARCH[0]
 
 
-def test_a_click_on_a_figure_opens_what_is_behind_it(engine: Engine, window, qtbot) -> None:
+def shown_claims(win: MainWindow, qtbot: Any, before: int) -> set[str]:
+    page = win.pages["claims"]
+    qtbot.waitUntil(lambda: page.loads > before, timeout=WAIT)  # type: ignore[attr-defined]
+    assert win.current_page() is page
+    return {r["claim_id"] for r in page.model.rows}  # type: ignore[attr-defined]
+
+
+def test_a_click_on_a_figure_opens_exactly_the_claims_behind_it(engine: Engine, window, qtbot) -> None:
     win = window("manager")
     page = open_dashboard(win, qtbot)
-    # a denial reason bar -> the claims page, denied claims
-    click_bar(qtbot, page.denials, 0)
-    assert page.last_drill is not None and page.last_drill[:2] == ("claims", ClaimState.DENIED)
     claims_page = win.pages["claims"]
-    assert win.current_page() is claims_page
+    # a denial reason bar -> the denied March claims with that reason: CO-97 (C3, $300) comes first
+    n = claims_page.loads  # type: ignore[attr-defined]
+    assert page.denials.bars[0].label.startswith("CO-97")
+    click_bar(qtbot, page.denials, 0)
+    assert shown_claims(win, qtbot, n) == {"C3"}
+    assert claims_page.filter_label.text() == "Showing: Denial reason CO-97 · DOS 2025-03-01–2025-03-31"  # type: ignore[attr-defined]
+    assert claims_page.clear_btn.isVisible()  # type: ignore[attr-defined]
     assert getattr(claims_page, "state").currentData() == ClaimState.DENIED
-    # an A/R bucket -> claims waiting for the payer
+    shot(win, "claims-drill")
+    # Clear: every claim again, February's too
+    n = claims_page.loads  # type: ignore[attr-defined]
+    qtbot.mouseClick(claims_page.clear_btn, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: claims_page.loads > n, timeout=WAIT)  # type: ignore[attr-defined]
+    assert {r["claim_id"] for r in claims_page.model.rows} == {f"C{i}" for i in CLAIMS}  # type: ignore[attr-defined]
+    assert not claims_page.filter_label.isVisible()  # type: ignore[attr-defined]
+    # an A/R bucket -> the open claims of that age: 90+ holds C5 (submitted 2025-03-16)
     win.show_page("dashboard")
     qtbot.waitUntil(lambda: bool(page.ar.bars), timeout=WAIT)
-    click_bar(qtbot, page.ar, 0)
-    assert win.current_page() is claims_page and page.last_drill[:2] == ("claims", ClaimState.SUBMITTED)
-    # a KPI card -> its list; the missed-charge rate goes to the expected visits
+    n = claims_page.loads  # type: ignore[attr-defined]
+    click_bar(qtbot, page.ar, 3)
+    assert shown_claims(win, qtbot, n) == {"C5"}
+    # a charge-lag bucket -> 0-1 days: C2 (0), C4 (1), C5 (1)
     win.show_page("dashboard")
-    qtbot.waitUntil(lambda: page.cards["missed_charge_rate"].isVisible(), timeout=WAIT)
+    n = claims_page.loads  # type: ignore[attr-defined]
+    click_bar(qtbot, page.lag, 0)
+    assert shown_claims(win, qtbot, n) == {"C2", "C4", "C5"}
+    # a KPI card -> the claims it counted: denial rate -> March's denied claims, narrowed like the page
+    win.show_page("dashboard")
+    page.provider.setCurrentIndex(page.provider.findData("1234567893"))
+    qtbot.waitUntil(lambda: page.report.get("provider") == "1234567893", timeout=WAIT)
+    n = claims_page.loads  # type: ignore[attr-defined]
+    qtbot.mouseClick(page.cards["denial_rate"], Qt.MouseButton.LeftButton)
+    assert shown_claims(win, qtbot, n) == {"C2"}
+    assert "provider 1234567893" in claims_page.filter_label.text()  # type: ignore[attr-defined]
+    win.show_page("dashboard")
+    n = claims_page.loads  # type: ignore[attr-defined]
+    qtbot.mouseClick(page.cards["days_in_ar"], Qt.MouseButton.LeftButton)  # every claim but rejected ones
+    assert shown_claims(win, qtbot, n) == {"C1", "C2", "C5"}
+    # the missed-charge rate goes to the expected visits
+    win.show_page("dashboard")
+    page.provider.setCurrentIndex(0)
+    qtbot.waitUntil(lambda: not page.report.get("provider") and page.cards["missed_charge_rate"].isVisible(),
+                    timeout=WAIT)
     qtbot.mouseClick(page.cards["missed_charge_rate"], Qt.MouseButton.LeftButton)
     assert win.current_page() is win.pages["encounters"]
     assert win.pages["encounters"].state.currentData() == "expected"  # type: ignore[attr-defined]

@@ -6,13 +6,18 @@ filter asks the engine for one state. The detail shows the reasons with their de
 the history of answers (999, 277CA, 835, FHIR ClaimResponse). The history carries remittance
 detail, so the engine shows it to coders and up; the front desk sees states, amounts and
 reasons from the list.
+
+The dashboard opens it with a filter (H15): ``open_with`` takes GET /claims' query string
+(``state=denied&reason=CO-16&from=…&to=…&provider=…&payer=…``, or ``age=`` / ``lag=`` for a
+bucket), so the list holds exactly the claims behind the figure clicked. The filter is shown
+in words above the list with a **Clear** button; picking another state replaces the filter's.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
@@ -96,6 +101,38 @@ def _day(iso: str) -> str:
 
 
 ADJUDICATED = (ClaimState.PAID, ClaimState.PARTIALLY_PAID, ClaimState.DENIED)
+DRILL_KEYS = ("state", "reason", "age", "lag", "from", "to", "provider", "payer")  # GET /claims' filters
+
+
+def parse_filter(arg: str) -> dict[str, list[str]]:
+    """A dashboard drill's query string -> {filter: values}; unknown names are dropped."""
+    out: dict[str, list[str]] = {}
+    for k, v in parse_qsl(arg, keep_blank_values=False):
+        if k in DRILL_KEYS and v:
+            out.setdefault(k, []).append(v)
+    return out
+
+
+def describe_filter(f: dict[str, list[str]]) -> str:
+    """``Denial reason CO-16 · DOS 2025-03-01–2025-03-31 · provider 1234567893`` — the filter in words."""
+    parts = []
+    states = f.get("state") or []
+    if states and not (len(states) == 1 and f.get("reason")):
+        parts.append("State " + ", ".join(STATE_LOOK[ClaimState(s)][0] if s in ClaimState._value2member_map_
+                                           else s for s in states))
+    if f.get("reason"):
+        parts.append(("Denial reason " if states == [ClaimState.DENIED] else "Reason ") + f["reason"][0])
+    if f.get("age"):
+        parts.append(f"Waiting {f['age'][0]} days (open claims)")
+    if f.get("lag"):
+        parts.append(f"Delivered {f['lag'][0]} days after the visit")
+    lo, hi = (f.get("from") or [""])[0], (f.get("to") or [""])[0]
+    if lo or hi:
+        parts.append(f"DOS {lo or '…'}–{hi or '…'}")
+    for k in ("provider", "payer"):
+        if f.get(k):
+            parts.append(f"{k} {f[k][0]}")
+    return " · ".join(parts)
 
 
 class ClaimsModel(RecordsModel):
@@ -132,6 +169,8 @@ class ClaimsPage(Page):
         self.current: dict[str, Any] | None = None
         self.detail: dict[str, Any] | None = None
         self._detail_request = 0
+        self.drill: dict[str, list[str]] = {}  # the dashboard's filter, while shown
+        self.loads = 0  # answers put on screen (tests wait on it)
 
         bar = QHBoxLayout()
         st = QLabel("Sho&w:")
@@ -140,7 +179,7 @@ class ClaimsPage(Page):
             self.state.addItem(text, key)
         self.state.setToolTip("Show only claims in this state (filtered by the engine)")
         st.setBuddy(self.state)
-        self.state.currentIndexChanged.connect(lambda _: self.refresh())
+        self.state.currentIndexChanged.connect(lambda _: self._state_picked())
         bar.addWidget(st)
         bar.addWidget(self.state)
         bar.addStretch(1)
@@ -148,6 +187,18 @@ class ClaimsPage(Page):
         self.count_label.setAccessibleName("How many claims are shown")
         bar.addWidget(self.count_label)
         self._outer.addLayout(bar)
+        frow = QHBoxLayout()
+        self.filter_label = QLabel("")
+        self.filter_label.setWordWrap(True)
+        self.filter_label.setStyleSheet("color: #0d47a1; font-weight: 600;")
+        self.filter_label.setAccessibleName("Filter from the dashboard")
+        self.clear_btn = QPushButton("&Clear filter")
+        self.clear_btn.setToolTip("Show every claim again")
+        self.clear_btn.clicked.connect(self.clear_filter)
+        frow.addWidget(self.filter_label, 1)
+        frow.addWidget(self.clear_btn)
+        self._outer.addLayout(frow)
+        self._show_filter()
 
         self.list = record_table(self.model, "Claims", self._selected)
         self.list.setWordWrap(False)
@@ -212,15 +263,49 @@ class ClaimsPage(Page):
         return True
 
     def open_with(self, arg: str) -> None:
+        """``arg``: a state, or a dashboard drill's GET /claims query string (see the module text)."""
+        if "=" in arg:
+            self.drill = parse_filter(arg)
+            states = self.drill.get("state") or []
+            self.state.blockSignals(True)
+            self.state.setCurrentIndex(max(self.state.findData(states[0]), 0) if len(states) == 1 else 0)
+            self.state.blockSignals(False)
+            self._show_filter()
+            self.refresh()
+            return
+        if self.drill:
+            self.drill = {}
+            self._show_filter()
         i = self.state.findData(arg)
         if i >= 0 and i != self.state.currentIndex():
             self.state.setCurrentIndex(i)  # refreshes
         else:
             self.refresh()
 
+    def _state_picked(self) -> None:
+        if self.drill.get("state"):  # a state picked by hand replaces the filter's states
+            self.drill.pop("state")
+            self._show_filter()
+        self.refresh()
+
+    def clear_filter(self) -> None:
+        """Every claim again (the state the filter chose goes too)."""
+        self.drill = {}
+        self.state.blockSignals(True)
+        self.state.setCurrentIndex(0)
+        self.state.blockSignals(False)
+        self._show_filter()
+        self.refresh()
+
+    def _show_filter(self) -> None:
+        text = describe_filter(self.drill)
+        self.filter_label.setText(f"Showing: {text}" if text else "")
+        self.filter_label.setVisible(bool(text))
+        self.clear_btn.setVisible(bool(text))
+
     # -- data -----------------------------------------------------------------------------------
     def refresh(self) -> None:
-        params: dict[str, Any] = dict(RecordsModel.PARAMS)
+        params: dict[str, Any] = {**RecordsModel.PARAMS, **self.drill}
         if self.state.currentData():
             params["state"] = self.state.currentData()
         self.client.call("GET", "/api/v1/claims", params=params, on_ok=alive(self, self._loaded),
@@ -233,6 +318,7 @@ class ClaimsPage(Page):
         except ValueError:
             self.banner.show_failure(unreadable_answer(), "load the claims")
             return
+        self.loads += 1
         items = self.model.rows
         shown = f"{len(items):,} of {self.model.total:,}" if self.model.truncated else f"{len(items):,}"
         self.count_label.setText(f"{shown} claim{'s' if self.model.total != 1 else ''}")

@@ -1,11 +1,14 @@
 """Dashboard (manager): is billing getting better? KPIs against goals and baseline, trends, top
-denial reasons, A/R by age and the charge-lag histogram, for a date range and one provider or
-payer — from ``GET /api/v1/kpi`` and ``/kpi/series`` only.
+denial reasons, A/R by age and the charge-lag histogram, for a date range, a provider and a payer
+(either, both or neither: every figure, reason, bucket, baseline and the trend narrow to them) —
+from ``GET /api/v1/kpi`` and ``/kpi/series`` only.
 
 A filter change asks the engine again (debounced 150 ms, each new filter supersedes the answers
 still in flight for the old one); the charts are repainted from the answer at once, which is
 cheap — the drawing does not depend on how many claim lines the engine read (see
-tests/bench/bench_dashboard.py). A click on a figure opens the claims or encounters behind it.
+tests/bench/bench_dashboard.py). A click on a figure opens exactly the claims behind it (the
+Claims page with ``GET /claims``' filters: same dates of service, provider and payer, plus the
+reason, A/R bucket, lag bucket or states the figure counted), or the encounters / mismatches.
 Every table has an **Export CSV** button, and **Monthly report (PDF)** writes the charts shown
 through :mod:`ui.report` (the same drawing as ``chargebridge report``).
 """
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from PySide6.QtCore import QDate, Qt, QTimer, Signal
 from PySide6.QtGui import QMouseEvent
@@ -63,15 +67,20 @@ from ui.report import (
 RANGES = [("last_90", "Last 90 days"), ("this_month", "This month"), ("last_month", "Last month"),
           ("ytd", "Year to date"), ("last_12", "Last 12 months"), ("custom", "Custom")]
 GRAINS = [("month", "by month"), ("week", "by week"), ("day", "by day")]
-# where a click on a KPI goes: (page, argument) — the pages filter by state
+# where a click on a KPI goes: (page, argument) — the encounters page filters by state
 KPI_DRILL: dict[str, tuple[str, str]] = {
-    "denial_rate": ("claims", ClaimState.DENIED), "denial_dollar_rate": ("claims", ClaimState.DENIED),
-    "denied_dollars": ("claims", ClaimState.DENIED), "first_pass_acceptance": ("claims", ClaimState.REJECTED),
-    "clean_claim_rate": ("claims", ""), "days_in_ar": ("claims", ClaimState.SUBMITTED),
-    "charge_lag_days": ("claims", ""), "missed_charge_rate": ("encounters", EncounterState.EXPECTED),
+    "missed_charge_rate": ("encounters", EncounterState.EXPECTED),
     "auto_capture_rate": ("encounters", ""), "touch_rate": ("encounters", ""),
     "mismatch_resolution_hours": ("mismatches", ""), "open_mismatches": ("mismatches", ""),
     "sync_uptime": ("status", ""), "sync_failures": ("status", ""),
+}
+_ANSWERED = [s.value for s in ClaimState if s != ClaimState.SUBMITTED]
+# the claims a claim KPI counted (its states; none: every claim of the period) — the Claims page
+# asks GET /claims for them with the dashboard's dates of service, provider and payer
+CLAIM_DRILL: dict[str, list[str]] = {
+    "denial_rate": [ClaimState.DENIED.value], "denial_dollar_rate": [ClaimState.DENIED.value],
+    "denied_dollars": [ClaimState.DENIED.value], "first_pass_acceptance": _ANSWERED, "clean_claim_rate": _ANSWERED,
+    "days_in_ar": [s.value for s in ClaimState if s != ClaimState.REJECTED], "charge_lag_days": [],
 }
 TREND_LABEL = {"denial_rate": "Denial rate", "clean_claim_rate": "Clean-claim rate", "charge_lag_days": "Charge lag",
                "days_in_ar": "Days in A/R"}
@@ -184,7 +193,7 @@ class DashboardPage(Page):
         self.last_drill: tuple[str, str, str] | None = None
         self.painted_at = 0.0  # perf_counter() when the last answer was put on screen
         self._lists_for: tuple[str, str] = ("", "")  # the period the provider/payer lists belong to
-        self._series_for: tuple[str, str] = ("", "")  # the period the trend was asked for
+        self._series_for: tuple[Any, ...] = ()  # the period and filters the trend was asked for
         self.save_path: Callable[[str, str], str] = self._ask_path  # tests give a path instead of a dialog
         lay = self._outer
 
@@ -390,27 +399,19 @@ class DashboardPage(Page):
         """The dates of service the engine is asked about."""
         return {"from": self.start.date().toString("yyyy-MM-dd"), "to": self.end.date().toString("yyyy-MM-dd")}
 
-    def chosen(self) -> tuple[str, str]:
-        """("provider" | "payer" | "", its key): the engine groups by one of them at a time, so
-        choosing a provider sets the payer back to all, and the other way round."""
-        if self.provider.currentData():
-            return "provider", str(self.provider.currentData())
-        if self.payer.currentData():
-            return "payer", str(self.payer.currentData())
-        return "", ""
+    def who(self) -> dict[str, str]:
+        """The provider and / or payer chosen: the engine narrows every figure to them (both at once
+        is fine: the claims of that provider with that payer)."""
+        return {k: str(c.currentData()) for k, c in (("provider", self.provider), ("payer", self.payer))
+                if c.currentData()}
 
     def _who_changed(self, combo: QComboBox) -> None:
-        other = self.payer if combo is self.provider else self.provider
-        if combo.currentData() and other.currentIndex():
-            other.blockSignals(True)
-            other.setCurrentIndex(0)
-            other.blockSignals(False)
         self._debounce.start()
 
     # -- data ------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Ask the engine for the period (and the chosen provider's or payer's figures). The
-        provider and payer lists are asked for once per period: they come with ``by``."""
+        """Ask the engine for the period, narrowed to the chosen provider and payer. The provider
+        and payer lists are asked for once per period (with ``by``, not narrowed)."""
         self._debounce.stop()
         if not self.session.at_least(Role.MANAGER):
             return
@@ -418,11 +419,10 @@ class DashboardPage(Page):
         gen = self.generation
         self.requests_sent += 1
         self.summary.setText("Loading…")
-        q = self.filters()
-        by, _ = self.chosen()
+        q = {**self.filters(), **self.who()}
         # the figures first, alone: the engine answers one plain report fastest; the trend and the
         # provider / payer lists are asked for once it is on screen (see _after_paint)
-        self.client.call("GET", "/api/v1/kpi", params={**q, "by": by} if by else q,
+        self.client.call("GET", "/api/v1/kpi", params=q,
                          on_ok=alive(self, lambda a: self._report(gen, a)),
                          on_error=alive(self, lambda f: self._failed(gen, f, "load the KPIs")))
 
@@ -435,7 +435,7 @@ class DashboardPage(Page):
                 self.client.call("GET", "/api/v1/kpi", params={**q, "by": by},
                                  on_ok=alive(self, lambda a, by=by: self._groups(gen, by, a)),
                                  on_error=alive(self, lambda f: None))
-        if period != self._series_for:
+        if (*period, *sorted(self.who().items())) != self._series_for:
             self._fetch_series()
 
     def _fetch_series(self) -> None:
@@ -444,8 +444,9 @@ class DashboardPage(Page):
         self.series_generation += 1
         gen = self.series_generation
         q = self.filters()
-        self._series_for = (q["from"], q["to"])
-        params = {**q, "kpi": self.trend_kpi.currentData(), "grain": self.grain.currentData()}
+        who = self.who()
+        self._series_for = (q["from"], q["to"], *sorted(who.items()))
+        params = {**q, **who, "kpi": self.trend_kpi.currentData(), "grain": self.grain.currentData()}
         self.client.call("GET", "/api/v1/kpi/series", params=params,
                          on_ok=alive(self, lambda a: self._series(gen, a)),
                          on_error=alive(self, lambda f: self._failed(self.generation, f, "load the trend")
@@ -465,29 +466,13 @@ class DashboardPage(Page):
             self.banner.show_failure("the engine's KPI answer could not be read — update ChargeBridge")
             return
         self.banner.hide()
-        if answer.get("by"):
-            self._groups(gen, str(answer["by"]), answer)
-        self.show_report(self.narrowed(answer))
+        self.show_report(answer)
         self._after_paint(gen)
 
-    def narrowed(self, report: dict[str, Any]) -> dict[str, Any]:
-        """The report with the chosen provider's or payer's KPIs in place of the practice's (the
-        KPIs a group has no figure for, e.g. sync health, stay the practice's)."""
-        by, key = self.chosen()
-        if not by or report.get("by") != by:
-            return report
-        group = next((g for g in report.get("groups") or [] if isinstance(g, dict) and g.get("key") == key), None)
-        mine = {k.get("key"): k for k in (group or {}).get("kpis") or [] if isinstance(k, dict)}
-        kpis = []
-        for k in report.get("kpis") or []:
-            if not isinstance(k, dict):
-                continue
-            g = mine.get(k.get("key"))
-            if g is not None:
-                kpis.append({**g, "baseline": None})
-            elif group is None or str(k.get("key", "")).startswith("sync_"):
-                kpis.append(k if group is not None else {**k, "value": None, "status": "no_data"})
-        return {**report, "kpis": kpis, "narrowed_to": f"{by} {key}"}
+    @staticmethod
+    def narrowed_to(report: dict[str, Any]) -> str:
+        """What the engine narrowed a report to, in words ("provider 1234567893 · payer P2")."""
+        return " · ".join(f"{k} {report[k]}" for k in ("provider", "payer") if report.get(k))
 
     def show_report(self, report: dict[str, Any]) -> None:
         """Put a KPI answer on screen (cards, gauges, bar charts, tables)."""
@@ -515,11 +500,11 @@ class DashboardPage(Page):
         self._fill(self.kpi_table, *kpi_rows(report))
         self._fill(self.denial_table, *denial_rows(report))
         n_claims = sum(int(b.get("count") or 0) for b in report.get("charge_lag") or [] if isinstance(b, dict))
-        by, key = self.chosen()
-        who = (f"KPIs of {by} {key} (charts and trend: the whole practice)"
-               if by and report.get("narrowed_to") else "")
-        self.summary.setText(f"Dates of service {report.get('start', '')} to {report.get('end', '')}"
-                             + (f" · {who}" if who else "") + f" · {n_claims:,} claims delivered"
+        who = self.narrowed_to(report)
+        who = (f"filtered to {who} (every figure, chart and the trend; sync health stays the practice's)"
+               if who else "all providers and payers")
+        self.summary.setText(f"Dates of service {report.get('start', '')} to {report.get('end', '')} · {who}"
+                             f" · {n_claims:,} claim{'s' if n_claims != 1 else ''} delivered"
                              + (f" · baseline {report['baseline_from']} to {report['baseline_to']}"
                                 if report.get("baseline_from") else " · no baseline period set (Goals page)"))
         self.painted_at = time.perf_counter()
@@ -572,6 +557,22 @@ class DashboardPage(Page):
         table.setUpdatesEnabled(True)
 
     # -- drilling down -----------------------------------------------------------------------
+    def claims_filter(self, *, states: list[str] | tuple[str, ...] = (), **extra: str) -> str:
+        """The Claims page's argument for the claims behind a figure: GET /claims' query string with
+        the dates of service, provider and payer the figure was computed for (the report's own, so a
+        click after the filters moved but before the answer came opens what is on screen)."""
+        r = self.report
+        shown = bool(r.get("start"))
+        q: list[tuple[str, str]] = [("state", s) for s in states]
+        q.append(("from", str(r["start"]) if shown else self.filters()["from"]))
+        q.append(("to", str(r.get("end") or "") if shown else self.filters()["to"]))
+        for k in ("provider", "payer"):
+            v = r.get(k) if shown else self.who().get(k)
+            if v:
+                q.append((k, str(v)))
+        q += [(k, v) for k, v in extra.items() if v]
+        return urlencode(q)
+
     def _go(self, page: str, arg: str, what: str) -> None:
         """Open ``page`` filtered by ``arg``; the claims page when the window has one, else the
         encounters (a claim is an encounter delivered)."""
@@ -584,8 +585,11 @@ class DashboardPage(Page):
         self.session.navigate.emit(page, arg)
 
     def drill_kpi(self, key: str) -> None:
-        page, arg = KPI_DRILL.get(key, ("claims", ""))
         label = str(next((k.get("label") for k in kpis_of(self.report) if k.get("key") == key), key))
+        if key in CLAIM_DRILL or key not in KPI_DRILL:
+            self._go("claims", self.claims_filter(states=CLAIM_DRILL.get(key, [])), f"the claims behind {label}")
+            return
+        page, arg = KPI_DRILL[key]
         self._go(page, str(arg), f"what is behind {label}")
 
     def _gauge_clicked(self, i: int) -> None:
@@ -602,17 +606,20 @@ class DashboardPage(Page):
         if 0 <= i < len(reasons):
             r = reasons[i]
             code = "-".join(x for x in (str(r.get("group") or ""), str(r.get("code") or "")) if x)
-            self._go("claims", ClaimState.DENIED, f"denied claims (reason {code} is in the reasons column)")
+            self._go("claims", self.claims_filter(states=[ClaimState.DENIED.value], reason=code),
+                     f"the denied claims with reason {code}")
 
     def drill_ar(self, i: int) -> None:
         buckets = [b for b in self.report.get("ar_buckets") or [] if isinstance(b, dict)]
         if 0 <= i < len(buckets):
-            self._go("claims", ClaimState.SUBMITTED, f"claims waiting for the payer ({buckets[i].get('label')} days)")
+            label = str(buckets[i].get("label", ""))
+            self._go("claims", self.claims_filter(age=label), f"claims waiting for the payer ({label} days)")
 
     def drill_lag(self, i: int) -> None:
         buckets = [b for b in self.report.get("charge_lag") or [] if isinstance(b, dict)]
         if 0 <= i < len(buckets):
-            self._go("claims", "", f"claims delivered {buckets[i].get('label')} days after the visit")
+            label = str(buckets[i].get("label", ""))
+            self._go("claims", self.claims_filter(lag=label), f"claims delivered {label} days after the visit")
 
     def drill_period(self, i: int) -> None:
         """A point of the trend: the dashboard narrows to that period (a month, week or day)."""

@@ -233,16 +233,19 @@ def _row(r: tuple[Any, ...], describe: Describe | None) -> dict[str, Any]:
 
 
 def list_claims(store: Store, *, state: str | None = None, limit: int = 100, offset: int = 0,
-                describe: Describe | None = None, states: Iterable[str] = (), reason: str = "", age: str = "",
-                lag: str = "", dos_from: date | None = None, dos_to: date | None = None, provider: str = "",
-                payer: str = "", today: date | None = None) -> tuple[int, list[dict[str, Any]]]:
+                describe: Describe | None = None, states: Iterable[str] = (), reason: str = "", age_sql: str = "",
+                lag_days: tuple[int | None, int | None] | None = None, dos_from: date | None = None,
+                dos_to: date | None = None, provider: str = "", payer: str = "",
+                today: date | None = None) -> tuple[int, list[dict[str, Any]]]:
     """(total, one page of claims, newest first). The filters (H15) open exactly the claims behind a
     KPI figure: ``states`` (any of), ``reason`` (a reason code on the claim, ``16`` or ``CO-16``;
-    RARCs left out, as the denial-reason table does), ``age`` (an A/R bucket label: the condition
-    :func:`agent.kpi.ar_bucket_sql` gives), ``lag`` (a charge-lag bucket label), ``dos_from`` /
-    ``dos_to`` (dates of service, both included), ``provider`` (rendering NPI), ``payer``."""
-    where, args = _claim_filter(state=state, states=states, reason=reason, age=age, lag=lag, dos_from=dos_from,
-                                dos_to=dos_to, provider=provider, payer=payer, today=today)
+    RARCs left out, as the denial-reason table does), ``age_sql`` (an A/R bucket's condition as
+    :func:`agent.kpi.ar_bucket_sql` gives it, ``:today`` filled from ``today``), ``lag_days`` (a
+    charge-lag bucket's (lo, hi) days, either None for open), ``dos_from`` / ``dos_to`` (dates of
+    service, both included), ``provider`` (rendering NPI), ``payer``. :mod:`agent.claim_filters`
+    turns bucket labels into these (agent.kpi is not imported here: it would close an import circle)."""
+    where, args = _claim_filter(state=state, states=states, reason=reason, age_sql=age_sql, lag_days=lag_days,
+                                dos_from=dos_from, dos_to=dos_to, provider=provider, payer=payer, today=today)
     total = store.conn.execute(f"SELECT count(*) FROM claims c {where}", args).fetchone()[0]
     rows = store.conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM claims c {where} "
                               "ORDER BY id DESC LIMIT :limit OFFSET :offset",
@@ -250,12 +253,10 @@ def list_claims(store: Store, *, state: str | None = None, limit: int = 100, off
     return int(total), [_row(r, describe) for r in rows]
 
 
-def _claim_filter(*, state: str | None, states: Iterable[str], reason: str, age: str, lag: str,
-                  dos_from: date | None, dos_to: date | None, provider: str, payer: str,
-                  today: date | None) -> tuple[str, dict[str, Any]]:
+def _claim_filter(*, state: str | None, states: Iterable[str], reason: str, age_sql: str,
+                  lag_days: tuple[int | None, int | None] | None, dos_from: date | None, dos_to: date | None,
+                  provider: str, payer: str, today: date | None) -> tuple[str, dict[str, Any]]:
     """The WHERE clause (claims alias ``c``) and named arguments of :func:`list_claims`' filters."""
-    from agent import kpi
-
     conds: list[str] = []
     args: dict[str, Any] = {}
     wanted = [*([state] if state else []), *states]
@@ -270,17 +271,14 @@ def _claim_filter(*, state: str | None, states: Iterable[str], reason: str, age:
                      + (" AND json_extract(r.value, '$.group') = :r_group" if group else "") + ")")
         if group:
             args["r_group"] = group
-    if age:
-        conds.append(f"({kpi.ar_bucket_sql(age)})")
+    if age_sql:
+        conds.append(f"({age_sql})")
         args["today"] = (today or date.today()).toordinal() - date(1970, 1, 1).toordinal()
-    if lag:
-        bucket = next((b for b in kpi.LAG_BUCKETS if b[2] == lag), None)
-        if bucket is None:
-            raise kpi.KpiError(f"there is no charge-lag bucket {lag!r}",
-                               "use one of: " + ", ".join(b[2] for b in kpi.LAG_BUCKETS), key="lag")
+    if lag_days is not None:
+        lo, hi = lag_days
         days = "max(0, c.sub_day - c.dos_day)"  # NULL when a date is unreadable: in no bucket, as the KPI
-        conds += [f"{days} >= {int(bucket[0])}"] if bucket[0] is not None else [f"{days} IS NOT NULL"]
-        conds += [f"{days} <= {int(bucket[1])}"] if bucket[1] is not None else []
+        conds += [f"{days} >= {int(lo)}"] if lo is not None else [f"{days} IS NOT NULL"]
+        conds += [f"{days} <= {int(hi)}"] if hi is not None else []
     if dos_from:
         conds.append("c.dos >= :dos_lo")
         args["dos_lo"] = dos_from.isoformat()

@@ -123,7 +123,7 @@ def _list(ctx: Context, args: argparse.Namespace, unmatched: bool) -> tuple[int,
         path = "/api/v1/claims/unmatched" if unmatched else "/api/v1/claims"
         params = _filters(args) if not unmatched else {}
         return _fetch_pages(ctx, path, params, args.limit, args.offset)
-    from agent import claim_views, claims
+    from agent import claim_filters, claim_views, claims
 
     store = ctx.open_store(create=False)
     try:
@@ -131,7 +131,8 @@ def _list(ctx: Context, args: argparse.Namespace, unmatched: bool) -> tuple[int,
             return claims.unmatched(store, limit=args.limit, offset=args.offset)
         total, items = claims.list_claims(store, state=args.state, limit=args.limit, offset=args.offset,
                                           describe=claim_views.describe(), reason=args.reason or "",
-                                          age=args.age or "", lag=args.lag or "", dos_from=args.dos_from,
+                                          **claim_filters.bucket_kwargs(age=args.age or "", lag=args.lag or ""),
+                                          dos_from=args.dos_from,
                                           dos_to=args.dos_to, provider=args.provider or "",
                                           payer=args.payer or "")
         return total, claim_views.mark(store, items)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from agent import claim_views, claims, kpi
+from agent import claim_filters, claim_views, claims, kpi
 from agent.api.deps import AUTH, Caller, Paging, caller, errors, need, paging, service
 from agent.service import EngineService
 from core.errors import NotFound
@@ -51,8 +51,9 @@ def list_claims(state: list[ClaimState] | None = Query(None, max_length=len(Clai
                 payer: str | None = PAYER, pg: Paging = Depends(paging), c: Caller = Depends(caller),
                 svc: EngineService = Depends(service)) -> dict[str, Any]:
     total, items = claims.list_claims(
-        svc.store, states=[s.value for s in state or []], reason=reason or "", age=age or "", lag=lag or "",
-        dos_from=start, dos_to=to, provider=(provider or "").strip(), payer=(payer or "").strip(),
+        svc.store, states=[s.value for s in state or []], reason=reason or "",
+        **claim_filters.bucket_kwargs(age=age or "", lag=lag or ""), dos_from=start, dos_to=to,
+        provider=(provider or "").strip(), payer=(payer or "").strip(),
         limit=pg.page_size, offset=(pg.page - 1) * pg.page_size, describe=claim_views.describe())
     return {"total": total, "page": pg.page, "page_size": pg.page_size, "items": claim_views.mark(svc.store, items)}
 

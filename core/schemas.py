@@ -776,3 +776,21 @@ class EligibilityCheck(BaseModel):
     asked: EligibilityAsked
     read: EligibilityRead
     rules: RulesRerun | None = Field(None, description="the charge rules re-run for patients with new answers")
+
+
+# -- first-week checklist (H15: agent/checklist.py) --------------------------------------------------
+class ChecklistItem(BaseModel):
+    key: str = Field(description="source | rcm_test | manager | backup | review | first_claim | reconcile")
+    ok: bool = Field(description="done, as the engine can tell from its own state")
+    title: str
+    next: str = Field("", description="what to do next while it is not done")
+    page: str = Field("", description="the window's page where it is done ('' none)")
+
+
+class Checklist(BaseModel):
+    items: list[ChecklistItem]
+    done: int = Field(ge=0)
+    total: int = Field(ge=0)
+    all_done: bool
+    dismissed: bool = Field(description="a manager hid it once every item was done (kept per home)")
+    dismissed_at: str = ""

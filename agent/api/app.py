@@ -54,6 +54,9 @@ def create_app(svc: EngineService) -> FastAPI:
     from agent.api import golive
 
     app.include_router(golive.router, prefix=PREFIX)  # test mode and go-live (H8)
+    from agent.api import checklist
+
+    app.include_router(checklist.router, prefix=PREFIX)  # first-week checklist (H15)
     app.add_exception_handler(ChargeBridgeError, _chargebridge_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -21,6 +21,7 @@ from core.states import DocumentStatus, EncounterState, EngineState, OutboxState
 from ui.client import ApiFailure
 from ui.common import page_items
 from ui.pages import Page, Session, alive, gate, parse_ts, relative, when
+from ui.pages.checklist_box import ChecklistBox
 
 STATE_TEXT: dict[str, tuple[str, str]] = {
     EngineState.IDLE: ("All good", "#1b7f3b"),
@@ -83,6 +84,10 @@ class StatusPage(Page):
         self.attention_lay = QVBoxLayout(self.attention_box)
         self.attention_buttons: list[QCommandLinkButton] = []
         lay.addWidget(self.attention_box)
+        # the first-week checklist (manager / admin; hidden once dismissed): ui/pages/checklist_box.py
+        self.checklist = ChecklistBox(session)
+        self.checklist.failed.connect(lambda f: self.banner.show_failure(f, "update the first-week checklist"))
+        lay.addWidget(self.checklist)
 
         grid = QHBoxLayout()
         enc = QGroupBox("Encounters")
@@ -147,6 +152,7 @@ class StatusPage(Page):
         self.client.call("GET", "/api/v1/mismatches", params={"page": 1, "page_size": 1},
                          on_ok=alive(self, self._mismatches),
                          on_error=alive(self, lambda f: None))  # the status call reports reachability
+        self.checklist.refresh()
 
     def _failed(self, failure: ApiFailure) -> None:
         if failure.status == 0:  # no answer at all: show it as the offline state, not stale numbers

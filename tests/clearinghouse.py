@@ -8,8 +8,9 @@ outbound folder and answers in an inbound folder the way a clearinghouse does:
   STC*A2:20 (accepted) or, for the claims the test names in ``reject``, STC*A7:<status>:<entity>
   (rejected for invalid information);
 - an **835** per accepted file (005010X221A1) for the claims that were not rejected: paid in full
-  (with the patient's share as PR-1/2/3 when the test gives one), partially paid (CO-45 for
-  the amount over the fee schedule), or denied (CLP02 4, CO-16 with LQ*HE N362 on the line).
+  (with the patient's share as PR-1/2/3 when the test gives one), partially paid (CO-151 for
+  the amount the payer would not pay, or CO-45 above the fee schedule, which is paid under the
+  contract), or denied (CLP02 4, CO-16 with LQ*HE N362 on the line).
   ``extra_claims`` adds CLPs for claims nobody sent (an answer that matches no claim).
 
 Written from the X12 implementation guides' segment layouts (ISA/GS/ST envelopes, 2000A–2000D
@@ -131,7 +132,10 @@ class Outcome:
 
     kind: str = "paid"  # paid | partial | denied
     patient: tuple[str, Decimal] | None = None  # (CARC 1/2/3, amount) the patient owes
-    allowed_ratio: Decimal = Decimal("0.8")  # partial: the share of the charge the fee schedule allows
+    allowed_ratio: Decimal = Decimal("0.8")  # partial: the share of the charge the payer allows
+    # partial: the CARC (group CO) for the rest: 151 (frequency not supported) is a partial payment;
+    # 45 (above the fee schedule) is the contract, so the claim counts as paid
+    reduction: str = "151"
 
 
 @dataclass
@@ -241,7 +245,7 @@ class Clearinghouse:
                 else:
                     allowed = ln.charge if o.kind == "paid" else (ln.charge * o.allowed_ratio).quantize(Decimal("0.01"))
                     if o.kind == "partial":
-                        cas.append(f"CAS*CO*45*{_m(ln.charge - allowed)}")
+                        cas.append(f"CAS*CO*{o.reduction}*{_m(ln.charge - allowed)}")
                     share = min(pr_amt - pr_sum, allowed)  # the patient's share, line by line
                     if share:
                         cas.append(f"CAS*PR*{pr_code}*{_m(share)}")

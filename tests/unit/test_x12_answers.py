@@ -11,6 +11,7 @@ import pytest
 from connectors.rcm.x12.answers import parse, state_835
 from connectors.rcm.x12.codes import describe, table
 from connectors.rcm.x12.segments import Budget, X12FormatError, tokenize
+from core.answers import Reason
 from core.states import AnswerKind, ClaimState
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "x12" / "answers"
@@ -102,11 +103,25 @@ def test_835_reversal_carries_no_state_and_the_correction_follows() -> None:
 
 def test_state_rules() -> None:
     D = Decimal
-    assert state_835("4", D(100), D(0), D(0), ["CO"]) == ClaimState.DENIED
-    assert state_835("1", D(100), D(0), D(0), ["CO"]) == ClaimState.DENIED  # nothing paid, payer's reason
-    assert state_835("1", D(100), D(0), D(100), ["PR"]) == ClaimState.PAID  # all deductible: the patient owes
-    assert state_835("1", D(100), D(80), D(20), ["PR"]) == ClaimState.PAID
-    assert state_835("1", D(100), D(70), D(10), ["CO", "PR"]) == ClaimState.PARTIALLY_PAID  # CO-45
+
+    def carc(group: str, code: str, amount: str) -> Reason:
+        return Reason(kind="carc", code=code, group=group, amount=amount)
+
+    co16, pr1 = [carc("CO", "16", "100")], [carc("PR", "1", "100")]
+    assert state_835("4", D(100), D(0), D(0), co16) == ClaimState.DENIED
+    assert state_835("1", D(100), D(0), D(0), co16) == ClaimState.DENIED  # nothing paid, payer's reason
+    assert state_835("1", D(100), D(0), D(100), pr1) == ClaimState.PAID  # all deductible: the patient owes
+    assert state_835("1", D(100), D(80), D(20), [carc("PR", "2", "20")]) == ClaimState.PAID
+    # paid at the contracted amount: the fee-schedule write-off (CO-45) is the contract, not a shortfall
+    assert state_835("1", D(100), D(70), D(10), [carc("CO", "45", "20"), carc("PR", "3", "10")]) == ClaimState.PAID
+    # ... but a reduction for another reason (CO-151 frequency) is a partial payment
+    assert state_835("1", D(100), D(70), D(10),
+                     [carc("CO", "151", "20"), carc("PR", "3", "10")]) == ClaimState.PARTIALLY_PAID
+    # CO-45 covering only part of the shortfall: partial
+    assert state_835("1", D(100), D(70), D(10), [carc("CO", "45", "5"), carc("CO", "97", "15")]) \
+        == ClaimState.PARTIALLY_PAID
+    # a service line denied while others were paid: partial, whatever the totals say
+    assert state_835("1", D(100), D(100), D(0), [], line_denied=True) == ClaimState.PARTIALLY_PAID
     assert state_835("2", D(100), D(100), D(0), []) == ClaimState.PAID
     assert state_835("22", D(-100), D(-100), D(0), []) is None  # reversal
     assert state_835("5", D(100), D(0), D(0), []) is None  # pended

@@ -86,7 +86,7 @@ def test_poll_imports_answers_and_moves_claims(fast_store: Store, tmp_path: Path
     c0, c2, c3, c4 = (_claim(fast_store, c) for c in ("CLM0", "CLM2", "CLM3", "CLM4"))
     assert Decimal(c0["paid"]) == billed["CLM0"] and c0["payer_claim_id"].startswith("PAYER")
     assert Decimal(c2["paid"]) == (billed["CLM2"] * Decimal("0.8")).quantize(Decimal("0.01"))
-    assert [(r["group"], r["code"]) for r in c2["reasons"]] == [("CO", "45")] * len(sent[2][1])
+    assert [(r["group"], r["code"]) for r in c2["reasons"]] == [("CO", "151")] * len(sent[2][1])
     assert Decimal(c4["patient_resp"]) == Decimal("10.00")
     assert Decimal(c4["paid"]) == billed["CLM4"] - Decimal("10.00")
     assert {(r["kind"], r["code"]) for r in c3["reasons"]} == {("carc", "16"), ("rarc", "N362")}

@@ -14,9 +14,11 @@
 =========  ==================================================================================
 
 835 states: CLP02 4 -> denied; processed (1/2/3/19/20/21) with nothing paid and an adjustment
-that is not the patient's -> denied; paid + patient responsibility >= billed -> paid; else
-partially_paid. A reversal (22) and the other statuses (pended, forwarded, predetermination)
-carry no state: they are kept with the claim, its state stays.
+that is not the patient's -> denied; a service line paid nothing for a payer-side reason ->
+partially_paid; paid + patient responsibility + contractual write-offs (CO-45 fee schedule,
+CO-253 sequestration) >= billed -> paid; else partially_paid. A reversal (22) and the other
+statuses (pended, forwarded, predetermination) carry no state: they are kept with the claim, its
+state stays.
 
 Fingerprints: sender + interchange control + group + transaction set + position + a hash of the
 answer's own segments, so the same file imported twice is recognised, and two answers that only
@@ -325,19 +327,32 @@ def _parse_277(ic: Interchange, gs: list[str], st: list[str], body: list[list[st
 
 # -- 835 -----------------------------------------------------------------------------------------
 
+# Adjustments that are the contract, not a shortfall: the charge above the fee schedule (45) and
+# sequestration (253). A claim paid at the contracted amount is paid, not "partially paid" — the
+# same reading as a FHIR ClaimResponse whose benefit covers the eligible amount.
+CONTRACTUAL_CARCS = frozenset({"45", "253"})
+
+
 def state_835(status: str, billed: Decimal, paid: Decimal, patient_resp: Decimal,
-              groups: list[str]) -> ClaimState | None:
-    """The claim state an 835 CLP says (see the module text). ``groups``: the CAS group codes
-    of every adjustment on the claim and its lines."""
+              reasons: list[Reason], *, line_denied: bool = False) -> ClaimState | None:
+    """The claim state an 835 CLP says (see the module text). ``reasons``: every adjustment on
+    the claim and its lines; ``line_denied``: a service line was paid nothing for a reason that
+    is not the patient's."""
     if status == "4":
         return ClaimState.DENIED
     if status not in PROCESSED_835:
         return None
-    if paid <= 0 and any(g != "PR" for g in groups):
+    payer_side = [r for r in reasons if r.kind == "carc" and r.group != "PR"]
+    if paid <= 0 and payer_side:
         return ClaimState.DENIED
-    if paid + patient_resp >= billed:
+    if line_denied:
+        return ClaimState.PARTIALLY_PAID
+    shortfall = billed - paid - patient_resp
+    if shortfall <= 0:
         return ClaimState.PAID
-    return ClaimState.PARTIALLY_PAID
+    contractual = sum((Decimal(r.amount or 0) for r in payer_side
+                       if r.group == "CO" and r.code in CONTRACTUAL_CARCS), Decimal(0))
+    return ClaimState.PAID if contractual >= shortfall else ClaimState.PARTIALLY_PAID
 
 
 def _cas(seg: list[str], what: str) -> list[Reason]:
@@ -395,7 +410,6 @@ def _parse_835(ic: Interchange, gs: list[str], st: list[str], body: list[list[st
         reasons: list[Reason] = []
         lines: list[dict[str, Any]] = []
         line: dict[str, Any] | None = None
-        groups: list[str] = []
         adjusted = Decimal(0)
         for seg in csegs[1:]:
             sid = seg[0]
@@ -408,7 +422,6 @@ def _parse_835(ic: Interchange, gs: list[str], st: list[str], body: list[list[st
             elif sid == "CAS":
                 rs = _cas(seg, where)
                 for r in rs:
-                    groups.append(r.group)
                     if r.group != "PR":
                         adjusted += Decimal(r.amount)
                 reasons += rs
@@ -427,7 +440,10 @@ def _parse_835(ic: Interchange, gs: list[str], st: list[str], body: list[list[st
                 line["control"] = element(seg, 2)
             elif sid == "DTM" and line is not None and element(seg, 1) in ("472", "150"):
                 line["service_date"] = _date(element(seg, 2))
-        state = state_835(status, billed, paid, pr, groups)
+        line_denied = any(Decimal(ln["billed"]) > 0 and Decimal(ln["paid"]) == 0
+                          and any(r.get("kind") == "carc" and r.get("group") != "PR" for r in ln["reasons"])
+                          for ln in lines)
+        state = state_835(status, billed, paid, pr, reasons, line_denied=line_denied)
         detail: dict[str, Any] = {
             "interchange": ic.control, "group": element(gs, 6), "transaction": element(st, 2), "status": status,
             "billed": _money(billed), "check": check, "payer": payer, "lines": lines}

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from agent import kpi_agg
+from agent.kpi_agg import LAG_BUCKETS
 from agent.kpi_config import KPIS, GoalsConfig
 from agent.store import Store
 from core.errors import ChargeBridgeError
@@ -50,7 +52,6 @@ from core.states import GoalDirection, GoalStatus, KpiBy, KpiGrain
 MAX_WINDOW_DAYS = 3660  # ten years of dates of service in one request
 TOP_REASONS = 10
 AR_BUCKETS = ((0, 30, "0-30"), (31, 60, "31-60"), (61, 90, "61-90"), (91, None, "90+"))
-LAG_BUCKETS = ((None, 1, "0-1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 14, "8-14"), (15, 30, "15-30"), (31, None, "31+"))
 
 _ANSWERED = "c.state != 'submitted'"
 _ADJUDICATED = "c.state IN ('paid', 'partially_paid', 'denied')"
@@ -63,12 +64,9 @@ class KpiError(ChargeBridgeError):
 
 
 # -- dimensions and filters ----------------------------------------------------------------------
-# Claim and encounter passes read the covering indexes of store migration 14 (claims_kpi,
-# encounters_kpi): day numbers (days since 1970) and the provider / payer columns come from the
-# index entries, never from a julianday() per row or the encounter JSON. INDEXED BY because the
-# planner does not count an index's generated columns as covering and would read the rows.
-_CLAIMS = "claims c INDEXED BY claims_kpi"
-_ENCOUNTERS = "encounters e INDEXED BY encounters_kpi"
+# Claim and encounter figures read the per-day aggregates of store migration 15 (agent/kpi_agg.py,
+# refreshed for the days a write changed before each read); findings and sync runs (small tables)
+# are read directly.
 
 
 def _day_number(d: date) -> int:
@@ -180,9 +178,6 @@ def _put(out: Figures, key: Any, kpi: str, num: Any, den: Any) -> None:
     out.setdefault(str(key if key is not None else ""), {})[kpi] = (float(num or 0), float(den or 0))
 
 
-_TOUCHED_IDS = ("(SELECT encounter_id FROM reviews UNION SELECT encounter_id FROM events "
-                f"WHERE kind IN {_TOUCH_EVENTS})")  # materialised once per query, not probed per row
-
 
 _ACC_KEYS = ("answered", "clean", "first", "adj", "denied", "adj_d", "den_d", "ar", "ar_n", "lag", "n")
 
@@ -214,34 +209,41 @@ def _bucket(days: float | None, buckets: tuple[tuple[int | None, int | None, str
     return None
 
 
-def _claim_pass(store: Store, w: Window, dim: str | None, today: date, sc: Scope = EVERYTHING) -> _ClaimPass:
-    """The claims of the window in one pass over the claims_kpi index. Without a provider / payer
-    split the rows are grouped in the index's own order (dos, state, submissions, first-submission
-    day), so SQLite streams them without a sort and every row names its charge lag and, for an open
-    claim, its A/R age: the figures, the lag histogram and the A/R buckets all come from it. Sums
-    are linear, so ratios and day averages are put together here (a day difference summed is the
-    difference of the sums). Day columns are whole days, as julianday() of the dates gave before."""
-    today_d = _day_number(today)
-    args = {"lo": w.lo, "hi": w.hi, "today": today_d, **sc.args()}
+def _agg_where(w: Window, dim: str | None, sc: Scope, kind: str) -> tuple[str, str, dict[str, Any]]:
+    """The key expression, condition and arguments that read the pre-summed rows of ``kind``
+    (agent/kpi_agg.py) for the window, at the level the scope and ``dim`` need. Grains group by
+    the day; weeks and months are folded from days by :func:`_row_key`."""
+    lvl, cond = kpi_agg.level(sc.provider, sc.payer, str(dim) if dim in tuple(KpiBy) else None)
+    key = "provider" if dim == KpiBy.PROVIDER else "payer" if dim == KpiBy.PAYER else \
+        "day" if dim in tuple(KpiGrain) else "''"
+    where = f"lvl = :lvl{cond} AND day >= :lo AND day <= :end AND kind = :kind"
+    return key, where, {"lvl": lvl, "lo": w.lo, "end": w.end.isoformat(), "kind": kind, **sc.args()}
+
+
+def _agg_key(dim: str | None, k: Any) -> str:
     if dim in tuple(KpiBy):
-        sql = f"""
-            SELECT {_dim(dim, 'c')}, c.state, c.submissions, count(*), total(c.billed), total(c.sub_day),
-                   total(c.dos_day), total(coalesce(c.closed_day, :today)), NULL, NULL
-            FROM {_CLAIMS} WHERE c.dos >= :lo AND c.dos < :hi{sc.sql('c')} GROUP BY 1, 2, 3"""
-    else:
-        sql = f"""
-            SELECT c.dos, c.state, c.submissions, count(*), total(c.billed), total(c.sub_day),
-                   total(c.dos_day), total(coalesce(c.closed_day, :today)), c.sub_day, c.dos_day
-            FROM {_CLAIMS} WHERE c.dos >= :lo AND c.dos < :hi{sc.sql('c')}
-            GROUP BY c.dos, c.state, c.submissions, c.sub_day"""
+        return str(k or "")
+    return _row_key(dim, k, _dos_day(k) if dim == KpiGrain.WEEK else None)
+
+
+def _claim_pass(store: Store, w: Window, dim: str | None, today: date, sc: Scope = EVERYTHING) -> _ClaimPass:
+    """The claims of the window from the per-day aggregates: per (key, state, submitted once) the
+    counts and sums every claim KPI is put together from (sums are linear: a day difference summed
+    is the difference of the sums; an adjudicated claim with no closing day ages to today); without
+    a split, the charge-lag histogram and the open claims by first-submission day (A/R buckets)."""
+    kpi_agg.refresh(store)
+    today_d = _day_number(today)
+    key, where, args = _agg_where(w, dim, sc, "c")
+    sql = f"""
+        SELECT {key}, k1, k2, sum(n), sum(billed), sum(sub_sum), sum(dos_sum), sum(closed_sum), sum(unclosed),
+               sum(touched)
+        FROM kpi_daily WHERE {where} GROUP BY 1, 2, 3"""
     res = _ClaimPass({}, {b[2]: [0, 0.0] for b in LAG_BUCKETS}, {b[2]: [0, 0.0] for b in AR_BUCKETS})
-    keyed = dim in tuple(KpiBy)
-    for k, state, subs, n, billed, sub, dos, closed, sub_day, dos_day in store.conn.execute(sql, args):
-        key = str(k or "") if keyed else _row_key(dim, k, dos_day)
-        a = res.acc.get(key)
+    for k, state, once, n, billed, sub, dos, closed, unclosed, touched in store.conn.execute(sql, args):
+        kk = _agg_key(dim, k)
+        a = res.acc.get(kk)
         if a is None:
-            a = res.acc[key] = dict.fromkeys(_ACC_KEYS, 0.0)
-        once = subs == 1
+            a = res.acc[kk] = dict.fromkeys(_ACC_KEYS, 0.0)
         a["n"] += n
         a["lag"] += sub - dos
         if state != "submitted":
@@ -249,11 +251,11 @@ def _claim_pass(store: Store, w: Window, dim: str | None, today: date, sc: Scope
             if once and state != "rejected":
                 a["first"] += n
             if once and state in ("accepted", "paid", "partially_paid"):
-                a["clean"] += n  # touched ones are taken off by _touched_claims
+                a["clean"] += n - touched  # a person reviewed or edited the encounter: not clean
         if state in ("paid", "partially_paid", "denied"):
             a["adj"] += n
             a["adj_d"] += billed
-            a["ar"] += closed - sub
+            a["ar"] += closed + unclosed * today_d - sub
             a["ar_n"] += n
             if state == "denied":
                 a["denied"] += n
@@ -261,46 +263,29 @@ def _claim_pass(store: Store, w: Window, dim: str | None, today: date, sc: Scope
         elif state in ("submitted", "accepted"):
             a["ar"] += n * today_d - sub
             a["ar_n"] += n
-        if keyed:
-            continue
-        lag = _bucket(None if sub_day is None or dos_day is None else max(0, sub_day - dos_day), LAG_BUCKETS)
-        if lag is not None:
-            res.lag[lag][0] += n
-            res.lag[lag][1] += billed
-        if state in ("submitted", "accepted"):
-            age = _bucket(None if sub_day is None else today_d - sub_day, AR_BUCKETS)
-            if age is not None:
-                res.ar[age][0] += n
-                res.ar[age][1] += billed
+    if dim is not None:
+        return res
+    _, where, args = _agg_where(w, None, sc, "lag")
+    for label, n, billed in store.conn.execute(
+            f"SELECT k1, sum(n), sum(billed) FROM kpi_daily WHERE {where} GROUP BY 1", args):
+        if label in res.lag:
+            res.lag[label][0] += n
+            res.lag[label][1] += billed
+    _, where, args = _agg_where(w, None, sc, "ar")
+    for sub_day, n, billed in store.conn.execute(
+            f"SELECT k2, sum(n), sum(billed) FROM kpi_daily WHERE {where} GROUP BY 1", args):
+        age = _bucket(today_d - sub_day, AR_BUCKETS)
+        if age is not None:
+            res.ar[age][0] += n
+            res.ar[age][1] += billed
     return res
-
-
-def _touched_claims(store: Store, w: Window, dim: str | None, sc: Scope) -> dict[str, float]:
-    """Per key: claims that would be clean but whose encounter a person reviewed or edited. Driven
-    from the (few) touched encounters, not probed for every claim."""
-    if dim in tuple(KpiBy):
-        k_expr, day = _dim(dim, "c"), "NULL"
-    else:
-        k_expr, day = "c.dos", "c.dos_day"
-    sql = f"""
-        SELECT {k_expr}, {day}, count(*) FROM {_TOUCHED_IDS} t
-        CROSS JOIN claims c INDEXED BY claims_kpi_enc ON c.encounter_id = t.encounter_id
-        WHERE c.dos >= :lo AND c.dos < :hi AND c.submissions = 1 AND c.state IN ('accepted', 'paid', 'partially_paid')
-        {sc.sql('c')} GROUP BY 1, 2"""
-    out: dict[str, float] = {}
-    for k, dos_day, n in store.conn.execute(sql, {"lo": w.lo, "hi": w.hi, **sc.args()}):
-        key = str(k or "") if dim in tuple(KpiBy) else _row_key(dim, k, dos_day)
-        out[key] = out.get(key, 0.0) + n
-    return out
 
 
 def _claim_figures(store: Store, w: Window, dim: str | None, today: date, out: Figures,
                    sc: Scope = EVERYTHING, pass_: _ClaimPass | None = None) -> _ClaimPass:
     res = pass_ or _claim_pass(store, w, dim, today, sc)
-    touched = _touched_claims(store, w, dim, sc)
     for k, a in res.acc.items():
-        clean = a["clean"] - touched.get(k, 0.0)
-        _put(out, k, "clean_claim_rate", clean, a["answered"])
+        _put(out, k, "clean_claim_rate", a["clean"], a["answered"])
         _put(out, k, "first_pass_acceptance", a["first"], a["answered"])
         _put(out, k, "denial_rate", a["denied"], a["adj"])
         _put(out, k, "denial_dollar_rate", a["den_d"], a["adj_d"])
@@ -312,51 +297,27 @@ def _claim_figures(store: Store, w: Window, dim: str | None, today: date, out: F
 
 def _encounter_figures(store: Store, w: Window, dim: str | None, today: date, missed_days: int,
                        out: Figures, sc: Scope = EVERYTHING) -> None:
-    """Charge encounters grouped in the encounters_kpi index order (kind, dos, state, provider):
-    a stream, not a sort; the touched ones are counted from the touched side."""
-    keyed = dim in tuple(KpiBy)
-    group = f"e.dos, e.state, {_dim(dim, 'e')}" if keyed else "e.dos, e.state"
-    sel = _dim(dim, "e") if keyed else "e.dos"
-    args = {"lo": w.lo, "hi": w.hi, **sc.args()}
-
-    def key_of(k: Any, dos: Any) -> str:
-        if keyed:
-            return str(k or "")
-        return _row_key(dim, dos, _dos_day(dos) if dim == KpiGrain.WEEK else None)
-
+    """Charge encounters and expected visits from the per-day aggregates."""
+    kpi_agg.refresh(store)
+    key, where, args = _agg_where(w, dim, sc, "e")
     totals: dict[str, list[float]] = {}  # key -> [charge encounters, ready, touched, touched and ready]
-    sql = f"""
-        SELECT {sel}, e.dos, e.state, count(*) FROM {_ENCOUNTERS}
-        WHERE e.kind = 'charge' AND e.state != 'voided' AND e.dos >= :lo AND e.dos < :hi{sc.sql('e')}
-        GROUP BY {group}"""
-    for k, dos, state, n in store.conn.execute(sql, args):
-        t = totals.setdefault(key_of(k, dos), [0.0, 0.0, 0.0, 0.0])
+    sql = f"SELECT {key}, k1, sum(n), sum(touched) FROM kpi_daily WHERE {where} GROUP BY 1, 2"
+    for k, state, n, touched in store.conn.execute(sql, args):
+        t = totals.setdefault(_agg_key(dim, k), [0.0, 0.0, 0.0, 0.0])
         t[0] += n
+        t[2] += touched
         if state == "ready":
             t[1] += n
-    sql = f"""
-        SELECT {sel}, e.dos, e.state, count(*) FROM {_TOUCHED_IDS} t
-        CROSS JOIN encounters e INDEXED BY encounters_kpi_id ON e.id = t.encounter_id
-        WHERE e.kind = 'charge' AND e.state != 'voided' AND e.dos >= :lo AND e.dos < :hi{sc.sql('e')}
-        GROUP BY 1, 2, 3"""
-    for k, dos, state, n in store.conn.execute(sql, args):
-        t = totals.setdefault(key_of(k, dos), [0.0, 0.0, 0.0, 0.0])
-        t[2] += n
-        if state == "ready":
-            t[3] += n
+            t[3] += touched
     for k, (n, ready, touch, touch_ready) in totals.items():
         _put(out, k, "auto_capture_rate", ready - touch_ready, n)
         _put(out, k, "touch_rate", touch, n)
     cutoff = (today - timedelta(days=missed_days) + timedelta(days=1)).isoformat()
-    sql = f"""
-        SELECT {sel}, e.dos, count(*) AS n,
-          sum(NOT EXISTS (SELECT 1 FROM encounters c WHERE c.mrn = e.mrn AND c.dos = e.dos AND c.kind = 'charge'
-                          AND c.state != 'voided')) AS missed
-        FROM {_ENCOUNTERS} WHERE e.kind = 'expected' AND e.dos >= :lo AND e.dos < :hi AND e.dos < :cutoff
-        {sc.sql('e')} GROUP BY 1, 2"""
+    key, where, args = _agg_where(w, dim, sc, "x")
+    sql = f"SELECT {key}, sum(n), sum(touched) FROM kpi_daily WHERE {where} AND day < :cutoff GROUP BY 1"
     missed: dict[str, list[float]] = {}
-    for k, dos, n, m in store.conn.execute(sql, {**args, "cutoff": cutoff}):
-        t = missed.setdefault(key_of(k, dos), [0.0, 0.0])
+    for k, n, m in store.conn.execute(sql, {**args, "cutoff": cutoff}):
+        t = missed.setdefault(_agg_key(dim, k), [0.0, 0.0])
         t[0] += m or 0
         t[1] += n
     for k, (m, n) in missed.items():
@@ -474,17 +435,15 @@ def _describer() -> Callable[[str, str], str] | None:
 
 def denial_reasons(store: Store, w: Window, *, limit: int = TOP_REASONS,
                    sc: Scope = EVERYTHING) -> list[dict[str, Any]]:
+    kpi_agg.refresh(store)
+    lvl, cond = kpi_agg.level(sc.provider, sc.payer, None)
     sql = f"""
-        SELECT coalesce(json_extract(r.value, '$.kind'), ''), coalesce(json_extract(r.value, '$.code'), ''),
-               coalesce(json_extract(r.value, '$.group'), ''), count(DISTINCT c.id),
-               sum(coalesce(CAST(json_extract(r.value, '$.amount') AS REAL), CAST(c.billed AS REAL))),
-               max(coalesce(json_extract(r.value, '$.text'), ''))
-        FROM claims c, json_each(c.reasons) r
-        WHERE c.state = 'denied' AND c.dos >= :lo AND c.dos < :hi AND json_extract(r.value, '$.kind') != 'rarc'
-        {sc.sql('c')} GROUP BY 1, 2, 3 ORDER BY 4 DESC, 5 DESC, 2 LIMIT :limit"""
+        SELECT kind, code, grp, sum(n), sum(amount), max(text) FROM kpi_daily_reasons
+        WHERE lvl = :lvl{cond} AND day >= :lo AND day <= :end
+        GROUP BY 1, 2, 3 ORDER BY 4 DESC, 5 DESC, 2 LIMIT :limit"""
+    args = {"lvl": lvl, "lo": w.lo, "end": w.end.isoformat(), "limit": limit, **sc.args()}
     describe = _describer()
     out = []
-    args = {"lo": w.lo, "hi": w.hi, "limit": limit, **sc.args()}
     for kind, code, group, n, amount, text in store.conn.execute(sql, args):
         desc = ""
         if describe is not None:

@@ -31,6 +31,38 @@ _SEARCH_BODY = ("{t}.mrn || ' ' || {t}.source_id || ' ' "
                 "(SELECT group_concat(json_extract(l.value, '$.code'), ' ') "
                 "FROM json_each({t}.data, '$.lines') l), '')")
 
+
+def _kpi_dirty_triggers() -> list[str]:
+    """Migration 15's triggers: each puts the days of service a write changes into kpi_dirty."""
+    def mark(days: str) -> str:
+        return (f"INSERT INTO kpi_dirty SELECT d FROM ({days}) WHERE d IS NOT NULL "
+                "AND d NOT IN (SELECT day FROM kpi_dirty);")
+
+    def row(*refs: str) -> str:
+        return mark(" UNION ".join(f"SELECT substr({r}.dos, 1, 10) AS d" for r in refs))
+
+    def touched(ref: str) -> str:
+        return mark(f"SELECT substr(dos, 1, 10) AS d FROM encounters WHERE id = {ref}.encounter_id "
+                    f"UNION SELECT substr(dos, 1, 10) FROM claims WHERE encounter_id = {ref}.encounter_id")
+
+    touch = "WHEN {r}.kind IN ('encounter.edited', 'encounter.accepted_rcm') "
+    specs = [("kpi_claims_ins", "AFTER INSERT ON claims", row("new")),
+             ("kpi_claims_upd", "AFTER UPDATE ON claims", row("old", "new")),
+             ("kpi_claims_del", "AFTER DELETE ON claims", row("old")),
+             ("kpi_enc_ins", "AFTER INSERT ON encounters", row("new")),
+             ("kpi_enc_upd", "AFTER UPDATE OF kind, state, dos, mrn, data ON encounters", row("old", "new")),
+             ("kpi_enc_del", "AFTER DELETE ON encounters", row("old")),
+             # a review or a touch event changes whether the encounter (and its claims) was touched
+             ("kpi_reviews_ins", "AFTER INSERT ON reviews", touched("new")),
+             ("kpi_reviews_del", "AFTER DELETE ON reviews", touched("old")),
+             ("kpi_events_ins", "AFTER INSERT ON events " + touch.format(r="new"), touched("new")),
+             ("kpi_events_del", "AFTER DELETE ON events " + touch.format(r="old"), touched("old"))]
+    return [f"CREATE TRIGGER {name} {when} BEGIN {body} END" for name, when, body in specs] + [
+        ("INSERT OR IGNORE INTO kpi_dirty SELECT substr(dos, 1, 10) FROM claims "
+         "UNION SELECT substr(dos, 1, 10) FROM encounters")]
+
+
+
 MIGRATIONS: list[tuple[int, str | list[str]]] = [
     (
         1,
@@ -336,6 +368,29 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
          # instead of the wide rows: a KPI pass reads no encounter JSON and no claim row
          "CREATE INDEX claims_kpi_enc ON claims(encounter_id, submissions, state, dos, dos_day, provider_npi, payer)",
          "CREATE INDEX encounters_kpi_id ON encounters(id, kind, dos, state, provider_npi, payer)"],
+    ),
+    (
+        15,
+        # KPI pre-aggregation (agent/kpi_agg.py, H16): per day of service the additive pieces every
+        # KPI needs, at four levels (0 everything, 1 per provider, 2 per payer, 3 per provider and
+        # payer), and the denial reasons beside them. Triggers mark the days a write touches in
+        # kpi_dirty (claims, encounters, reviews, touch events: no write path can be missed); a
+        # report first re-aggregates only those days. Every existing day starts dirty.
+        [("CREATE TABLE kpi_daily (lvl INTEGER NOT NULL, provider TEXT NOT NULL, payer TEXT NOT NULL, "
+          "day TEXT NOT NULL, kind TEXT NOT NULL, k1 TEXT NOT NULL DEFAULT '', k2 INTEGER NOT NULL DEFAULT 0, "
+          "n INTEGER NOT NULL DEFAULT 0, billed REAL NOT NULL DEFAULT 0, sub_sum REAL NOT NULL DEFAULT 0, "
+          "dos_sum REAL NOT NULL DEFAULT 0, closed_sum REAL NOT NULL DEFAULT 0, unclosed INTEGER NOT NULL DEFAULT 0, "
+          "touched INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (lvl, provider, payer, day, kind, k1, k2)) WITHOUT ROWID"),
+         "CREATE INDEX kpi_daily_day ON kpi_daily(day)",
+         ("CREATE TABLE kpi_daily_reasons (lvl INTEGER NOT NULL, provider TEXT NOT NULL, payer TEXT NOT NULL, "
+          "day TEXT NOT NULL, kind TEXT NOT NULL, code TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL, "
+          "amount REAL NOT NULL, text TEXT NOT NULL DEFAULT '', "
+          "PRIMARY KEY (lvl, provider, payer, day, kind, code, grp)) WITHOUT ROWID"),
+         "CREATE INDEX kpi_daily_reasons_day ON kpi_daily_reasons(day)",
+         "CREATE TABLE kpi_dirty (day TEXT PRIMARY KEY) WITHOUT ROWID",
+         # (no INSERT OR IGNORE in a trigger: a foreign-key action firing it, e.g. retention's
+         # ON DELETE SET NULL on claims, overrides the OR IGNORE; only missing days are inserted)
+         *_kpi_dirty_triggers()],
     ),
 ]
 

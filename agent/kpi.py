@@ -102,18 +102,6 @@ def _key_of(dim: str | None) -> Callable[[Any], str]:
     return _week_key if dim == KpiGrain.WEEK else (lambda k: str(k if k is not None else ""))
 
 
-def _dim(dim: str | None, alias: str) -> str:
-    """The grouping expression of ``dim`` on claims (``c``) or encounters (``e``)."""
-    if dim == KpiBy.PROVIDER:
-        return f"{alias}.provider_npi"
-    if dim == KpiBy.PAYER:
-        return f"{alias}.payer"
-    if dim in tuple(KpiGrain):
-        day = f"{alias}.dos_day" if alias == "c" else f"(unixepoch(substr({alias}.dos, 1, 10)) / 86400)"
-        return _period(day, f"{alias}.dos", dim)
-    return "''"
-
-
 @dataclass(frozen=True)
 class Scope:
     """Which claims and encounters a figure counts: a rendering NPI and / or a payer (id, or name
@@ -209,15 +197,28 @@ def _bucket(days: float | None, buckets: tuple[tuple[int | None, int | None, str
     return None
 
 
-def _agg_where(w: Window, dim: str | None, sc: Scope, kind: str) -> tuple[str, str, dict[str, Any]]:
-    """The key expression, condition and arguments that read the pre-summed rows of ``kind``
-    (agent/kpi_agg.py) for the window, at the level the scope and ``dim`` need. Grains group by
-    the day; weeks and months are folded from days by :func:`_row_key`."""
+def _agg(store: Store, w: Window, dim: str | None, sc: Scope, kind: str, cols: tuple[str, ...],
+         groups: tuple[str, ...] = (), end: date | None = None) -> list[tuple[Any, ...]]:
+    """The pre-summed rows of ``kind`` (agent/kpi_agg.py) for the window (``end`` may cut it
+    shorter), at the level the scope and ``dim`` need, summed per (key of ``dim``, ``groups``):
+    whole months come from the month rows unless the key is a period or both dimensions are
+    fixed (level 3 has day rows only: a narrowed read). Grains key by day; weeks and months are
+    folded from days by :func:`_agg_key`."""
+    end = w.end if end is None else min(end, w.end)
+    if end < w.start:
+        return []
     lvl, cond = kpi_agg.level(sc.provider, sc.payer, str(dim) if dim in tuple(KpiBy) else None)
     key = "provider" if dim == KpiBy.PROVIDER else "payer" if dim == KpiBy.PAYER else \
         "day" if dim in tuple(KpiGrain) else "''"
-    where = f"lvl = :lvl{cond} AND day >= :lo AND day <= :end AND kind = :kind"
-    return key, where, {"lvl": lvl, "lo": w.lo, "end": w.end.isoformat(), "kind": kind, **sc.args()}
+    monthly = lvl < 3 and dim not in tuple(KpiGrain)
+    parts, args = [], {"kind": kind, **sc.args()}
+    for i, (off, lo, hi) in enumerate(kpi_agg.spans(w.start, end, monthly)):
+        parts.append(f"SELECT {', '.join((key + ' AS k', *groups, *cols))} FROM kpi_daily "
+                     f"WHERE lvl = {lvl + off} AND kind = :kind{cond} AND day >= :lo{i} AND day <= :hi{i}")
+        args[f"lo{i}"], args[f"hi{i}"] = lo, hi
+    g = ", ".join(("k", *groups))
+    sql = f"SELECT {g}, {', '.join(f'sum({c})' for c in cols)} FROM ({' UNION ALL '.join(parts)}) GROUP BY {g}"
+    return store.conn.execute(sql, args).fetchall()
 
 
 def _agg_key(dim: str | None, k: Any) -> str:
@@ -233,13 +234,10 @@ def _claim_pass(store: Store, w: Window, dim: str | None, today: date, sc: Scope
     a split, the charge-lag histogram and the open claims by first-submission day (A/R buckets)."""
     kpi_agg.refresh(store)
     today_d = _day_number(today)
-    key, where, args = _agg_where(w, dim, sc, "c")
-    sql = f"""
-        SELECT {key}, k1, k2, sum(n), sum(billed), sum(sub_sum), sum(dos_sum), sum(closed_sum), sum(unclosed),
-               sum(touched)
-        FROM kpi_daily WHERE {where} GROUP BY 1, 2, 3"""
+    rows = _agg(store, w, dim, sc, "c", ("n", "billed", "sub_sum", "dos_sum", "closed_sum", "unclosed", "touched"),
+                ("k1", "k2"))
     res = _ClaimPass({}, {b[2]: [0, 0.0] for b in LAG_BUCKETS}, {b[2]: [0, 0.0] for b in AR_BUCKETS})
-    for k, state, once, n, billed, sub, dos, closed, unclosed, touched in store.conn.execute(sql, args):
+    for k, state, once, n, billed, sub, dos, closed, unclosed, touched in rows:
         kk = _agg_key(dim, k)
         a = res.acc.get(kk)
         if a is None:
@@ -265,15 +263,11 @@ def _claim_pass(store: Store, w: Window, dim: str | None, today: date, sc: Scope
             a["ar_n"] += n
     if dim is not None:
         return res
-    _, where, args = _agg_where(w, None, sc, "lag")
-    for label, n, billed in store.conn.execute(
-            f"SELECT k1, sum(n), sum(billed) FROM kpi_daily WHERE {where} GROUP BY 1", args):
+    for _, label, n, billed in _agg(store, w, None, sc, "lag", ("n", "billed"), ("k1",)):
         if label in res.lag:
             res.lag[label][0] += n
             res.lag[label][1] += billed
-    _, where, args = _agg_where(w, None, sc, "ar")
-    for sub_day, n, billed in store.conn.execute(
-            f"SELECT k2, sum(n), sum(billed) FROM kpi_daily WHERE {where} GROUP BY 1", args):
+    for _, sub_day, n, billed in _agg(store, w, None, sc, "ar", ("n", "billed"), ("k2",)):
         age = _bucket(today_d - sub_day, AR_BUCKETS)
         if age is not None:
             res.ar[age][0] += n
@@ -299,10 +293,8 @@ def _encounter_figures(store: Store, w: Window, dim: str | None, today: date, mi
                        out: Figures, sc: Scope = EVERYTHING) -> None:
     """Charge encounters and expected visits from the per-day aggregates."""
     kpi_agg.refresh(store)
-    key, where, args = _agg_where(w, dim, sc, "e")
     totals: dict[str, list[float]] = {}  # key -> [charge encounters, ready, touched, touched and ready]
-    sql = f"SELECT {key}, k1, sum(n), sum(touched) FROM kpi_daily WHERE {where} GROUP BY 1, 2"
-    for k, state, n, touched in store.conn.execute(sql, args):
+    for k, state, n, touched in _agg(store, w, dim, sc, "e", ("n", "touched"), ("k1",)):
         t = totals.setdefault(_agg_key(dim, k), [0.0, 0.0, 0.0, 0.0])
         t[0] += n
         t[2] += touched
@@ -312,11 +304,9 @@ def _encounter_figures(store: Store, w: Window, dim: str | None, today: date, mi
     for k, (n, ready, touch, touch_ready) in totals.items():
         _put(out, k, "auto_capture_rate", ready - touch_ready, n)
         _put(out, k, "touch_rate", touch, n)
-    cutoff = (today - timedelta(days=missed_days) + timedelta(days=1)).isoformat()
-    key, where, args = _agg_where(w, dim, sc, "x")
-    sql = f"SELECT {key}, sum(n), sum(touched) FROM kpi_daily WHERE {where} AND day < :cutoff GROUP BY 1"
+    last = today - timedelta(days=missed_days)  # expected visits at least missed_days old
     missed: dict[str, list[float]] = {}
-    for k, n, m in store.conn.execute(sql, {**args, "cutoff": cutoff}):
+    for k, n, m in _agg(store, w, dim, sc, "x", ("n", "touched"), end=last):
         t = missed.setdefault(_agg_key(dim, k), [0.0, 0.0])
         t[0] += m or 0
         t[1] += n
@@ -325,21 +315,12 @@ def _encounter_figures(store: Store, w: Window, dim: str | None, today: date, mi
 
 
 def _finding_figures(store: Store, w: Window, dim: str | None, out: Figures, sc: Scope = EVERYTHING) -> None:
-    if dim in tuple(KpiGrain):
-        k_expr = _period("(unixepoch(substr(f.dos, 1, 10)) / 86400)", "f.dos", dim)
-    else:
-        k_expr = _dim(dim, "e")
-    join = "LEFT JOIN encounters e ON e.id = f.encounter_id" if dim in tuple(KpiBy) or sc.narrowed else ""
-    done = "f.status IN ('resolved', 'ignored') AND f.resolved_at != ''"
-    key = _key_of(dim)
-    sql = f"""
-        SELECT {k_expr} AS k,
-          sum(CASE WHEN {done} THEN max(0, julianday(f.resolved_at) - julianday(f.first_seen)) * 24 END),
-          sum({done}), sum(f.status IN ('open', 'reopened'))
-        FROM findings f {join} WHERE f.kind != 'matched' AND f.dos >= :lo AND f.dos < :hi{sc.sql('e')} GROUP BY k"""
-    for k, hours, n, still_open in store.conn.execute(sql, {"lo": w.lo, "hi": w.hi, **sc.args()}):
-        _put(out, key(k), "mismatch_resolution_hours", hours, n)
-        _put(out, key(k), "open_mismatches", still_open, 1)
+    """Mismatch findings by date of service (and their encounter's provider / payer), pre-summed."""
+    kpi_agg.refresh(store)
+    for k, _, done, hours, still_open in _agg(store, w, dim, sc, "f", ("n", "touched", "closed_sum", "unclosed")):
+        key = _agg_key(dim, k)
+        _put(out, key, "mismatch_resolution_hours", hours, done)
+        _put(out, key, "open_mismatches", still_open, 1)
 
 
 def _sync_figures(store: Store, w: Window, dim: str | None, out: Figures) -> None:
@@ -437,11 +418,14 @@ def denial_reasons(store: Store, w: Window, *, limit: int = TOP_REASONS,
                    sc: Scope = EVERYTHING) -> list[dict[str, Any]]:
     kpi_agg.refresh(store)
     lvl, cond = kpi_agg.level(sc.provider, sc.payer, None)
+    parts, args = [], {"limit": limit, **sc.args()}
+    for i, (off, lo, hi) in enumerate(kpi_agg.spans(w.start, w.end, lvl < 3)):
+        parts.append(f"SELECT kind, code, grp, n, amount, text FROM kpi_daily_reasons "
+                     f"WHERE lvl = {lvl + off}{cond} AND day >= :lo{i} AND day <= :hi{i}")
+        args[f"lo{i}"], args[f"hi{i}"] = lo, hi
     sql = f"""
-        SELECT kind, code, grp, sum(n), sum(amount), max(text) FROM kpi_daily_reasons
-        WHERE lvl = :lvl{cond} AND day >= :lo AND day <= :end
-        GROUP BY 1, 2, 3 ORDER BY 4 DESC, 5 DESC, 2 LIMIT :limit"""
-    args = {"lvl": lvl, "lo": w.lo, "end": w.end.isoformat(), "limit": limit, **sc.args()}
+        SELECT kind, code, grp, sum(n), sum(amount), max(text) FROM ({' UNION ALL '.join(parts)})
+        GROUP BY 1, 2, 3 ORDER BY 4 DESC, 5 DESC, 2, 1, 3 LIMIT :limit"""
     describe = _describer()
     out = []
     for kind, code, group, n, amount, text in store.conn.execute(sql, args):

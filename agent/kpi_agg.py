@@ -15,27 +15,37 @@ Store migration 15 keeps two tables (see agent/store.py):
     ``billed`` — their A/R bucket depends on today, so it is put together when asked;
   - ``e`` charge encounters (voided left out) by ``k1`` state: ``n``, ``touched``;
   - ``x`` expected visits: ``n``, and ``touched`` holds the ones with no charge encounter for the
-    same MRN and date (missed charges; the age cut-off is a day, applied when asked).
+    same MRN and date (missed charges; the age cut-off is a day, applied when asked);
+  - ``f`` mismatch findings (``matched`` left out) by their date of service and their encounter's
+    provider / payer: ``n`` findings, ``touched`` resolved / ignored ones, ``closed_sum`` their hours
+    from first seen to resolved, ``unclosed`` open / reopened ones.
+
+  Levels 10, 11 and 12 hold levels 0, 1 and 2 summed per month (``day`` = ``YYYY-MM``): a window
+  reads its whole months from them and only its partial months' days (:func:`spans`).
 
 * ``kpi_daily_reasons(lvl, provider, payer, day, kind, code, grp, n, amount, text)``: the reasons
   on denied claims (RARCs left out), ``n`` = distinct claims.
 
 Fresh and exact by construction: triggers on claims, encounters, reviews and the touch events put
 every day a write changes into ``kpi_dirty``; :func:`refresh` (called before every read) re-sums
-exactly those days from the source rows — level 3 from claims / encounters, levels 0–2 from
-level 3 — and empties ``kpi_dirty``, in one transaction. A day is always recomputed whole, so
+exactly those days from the source rows — level 3 from claims / encounters / findings, levels 0–2
+from level 3, then their months — and empties ``kpi_dirty``, in one transaction. A day is always recomputed whole, so
 there is no incremental arithmetic to drift.
 """
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from agent.store import Store
 
 LAG_BUCKETS = ((None, 1, "0-1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 14, "8-14"), (15, 30, "15-30"), (31, None, "31+"))
 TOUCH_EVENTS = "('encounter.edited', 'encounter.accepted_rcm')"
-_TOUCHED = f"(SELECT encounter_id FROM reviews UNION SELECT encounter_id FROM events WHERE kind IN {TOUCH_EVENTS})"
+_TOUCHED_IDS = f"SELECT encounter_id FROM reviews UNION SELECT encounter_id FROM events WHERE kind IN {TOUCH_EVENTS}"
+_TOUCHED = "temp.kpi_touched"  # the touched encounter ids, gathered once per refresh
+MONTHLY = 10  # level offset of the per-month rows
+_MONTH_GLOB = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]*'"
 _DIRTY = "(SELECT day FROM kpi_dirty)"
 _COLS = "lvl, provider, payer, day, kind, k1, k2, n, billed, sub_sum, dos_sum, closed_sum, unclosed, touched"
 # provider / payer expressions of each rolled-up level, from level 3
@@ -86,6 +96,15 @@ def _level3(conn: Any, args: dict[str, str]) -> None:
                sum(NOT EXISTS (SELECT 1 FROM encounters c WHERE c.mrn = e.mrn AND c.dos = e.dos
                                AND c.kind = 'charge' AND c.state != 'voided'))
         FROM encounters e WHERE e.kind = 'expected' AND {_in_dirty('e')} GROUP BY 2, 3, 4""", args)
+    done = "f.status IN ('resolved', 'ignored') AND f.resolved_at != ''"
+    conn.execute(f"""
+        INSERT INTO kpi_daily (lvl, provider, payer, day, kind, n, touched, closed_sum, unclosed)
+        SELECT 3, coalesce(e.provider_npi, ''), coalesce(e.payer, ''), substr(f.dos, 1, 10), 'f', count(*),
+               sum({done}), total(CASE WHEN {done} THEN max(0, julianday(f.resolved_at) - julianday(f.first_seen)) * 24
+                                  END),
+               sum(f.status IN ('open', 'reopened'))
+        FROM findings f LEFT JOIN encounters e ON e.id = f.encounter_id
+        WHERE f.kind != 'matched' AND {_in_dirty('f')} GROUP BY 2, 3, 4""", args)
     conn.execute(f"""
         INSERT INTO kpi_daily_reasons (lvl, provider, payer, day, kind, code, grp, n, amount, text)
         SELECT 3, c.provider_npi, c.payer, substr(c.dos, 1, 10), coalesce(json_extract(r.value, '$.kind'), ''),
@@ -104,11 +123,34 @@ def _rollups(conn: Any) -> None:
             INSERT INTO kpi_daily ({_COLS})
             SELECT {lvl}, {prov}, {pay}, day, kind, k1, k2, sum(n), sum(billed), sum(sub_sum), sum(dos_sum),
                    sum(closed_sum), sum(unclosed), sum(touched)
-            FROM kpi_daily WHERE lvl = 3 AND day IN {_DIRTY} GROUP BY {prov}, {pay}, day, kind, k1, k2""")
+            FROM kpi_daily INDEXED BY kpi_daily_day WHERE day IN {_DIRTY} AND lvl = 3
+            GROUP BY {prov}, {pay}, day, kind, k1, k2""")
         conn.execute(f"""
             INSERT INTO kpi_daily_reasons (lvl, provider, payer, day, kind, code, grp, n, amount, text)
             SELECT {lvl}, {prov}, {pay}, day, kind, code, grp, sum(n), sum(amount), max(text)
-            FROM kpi_daily_reasons WHERE lvl = 3 AND day IN {_DIRTY} GROUP BY {prov}, {pay}, day, kind, code, grp""")
+            FROM kpi_daily_reasons INDEXED BY kpi_daily_reasons_day WHERE day IN {_DIRTY} AND lvl = 3
+            GROUP BY {prov}, {pay}, day, kind, code, grp""")
+
+
+def _months(conn: Any) -> None:
+    """Levels 0-2 of the dirty days' months summed again per month (levels 10-12)."""
+    months = [r[0] for r in conn.execute(
+        f"SELECT DISTINCT substr(day, 1, 7) FROM kpi_dirty WHERE day GLOB {_MONTH_GLOB}")]
+    for m in months:
+        a = {"m": m, "lo": m + "-", "hi": m + "-~", "top": MONTHLY}
+        conn.execute("DELETE FROM kpi_daily WHERE day = :m AND lvl >= :top", a)
+        conn.execute("DELETE FROM kpi_daily_reasons WHERE day = :m AND lvl >= :top", a)
+        conn.execute(f"""
+            INSERT INTO kpi_daily ({_COLS})
+            SELECT lvl + :top, provider, payer, :m, kind, k1, k2, sum(n), sum(billed), sum(sub_sum), sum(dos_sum),
+                   sum(closed_sum), sum(unclosed), sum(touched)
+            FROM kpi_daily INDEXED BY kpi_daily_day WHERE day > :lo AND day < :hi AND lvl < 3
+            GROUP BY lvl, kind, provider, payer, k1, k2""", a)
+        conn.execute("""
+            INSERT INTO kpi_daily_reasons (lvl, provider, payer, day, kind, code, grp, n, amount, text)
+            SELECT lvl + :top, provider, payer, :m, kind, code, grp, sum(n), sum(amount), max(text)
+            FROM kpi_daily_reasons INDEXED BY kpi_daily_reasons_day WHERE day > :lo AND day < :hi AND lvl < 3
+            GROUP BY lvl, provider, payer, kind, code, grp""", a)
 
 
 def refresh(store: Store) -> int:
@@ -122,10 +164,15 @@ def refresh(store: Store) -> int:
         lo, hi, n = conn.execute("SELECT min(day), max(day), count(*) FROM kpi_dirty").fetchone()
         if n:
             args = {"lo": lo, "hi": hi + "\x7f"}  # every dos of the last dirty day sorts below it
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS kpi_touched (encounter_id INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM temp.kpi_touched")
+            conn.execute(f"INSERT OR IGNORE INTO temp.kpi_touched SELECT encounter_id FROM ({_TOUCHED_IDS}) "
+                         "WHERE encounter_id IS NOT NULL")
             conn.execute(f"DELETE FROM kpi_daily WHERE day IN {_DIRTY}")
             conn.execute(f"DELETE FROM kpi_daily_reasons WHERE day IN {_DIRTY}")
             _level3(conn, args)
             _rollups(conn)
+            _months(conn)
             conn.execute("DELETE FROM kpi_dirty")
     except BaseException:
         conn.execute("ROLLBACK TO kpi_refresh" if nested else "ROLLBACK")
@@ -143,3 +190,21 @@ def level(provider: str, payer: str, by: str | None) -> tuple[int, str]:
     cond = (" AND provider = :provider_npi" if provider else ("" if prov else " AND provider = ''"))
     cond += (" AND payer = :payer" if payer else ("" if pay else " AND payer = ''"))
     return (1 if prov else 0) + (2 if pay else 0), cond
+
+
+def spans(start: date, end: date, monthly: bool) -> list[tuple[int, str, str]]:
+    """The (level offset, from, to) ranges of ``day`` that cover ``start`` … ``end``: with
+    ``monthly``, its whole months from the month rows and the days before / after them."""
+    if not monthly:
+        return [(0, start.isoformat(), end.isoformat())]
+    first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    after = end + timedelta(days=1)
+    last = end if after.day == 1 else end.replace(day=1) - timedelta(days=1)  # last day of the last whole month
+    if first > last:
+        return [(0, start.isoformat(), end.isoformat())]
+    out = [(MONTHLY, first.isoformat()[:7], last.isoformat()[:7])]
+    if start < first:
+        out.insert(0, (0, start.isoformat(), (first - timedelta(days=1)).isoformat()))
+    if last < end:
+        out.append((0, (last + timedelta(days=1)).isoformat(), end.isoformat()))
+    return out

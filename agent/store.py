@@ -41,6 +41,10 @@ def _kpi_dirty_triggers() -> list[str]:
     def row(*refs: str) -> str:
         return mark(" UNION ".join(f"SELECT substr({r}.dos, 1, 10) AS d" for r in refs))
 
+    def enc(ref: str) -> str:  # an encounter's day, and the days of the findings about it
+        return mark(f"SELECT substr({ref}.dos, 1, 10) AS d UNION SELECT substr(dos, 1, 10) FROM findings "
+                    f"WHERE encounter_id = {ref}.id")
+
     def touched(ref: str) -> str:
         return mark(f"SELECT substr(dos, 1, 10) AS d FROM encounters WHERE id = {ref}.encounter_id "
                     f"UNION SELECT substr(dos, 1, 10) FROM claims WHERE encounter_id = {ref}.encounter_id")
@@ -50,8 +54,12 @@ def _kpi_dirty_triggers() -> list[str]:
              ("kpi_claims_upd", "AFTER UPDATE ON claims", row("old", "new")),
              ("kpi_claims_del", "AFTER DELETE ON claims", row("old")),
              ("kpi_enc_ins", "AFTER INSERT ON encounters", row("new")),
-             ("kpi_enc_upd", "AFTER UPDATE OF kind, state, dos, mrn, data ON encounters", row("old", "new")),
+             ("kpi_enc_upd", "AFTER UPDATE OF kind, state, dos, mrn, data ON encounters",
+              row("old", "new") + enc("new")),
              ("kpi_enc_del", "AFTER DELETE ON encounters", row("old")),
+             ("kpi_findings_ins", "AFTER INSERT ON findings", row("new")),
+             ("kpi_findings_upd", "AFTER UPDATE ON findings", row("old", "new")),
+             ("kpi_findings_del", "AFTER DELETE ON findings", row("old")),
              # a review or a touch event changes whether the encounter (and its claims) was touched
              ("kpi_reviews_ins", "AFTER INSERT ON reviews", touched("new")),
              ("kpi_reviews_del", "AFTER DELETE ON reviews", touched("old")),
@@ -59,7 +67,7 @@ def _kpi_dirty_triggers() -> list[str]:
              ("kpi_events_del", "AFTER DELETE ON events " + touch.format(r="old"), touched("old"))]
     return [f"CREATE TRIGGER {name} {when} BEGIN {body} END" for name, when, body in specs] + [
         ("INSERT OR IGNORE INTO kpi_dirty SELECT substr(dos, 1, 10) FROM claims "
-         "UNION SELECT substr(dos, 1, 10) FROM encounters")]
+         "UNION SELECT substr(dos, 1, 10) FROM encounters UNION SELECT substr(dos, 1, 10) FROM findings")]
 
 
 
@@ -373,20 +381,21 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
         15,
         # KPI pre-aggregation (agent/kpi_agg.py, H16): per day of service the additive pieces every
         # KPI needs, at four levels (0 everything, 1 per provider, 2 per payer, 3 per provider and
-        # payer), and the denial reasons beside them. Triggers mark the days a write touches in
-        # kpi_dirty (claims, encounters, reviews, touch events: no write path can be missed); a
-        # report first re-aggregates only those days. Every existing day starts dirty.
+        # payer; 10-12: levels 0-2 per month, day = 'YYYY-MM'), and the denial reasons beside them.
+        # Triggers mark the days a write touches in kpi_dirty (claims, encounters, reviews, touch
+        # events, findings: no write path can be missed); a report first re-aggregates only those
+        # days. Every existing day starts dirty.
         [("CREATE TABLE kpi_daily (lvl INTEGER NOT NULL, provider TEXT NOT NULL, payer TEXT NOT NULL, "
           "day TEXT NOT NULL, kind TEXT NOT NULL, k1 TEXT NOT NULL DEFAULT '', k2 INTEGER NOT NULL DEFAULT 0, "
           "n INTEGER NOT NULL DEFAULT 0, billed REAL NOT NULL DEFAULT 0, sub_sum REAL NOT NULL DEFAULT 0, "
           "dos_sum REAL NOT NULL DEFAULT 0, closed_sum REAL NOT NULL DEFAULT 0, unclosed INTEGER NOT NULL DEFAULT 0, "
-          "touched INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (lvl, provider, payer, day, kind, k1, k2)) WITHOUT ROWID"),
-         "CREATE INDEX kpi_daily_day ON kpi_daily(day)",
+          "touched INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (lvl, kind, provider, payer, day, k1, k2)) WITHOUT ROWID"),
+         "CREATE INDEX kpi_daily_day ON kpi_daily(day, lvl)",
          ("CREATE TABLE kpi_daily_reasons (lvl INTEGER NOT NULL, provider TEXT NOT NULL, payer TEXT NOT NULL, "
           "day TEXT NOT NULL, kind TEXT NOT NULL, code TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL, "
           "amount REAL NOT NULL, text TEXT NOT NULL DEFAULT '', "
           "PRIMARY KEY (lvl, provider, payer, day, kind, code, grp)) WITHOUT ROWID"),
-         "CREATE INDEX kpi_daily_reasons_day ON kpi_daily_reasons(day)",
+         "CREATE INDEX kpi_daily_reasons_day ON kpi_daily_reasons(day, lvl)",
          "CREATE TABLE kpi_dirty (day TEXT PRIMARY KEY) WITHOUT ROWID",
          # (no INSERT OR IGNORE in a trigger: a foreign-key action firing it, e.g. retention's
          # ON DELETE SET NULL on claims, overrides the OR IGNORE; only missing days are inserted)

@@ -166,8 +166,17 @@ def refresh(store: Store) -> int:
             args = {"lo": lo, "hi": hi + "\x7f"}  # every dos of the last dirty day sorts below it
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS kpi_touched (encounter_id INTEGER PRIMARY KEY)")
             conn.execute("DELETE FROM temp.kpi_touched")
-            conn.execute(f"INSERT OR IGNORE INTO temp.kpi_touched SELECT encounter_id FROM ({_TOUCHED_IDS}) "
-                         "WHERE encounter_id IS NOT NULL")
+            if n > 31:  # many days: every touched encounter at once
+                conn.execute(f"INSERT OR IGNORE INTO temp.kpi_touched SELECT encounter_id FROM ({_TOUCHED_IDS}) "
+                             "WHERE encounter_id IS NOT NULL")
+            else:  # a few days: only their encounters, each looked up by id
+                conn.execute(f"""
+                    INSERT OR IGNORE INTO temp.kpi_touched
+                    SELECT x.id FROM (SELECT e.id FROM encounters e WHERE {_in_dirty('e')}
+                                      UNION SELECT c.encounter_id FROM claims c WHERE {_in_dirty('c')}) x
+                    WHERE EXISTS (SELECT 1 FROM reviews r WHERE r.encounter_id = x.id)
+                       OR EXISTS (SELECT 1 FROM events v WHERE v.encounter_id = x.id AND v.kind IN {TOUCH_EVENTS})""",
+                             args)
             conn.execute(f"DELETE FROM kpi_daily WHERE day IN {_DIRTY}")
             conn.execute(f"DELETE FROM kpi_daily_reasons WHERE day IN {_DIRTY}")
             _level3(conn, args)

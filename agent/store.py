@@ -390,7 +390,9 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
           "n INTEGER NOT NULL DEFAULT 0, billed REAL NOT NULL DEFAULT 0, sub_sum REAL NOT NULL DEFAULT 0, "
           "dos_sum REAL NOT NULL DEFAULT 0, closed_sum REAL NOT NULL DEFAULT 0, unclosed INTEGER NOT NULL DEFAULT 0, "
           "touched INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (lvl, kind, provider, payer, day, k1, k2)) WITHOUT ROWID"),
-         "CREATE INDEX kpi_daily_day ON kpi_daily(day, lvl)",
+         # by day (the refresh's deletes, rollups and month sums): covering, so those read no table row
+         ("CREATE INDEX kpi_daily_day ON kpi_daily(day, lvl, n, billed, sub_sum, dos_sum, closed_sum, unclosed, "
+          "touched)"),
          ("CREATE TABLE kpi_daily_reasons (lvl INTEGER NOT NULL, provider TEXT NOT NULL, payer TEXT NOT NULL, "
           "day TEXT NOT NULL, kind TEXT NOT NULL, code TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL, "
           "amount REAL NOT NULL, text TEXT NOT NULL DEFAULT '', "

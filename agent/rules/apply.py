@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.rules import EncounterFacts, History, RuleSet, holds
-from agent.rules.decode import stored_encounter
 from agent.rules.history import read_history
 from agent.store import Store, now
 from core.model import Encounter
@@ -106,7 +105,7 @@ def evaluate_rows(rules: RuleSet | None, rows: list[Row], eligibility: dict[tupl
     history = History(eligibility=eligibility)
     loads = json.loads
     for eid, data, fjson, state, chash, ostate in rows:
-        enc = stored_encounter(loads(data))
+        enc = Encounter.from_dict(loads(data))
         f = EncounterFacts.of(enc)
         history.visits.setdefault(f.mrn, []).append(f.visit())
         decoded.append((eid, enc, f, fjson, state, chash, ostate))

@@ -1,7 +1,7 @@
-"""The rules re-run over a real SQLCipher store: the fast decoder gives the same encounters as
-``Encounter.from_dict``, and evaluating in worker processes (whole patients per task) gives the
-same findings, states and counts as evaluating in-process — including the history rules, which
-compare a patient's visits, and encounters already sent, which are history but never changed."""
+"""The rules re-run over a real SQLCipher store: evaluating in worker processes (whole patients per
+task) gives the same findings, states and counts as evaluating in-process — including the history
+rules, which compare a patient's visits, and encounters already sent, which are history but never
+changed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from agent.rules import RuleSet
 from agent.rules import apply as rules_apply
-from agent.rules.decode import stored_encounter
 from agent.store import Store, now
 from core.model import ChargeLine, Coverage, Diagnosis, Encounter, Evidence, Patient, Provider, content_hash
 
@@ -56,17 +55,6 @@ def fill(store: Store, n: int) -> None:
 
 def snapshot(store: Store) -> dict[str, tuple[str, str]]:
     return {sid: (state, f) for sid, state, f in store.conn.execute("SELECT source_id, state, findings FROM encounters")}
-
-
-def test_fast_decoder_matches_from_dict() -> None:
-    for i in range(60):
-        blob = visit(i).to_json()
-        assert stored_encounter(json.loads(blob)) == Encounter.from_dict(json.loads(blob))
-        assert stored_encounter(json.loads(blob)).to_json() == blob
-    odd = json.loads(visit(1).to_json())
-    odd["lines"][0]["future_field"] = "x"  # not the stored shape: from_dict decides (and refuses)
-    with pytest.raises(TypeError):
-        stored_encounter(odd)
 
 
 def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -256,11 +256,15 @@ class ReviewPage(Page):
             if answer.get("state") == "needs_review":
                 self.banner.show_text(f"Line {line + 1} saved; the rules ran again: {answer.get('holding', 0)} "
                                       "finding(s) still hold the encounter.", kind="ok")
-                self._show(answer, line=line)
-            else:
+                if self.current is not None and self.current["id"] == eid:  # unless the coder moved on
+                    self._show(answer, line=line)
+            elif self.current is not None and self.current["id"] == eid:
                 self.banner.show_text(f"Line {line + 1} saved; no finding holds encounter {eid} now: it is "
                                       f"{answer.get('state')} and goes out with the next sync.", kind="ok")
                 self.current = None
+            else:
+                self.banner.show_text(f"Line {line + 1} of encounter {eid} saved; it is {answer.get('state')}.",
+                                      kind="ok")
             self.refresh()
 
         def failed(f: ApiFailure) -> None:

@@ -198,6 +198,9 @@ class Engine:
         from agent import alerts
 
         alerts.schedule(self, sched)  # alert checks (H5), on the same single worker
+        from agent import kpi_agg
+
+        kpi_agg.schedule(self, sched)  # KPI aggregates of the days writes changed, off the request path (H16)
         from agent import eligibility_job
 
         eligibility_job.schedule(self, sched)  # 270/271 for the next clinic day's visits, evenings (H9)

@@ -7,8 +7,11 @@ it through the API like the window does. Measured in the same run:
 * baseline: painting the dashboard with nothing on it (``grab()`` renders every widget);
 * UI only: putting an answer already in hand on screen (cards, gauges, three bar charts, two
   tables, the trend) and painting it — what the window adds to the engine's time;
-* first paint after a filter change: choosing another period → the engine computes the KPIs
-  over the 250,000 lines → the answer is painted (the issue's target: under 200 ms UI side).
+* first paint after a filter change: choosing another period (or a payer) → the engine reads the
+  KPIs from its per-day aggregates (agent/kpi_agg.py) → the answer is painted (the issue's target:
+  under 200 ms end to end);
+* the same after a day's answers changed 270 claims (the report re-sums that day first), and the
+  very first report, which pays the one-off aggregation of the bulk-loaded year.
 
 Prints each time and its ratio to the baseline. Asserts only that the figures arrived.
 """
@@ -70,8 +73,30 @@ def test_dashboard_first_paint_at_250k_lines(tmp_path: Path, qtbot: Any, keyring
             return secs
 
         periods = [("2025-01-01", "2025-12-31"), ("2025-04-01", "2025-06-30"), ("2025-10-01", "2025-10-31")]
-        change(*periods[0])  # warm the engine's page cache
+        first = change("2025-01-01", "2025-11-30")  # the one-off aggregation of the year, then warm caches
         e2e = {p: statistics.median(change(*p) for _ in range(3)) for p in periods}
+
+        def answers_then_change(i: int) -> float:
+            with eng.store().tx():  # a day's answers: every claim of one date of service paid
+                eng.store().conn.execute("UPDATE claims SET state = 'paid', adjudicated_on = ? WHERE dos = ?",
+                                         (f"2025-07-{i + 1:02d}", f"2025-06-{i + 2:02d}"))
+            return change(*periods[i % 2])
+
+        eng.scheduler.pause_job("kpi-aggregates")  # the worst case: the report, not the background job, re-sums
+        after_write = statistics.median(answers_then_change(i) for i in range(3))
+        eng.scheduler.resume_job("kpi-aggregates")
+
+        def payer_change(i: int) -> float:
+            t = time.perf_counter()
+            with qtbot.waitSignal(page.report_shown, timeout=120_000):
+                page.payer.setCurrentIndex(1 + i % (page.payer.count() - 1))
+            page.grab()
+            secs = time.perf_counter() - t
+            qtbot.waitUntil(lambda: client is not None and client.pool.activeThreadCount() == 0, timeout=120_000)
+            return secs
+
+        assert page.payer.count() > 1  # the payers came with the year's answer
+        by_payer = statistics.median(payer_change(i) for i in range(3))
         qtbot.waitUntil(lambda: client is not None and client.pool.activeThreadCount() == 0, timeout=120_000)
         answer = page.report
         assert answer["kpis"] and answer["denial_reasons"] and sum(b.value for b in page.lag.bars) > 0
@@ -89,7 +114,12 @@ def test_dashboard_first_paint_at_250k_lines(tmp_path: Path, qtbot: Any, keyring
               f"(target < 200 ms)")
         for (a, b), secs in e2e.items():
             print(f"  filter change {a}..{b} -> painted  {secs * 1000:7.1f} ms  ratio {secs / empty:5.2f}x "
-                  f"(engine KPIs + HTTP + paint)")
+                  f"(engine KPIs + HTTP + paint; target < 200 ms)")
+        print(f"  payer filter chosen -> painted          {by_payer * 1000:7.1f} ms  ratio {by_payer / empty:5.2f}x "
+              f"(includes the page's own {page._debounce.interval()} ms debounce of the combo boxes)")
+        print(f"  a day's answers, then a period change   {after_write * 1000:7.1f} ms  ratio "
+              f"{after_write / empty:5.2f}x (that day re-summed first)")
+        print(f"  very first report (one-off aggregation of the bulk-loaded year) {first:.1f} s")
     finally:
         if client is not None:
             client.close()

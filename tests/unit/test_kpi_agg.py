@@ -296,3 +296,26 @@ def _same_practice(store: Store) -> bool:
             assert _norm(kpi.report(store, GoalsConfig(), **args)) == \
                 _norm(kpi_oracle.report(store, GoalsConfig(), **args)), (prov, pay, by)
     return True
+
+
+def test_the_engine_job_refreshes_in_the_background(fast_store: Store) -> None:
+    """kpi_agg.schedule adds a job to the engine's scheduler that re-sums the dirty days on the
+    engine's own store: run here as the scheduler would run it."""
+    jobs: dict[str, Any] = {}
+
+    class Sched:
+        def add_job(self, fn: Any, trigger: str, **kw: Any) -> None:
+            jobs[kw["id"]] = (fn, trigger, kw)
+
+    class Engine:
+        def store(self) -> Store:
+            return fast_store
+
+    _Practice(fast_store, 5).grow(15)
+    assert fast_store.conn.execute("SELECT count(*) FROM kpi_dirty").fetchone()[0] > 0
+    kpi_agg.schedule(Engine(), Sched())
+    fn, trigger, kw = jobs["kpi-aggregates"]
+    assert trigger == "interval" and kw["seconds"] == kpi_agg.REFRESH_SECONDS
+    fn()
+    assert fast_store.conn.execute("SELECT count(*) FROM kpi_dirty").fetchone()[0] == 0
+    assert fast_store.conn.execute("SELECT count(*) FROM kpi_daily WHERE lvl = 0").fetchone()[0] > 0

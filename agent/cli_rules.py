@@ -158,9 +158,10 @@ def cmd_rules(ctx: Context, args: argparse.Namespace) -> int:
 
 def _rerun(ctx: Context, store: Any) -> dict[str, int]:
     from agent.rules import RuleSet
-    from agent.rules.apply import rerun
+    from agent.rules.apply import default_workers, rerun
 
-    return rerun(store, RuleSet.for_config(store, ctx.config.rules), actor=_cli_actor()).to_dict()
+    return rerun(store, RuleSet.for_config(store, ctx.config.rules), actor=_cli_actor(),
+                 workers=default_workers()).to_dict()  # worker processes from 20,000 encounters
 
 
 def import_mue(store: Any, table: dict[str, int], *, actor: str, source: str) -> int:

@@ -13,6 +13,12 @@ No PHI ever leaves the engine through here: tooltips and notifications carry cou
 words and the engine's ``reason`` strings, which the engine builds from counts and error kinds
 only.
 
+Alerts (agent/alerts.py; ``alerts`` in the status): an alert kind that was not active in the
+previous status is announced once (kind ``alert``, through the same rate limit), the tooltip
+gets a line (``1 alert: …``), the menu an ``Alerts (n)…`` item (the Activity page for managers,
+who can read the trail; the Status page's alert strip for others), and the icon is presented
+amber while one is active (ui/alerts.py: only the presentation, the engine's state is untouched).
+
 Test/diagnostic hook: with ``state_file`` set (the app passes ``CHARGEBRIDGE_UI_STATE_FILE``),
 every change is written there atomically as JSON — ``state``, ``tooltip``, ``tray_available``,
 ``tray_visible``, ``tray_geometry``, ``role``, pause action state, notification count — so an
@@ -38,6 +44,7 @@ from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from core.states import DocumentStatus, EngineState, Role
+from ui.alerts import active_alerts, alert_line, notification, presented_state
 from ui.client import ApiClient, ApiFailure, ChangeWatcher
 from ui.common import role_at_least, role_label
 from ui.icons import SIZES, state_icon
@@ -173,6 +180,10 @@ class TrayController(QObject):
         self.role = ""
         self.user = ""
         self.notifications: list[tuple[str, str, str]] = []
+        self.alerts: list[dict[str, Any]] = []  # the active alerts of the last status
+        self._alert_kinds: set[str] = set()  # their kinds: a kind not in here is news
+        self._alert_news: set[str] = set()  # news not yet announced (held back by the rate limit)
+        self._icon_state: EngineState | None = None
 
         self._retry = QTimer(self)
         self._retry.setObjectName("chargebridge-tray-retry")
@@ -188,6 +199,15 @@ class TrayController(QObject):
     @property
     def current_state(self) -> EngineState:
         return self._state
+
+    @property
+    def presented_state(self) -> EngineState:
+        """What the icon shows: the engine's state, amber while an alert is active (ui/alerts.py)."""
+        return presented_state(self._state, self.alerts)
+
+    @property
+    def has_alerts_item(self) -> bool:
+        return self.alerts_action in self.menu.actions()
 
     @property
     def tooltip_text(self) -> str:
@@ -272,7 +292,9 @@ class TrayController(QObject):
             "role": self.role, "pause_enabled": self.pause_action.isEnabled(),
             "pause_label": self.pause_action.text(), "notifications": len(self.notifications),
             "notification_kinds": [k for k, _, _ in self.notifications],
-            "test_mode": self.test_mode,
+            "test_mode": self.test_mode, "icon_state": self.presented_state,
+            "alerts": [str(a["kind"]) for a in self.alerts],
+            "alerts_action": self.alerts_action.text() if self.has_alerts_item else "",
         }
         if self._extra_state is not None:
             data.update(self._extra_state())
@@ -290,6 +312,8 @@ class TrayController(QObject):
         self.menu.setToolTipsVisible(True)  # the disabled Pause action says why
         self.open_action = QAction("Open ChargeBridge", self.menu)
         self.open_action.triggered.connect(lambda: self.open_requested.emit("status"))
+        self.alerts_action = QAction("Alerts…", self.menu)
+        self.alerts_action.triggered.connect(lambda: self.open_requested.emit(self._alerts_page()))
         self.sync_action = QAction("Sync now", self.menu)
         self.sync_action.triggered.connect(self._sync_now)
         self.pause_action = QAction("Pause sync", self.menu)
@@ -319,6 +343,13 @@ class TrayController(QObject):
             self.menu.removeAction(self.testmode_sep)
         online = self._state != EngineState.OFFLINE
         paused = self._state == EngineState.PAUSED
+        n = len(self.alerts) if online else 0  # offline: the tray cannot know what holds now
+        if n and self.alerts_action not in self.menu.actions():  # under "Open", only while one is active
+            self.menu.insertAction(self.sync_action, self.alerts_action)
+        elif not n and self.alerts_action in self.menu.actions():
+            self.menu.removeAction(self.alerts_action)
+        self.alerts_action.setText(f"Alerts ({n})…")
+        self.alerts_action.setToolTip(alert_line(self.alerts) if n else "")
         self.pause_action.setText("Resume sync" if paused else "Pause sync")
         self.sync_action.setEnabled(online)
         if not online:
@@ -333,6 +364,11 @@ class TrayController(QObject):
             self.pause_action.setEnabled(True)
             self.pause_action.setToolTip("Resume sending charges to the billing system" if paused
                                          else "Stop sending charges until resumed (files are still read)")
+
+    def _alerts_page(self) -> str:
+        """Where an alert is read: the Activity page (the trail of alerts) needs a manager; others
+        get the Status page, whose alert strip says what is wrong and what to do."""
+        return "activity" if role_at_least(self.role, Role.MANAGER) else "status"
 
     def _sync_now(self) -> None:
         self.client.call("POST", "/api/v1/sync", timeout=15, on_ok=lambda _r: self.refresh(),
@@ -356,7 +392,7 @@ class TrayController(QObject):
         tray.setToolTip(self._tooltip)
         tray.setContextMenu(self.menu)
         tray.activated.connect(self._on_activated)
-        tray.messageClicked.connect(lambda: self.open_requested.emit(_NOTIFY_PAGE.get(self._last_kind, "status")))
+        tray.messageClicked.connect(self._message_clicked)
         tray.show()
         self._tray = tray
         self._retry.stop()
@@ -364,6 +400,10 @@ class TrayController(QObject):
         # the icon's geometry is known only once the tray has embedded it
         QTimer.singleShot(1500, self.write_state)
         return True
+
+    def _message_clicked(self) -> None:
+        page = self._alerts_page() if self._last_kind == "alert" else _NOTIFY_PAGE.get(self._last_kind, "status")
+        self.open_requested.emit(page)
 
     def _look_for_tray(self) -> None:
         if self._attach_tray():
@@ -434,9 +474,11 @@ class TrayController(QObject):
         self._status = st
         mode_changed = (st.get("test_mode") is True) != self.test_mode
         self.test_mode = st.get("test_mode") is True
+        self.alerts = active_alerts(st)
         if mode_changed and self._tray is not None:
             self._tray.setIcon(self._icon())
         self._notify_changes(st, prev, state)
+        self._notify_alerts()
         self._apply(state, self._compose_tooltip(st, state))
 
     def _on_status_error(self, failure: ApiFailure, epoch: int) -> None:
@@ -454,7 +496,9 @@ class TrayController(QObject):
 
     def _compose_tooltip(self, st: dict[str, Any], state: EngineState) -> str:
         c = st.get("counts") or {}
-        lines = [f"ChargeBridge — {STATE_WORDS[state]}"]
+        lines = [f"ChargeBridge — {STATE_WORDS[presented_state(state, self.alerts)]}"]
+        if self.alerts:
+            lines.append(alert_line(self.alerts))
         if self.test_mode:
             lines.insert(0, TRAY_LINE)
         reason = str(st.get("reason") or "")
@@ -486,8 +530,8 @@ class TrayController(QObject):
         changed = state != self._state
         self._state, self._tooltip = state, tooltip
         if self._tray is not None:
-            if changed:
-                self._tray.setIcon(self._icon(state))
+            if self.presented_state != self._icon_state:
+                self._tray.setIcon(self._icon())
             self._tray.setToolTip(tooltip)
         self._update_actions()
         self.write_state()
@@ -496,8 +540,10 @@ class TrayController(QObject):
             self.state_changed.emit(state)
 
     def _icon(self, state: EngineState | None = None) -> QIcon:
-        """The state's icon, with the test-mode mark while the engine is in test mode."""
-        icon = state_icon(state or self._state)
+        """The state's icon (default: the presented state), with the test-mode mark in test mode."""
+        state = state or self.presented_state
+        self._icon_state = state
+        icon = state_icon(state)
         return marked(icon, SIZES) if self.test_mode else icon
 
     # -- notifications ----------------------------------------------------------------------
@@ -519,6 +565,18 @@ class TrayController(QObject):
         if state == EngineState.ERROR and prev != EngineState.ERROR:
             self._offer("error", 1, 1, str(st.get("reason") or ""))
 
+    def _notify_alerts(self) -> None:
+        """Announce each alert kind once as it becomes active (also those active when the tray
+        starts: unlike counts, an alert is news to whoever just signed in). A kind that clears and
+        comes back is news again."""
+        kinds = {str(a["kind"]) for a in self.alerts}
+        new = kinds - self._alert_kinds
+        self._alert_kinds = kinds
+        self._alert_news &= kinds  # what cleared while held back is no longer worth a toast
+        if new:
+            self._alert_news |= new
+            self._offer("alert", len(new), len(kinds))
+
     def _offer(self, kind: str, new: int, total: int, reason: str = "") -> None:
         item = self._notifier.offer(kind, new, total, reason)
         if item is not None:
@@ -532,6 +590,14 @@ class TrayController(QObject):
     def _send(self, kind: str, item: dict[str, Any]) -> None:
         n, total = int(item["new"]), int(item["total"])
         warn = QSystemTrayIcon.MessageIcon.Warning
+        if kind == "alert":
+            news = [a for a in self.alerts if str(a["kind"]) in self._alert_news]
+            self._alert_news = set()
+            if not news:  # they cleared while the rate limit held them back
+                return
+            title, body = notification(news)
+            self._show(kind, title, body, warn)
+            return
         if kind == "quarantine":
             title = "ChargeBridge: files in quarantine"
             body = (f"{_plural(n, 'new item', 'new items')} in quarantine ({total} waiting). "

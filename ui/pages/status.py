@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.states import DocumentStatus, EncounterState, EngineState, OutboxState, Role
+from ui.alerts import active_alerts, presented_state
 from ui.client import ApiFailure
 from ui.common import page_items
 from ui.pages import Page, Session, alive, gate, parse_ts, relative, when
@@ -78,6 +79,18 @@ class StatusPage(Page):
         for b in (self.sync_btn, self.pause_btn, self.resume_btn):
             head.addWidget(b, 0, Qt.AlignmentFlag.AlignTop)
         lay.addLayout(head)
+
+        # active alerts (agent/alerts.py via /status "alerts"): what is wrong and what to do
+        self.alert_box = QGroupBox("Alerts")
+        self.alert_box.setObjectName("status-alerts")
+        self.alert_box.setStyleSheet("QGroupBox#status-alerts { background: #fff7e0; border: 1px solid #e0b040; "
+                                     "border-radius: 4px; margin-top: 1.2em; padding-top: 4px; } "
+                                     "QGroupBox#status-alerts::title { color: #9a6b00; font-weight: 600; "
+                                     "subcontrol-origin: margin; left: 8px; }")
+        self.alert_lay = QVBoxLayout(self.alert_box)
+        self.alert_labels: list[QLabel] = []
+        self.alert_box.setVisible(False)
+        lay.addWidget(self.alert_box)
 
         # what needs a person: one click to the page where it is fixed
         self.attention_box = QGroupBox("Needs attention")
@@ -169,6 +182,9 @@ class StatusPage(Page):
     def show_status(self, st: dict[str, Any]) -> None:
         self.last = st
         state = str(st.get("state") or EngineState.OFFLINE)
+        alerts = active_alerts(st)
+        if state in EngineState.__members__.values():  # amber while an alert holds (ui/alerts.py)
+            state = presented_state(EngineState(state), alerts)
         text, color = STATE_TEXT.get(state, (state, "#333"))
         self.state_label.setText(text)
         self.state_label.setStyleSheet(f"font-size: 18pt; font-weight: 600; color: {color};")
@@ -201,6 +217,7 @@ class StatusPage(Page):
         else:
             self.next_sync_label.setText("not scheduled")
         self._connectors(st.get("connectors", []))
+        self._alerts(alerts if state != EngineState.OFFLINE else [])
         self._attention()
         self.apply_role()
 
@@ -240,6 +257,25 @@ class StatusPage(Page):
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_lay.addWidget(lab)
             self.conn_labels.append(lab)
+
+    def _alerts(self, alerts: list[dict[str, Any]]) -> None:
+        for lab in self.alert_labels:
+            lab.deleteLater()
+        self.alert_labels = []
+        self.alert_box.setTitle(f"Alert{'s' if len(alerts) != 1 else ''} ({len(alerts)})")
+        self.alert_box.setVisible(bool(alerts))
+        for a in alerts:
+            title = str(a["title"])
+            since = f" <span style='color:#6b7280'>(since {_esc(when(str(a['since'])))})</span>" \
+                if a.get("since") else ""
+            fix = str(a.get("fix") or "")
+            lab = QLabel(f"<b>⚠ {_esc(title[:1].upper() + title[1:])}</b>{since}"
+                         + (f"<br>What to do: {_esc(fix)}" if fix else ""))
+            lab.setWordWrap(True)
+            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            lab.setAccessibleName(f"Alert: {title}")
+            self.alert_lay.addWidget(lab)
+            self.alert_labels.append(lab)
 
     def _attention(self) -> None:
         for b in self.attention_buttons:

@@ -152,8 +152,13 @@ def _match(store: Store, ans: Answer) -> list[int]:
         row = conn.execute("SELECT id FROM claims WHERE claim_id = ?", (ans.claim_ref,)).fetchone()
         return [int(row[0])] if row else []
     if ans.group_control:
-        rows = conn.execute("SELECT id FROM claims WHERE json_extract(control, '$.gs') = ? ORDER BY id",
-                            (ans.group_control,)).fetchall()
+        st = str(ans.detail.get("acknowledged_set") or "")
+        if st:  # a partly accepted group: this answer is about one transaction set of it
+            rows = conn.execute("SELECT id FROM claims WHERE json_extract(control, '$.gs') = ? AND "
+                                "json_extract(control, '$.st') = ? ORDER BY id", (ans.group_control, st)).fetchall()
+        else:
+            rows = conn.execute("SELECT id FROM claims WHERE json_extract(control, '$.gs') = ? ORDER BY id",
+                                (ans.group_control,)).fetchall()
         return [int(r[0]) for r in rows]
     return []
 

@@ -126,3 +126,19 @@ class _Reopen:
 
     def close(self) -> None:
         pass
+
+
+def test_a_partly_accepted_999_moves_only_the_claims_of_its_transaction_set(fast_store: Store) -> None:
+    pipe = Pipeline.for_config(fast_store, Config())
+    pipe.ingest_bytes("".join(dft(i) for i in range(3)).encode(), origin="t.hl7")
+    rows = fast_store.conn.execute("SELECT id, version FROM encounters ORDER BY id").fetchall()
+    with fast_store.tx():  # one group, two transaction sets: CLM0 + CLM1 in 0001, CLM2 in 0002
+        for i, (enc_id, version) in enumerate(rows):
+            claims.record_delivery(fast_store, encounter_id=enc_id, version=version, claim_id=f"CLM{i}",
+                                   target="x12", remote_ids={"gs": "9", "st": "0001" if i < 2 else "0002"})
+    claims.apply_answers(fast_store, [
+        Answer(AnswerKind.ACK_999, "p1", ClaimState.ACCEPTED, group_control="9", detail={"acknowledged_set": "0001"}),
+        Answer(AnswerKind.ACK_999, "p2", ClaimState.REJECTED, group_control="9", detail={"acknowledged_set": "0002"},
+               reasons=[Reason("ak", "5")])])
+    assert [_state(fast_store, f"CLM{i}")[0] for i in range(3)] == [ClaimState.ACCEPTED, ClaimState.ACCEPTED,
+                                                                      ClaimState.REJECTED]

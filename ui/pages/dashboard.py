@@ -3,7 +3,8 @@ denial reasons, A/R by age and the charge-lag histogram, for a date range, a pro
 (either, both or neither: every figure, reason, bucket, baseline and the trend narrow to them) —
 from ``GET /api/v1/kpi`` and ``/kpi/series`` only.
 
-A filter change asks the engine again (debounced 150 ms, each new filter supersedes the answers
+A filter change asks the engine again (a provider, payer or period choice at once; typed dates
+debounced 150 ms; each new filter supersedes the answers
 still in flight for the old one); the charts are repainted from the answer at once, which is
 cheap — the drawing does not depend on how many claim lines the engine read (see
 tests/bench/bench_dashboard.py). A click on a figure opens exactly the claims behind it (the
@@ -375,6 +376,8 @@ class DashboardPage(Page):
         key = self.range.currentData()
         if key != "custom":
             self._set_range(key)
+            self.refresh()  # a choice, not typing: ask at once
+            return
         self._debounce.start()
 
     def _dates_edited(self, _: QDate) -> None:
@@ -406,7 +409,7 @@ class DashboardPage(Page):
                 if c.currentData()}
 
     def _who_changed(self, combo: QComboBox) -> None:
-        self._debounce.start()
+        self.refresh()  # a choice, not typing: ask at once (the debounce is for the date fields)
 
     # -- data ------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -255,6 +255,9 @@ def test_launch_agent_plist_rendered_for_a_user(tmp_path: Path, monkeypatch: pyt
     assert plist["ThrottleInterval"] >= 10
     # the same home the tray uses by default on macOS (platformdirs' user data dir)
     monkeypatch.setenv("HOME", str(home))
+    # newer platformdirs honour XDG_DATA_HOME on macOS too (scripts/with-keyring.sh sets one); a
+    # Mac's login session has none
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     tray_home = platformdirs.macos.MacOS("ChargeBridge", appauthor=False).user_data_dir
     assert plist["EnvironmentVariables"]["CHARGEBRIDGE_HOME"] == tray_home == f"{home}/Library/Application Support/ChargeBridge"
     logs = home / "Library" / "Logs" / "ChargeBridge"

@@ -36,6 +36,7 @@ class ChecklistBox(QGroupBox):
         super().__init__("First week", parent)
         self.session = session
         self.state: dict[str, Any] = {}
+        self.dismissed = False  # once the engine said so, an older answer still in flight can't bring it back
         self.rows: dict[str, tuple[QLabel, QLabel]] = {}
         lay = QVBoxLayout(self)
         head = QHBoxLayout()
@@ -125,5 +126,6 @@ class ChecklistBox(QGroupBox):
         self.dismiss_btn.setEnabled(all_done)
         self.dismiss_btn.setToolTip("Hide this checklist for good" if all_done
                                     else "Available once every item is done")
-        self.setVisible(self.session.at_least(Role.MANAGER) and not answer.get("dismissed"))
+        self.dismissed = self.dismissed or bool(answer.get("dismissed"))
+        self.setVisible(self.session.at_least(Role.MANAGER) and not self.dismissed)
         self.loaded.emit()

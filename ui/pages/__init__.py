@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from PySide6.QtCore import QAbstractItemModel, QObject, Qt, Signal
 from PySide6.QtWidgets import (
@@ -167,6 +167,18 @@ def record_table(model: QAbstractItemModel, name: str, on_selected: Callable[...
     view.setAccessibleName(name)
     view.selectionModel().selectionChanged.connect(on_selected)
     return view
+
+
+def reselect(view: QTableView, items: list[dict[str, Any]], key: str, keep: Any,
+             show: Callable[[dict[str, Any] | None], None]) -> None:
+    """After a reload, select the record that was shown (by ``key``), else the first one, and show
+    it; ``show(None)`` when the list is empty."""
+    row = next((i for i, r in enumerate(items) if r[key] == keep), 0 if items else None)
+    if row is None:
+        show(None)
+    else:
+        view.selectRow(row)
+        show(items[row])
 
 
 def with_empty_state(view: QWidget, text: str) -> tuple[QLabel, QStackedWidget]:

@@ -38,7 +38,17 @@ from PySide6.QtWidgets import (
 from core.states import ClaimState, Role
 from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
-from ui.pages import Page, Session, alive, needs_role_text, record_table, short_date, when, with_empty_state
+from ui.pages import (
+    Page,
+    Session,
+    alive,
+    needs_role_text,
+    record_table,
+    reselect,
+    short_date,
+    when,
+    with_empty_state,
+)
 
 # state -> (label, symbol, colour, what it means)
 STATE_LOOK: dict[str, tuple[str, str, str, str]] = {
@@ -323,12 +333,7 @@ class ClaimsPage(Page):
         shown = f"{len(items):,} of {self.model.total:,}" if self.model.truncated else f"{len(items):,}"
         self.count_label.setText(f"{shown} claim{'s' if self.model.total != 1 else ''}")
         self.stack.setCurrentWidget(self.list if items else self.empty)
-        row = next((i for i, r in enumerate(items) if r["claim_id"] == keep), 0 if items else None)
-        if row is None:
-            self.show_claim(None)
-        else:
-            self.list.selectRow(row)
-            self.show_claim(items[row])
+        reselect(self.list, items, "claim_id", keep, self.show_claim)
 
     def _selected(self, *_: Any) -> None:
         rows = self.list.selectionModel().selectedRows()

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from core.states import FindingKind, ResolveAction, Role
 from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
-from ui.pages import Page, Session, alive, gate, record_table, when, with_empty_state
+from ui.pages import Page, Session, alive, gate, record_table, reselect, when, with_empty_state
 
 KINDS: dict[str, tuple[str, str]] = {
     FindingKind.MISSING_IN_RCM: ("Not in the billing system",
@@ -292,12 +292,7 @@ class MismatchesPage(Page):
         if self.model.truncated:
             self.banner.show_text(f"Showing the first {len(items):,} of {self.model.total:,} open mismatches.")
         self.stack.setCurrentWidget(self.list if items else self.empty)
-        row = next((i for i, r in enumerate(items) if r["id"] == keep), 0 if items else None)
-        if row is None:
-            self.show_finding(None)
-        else:
-            self.list.selectRow(row)
-            self.show_finding(items[row])
+        reselect(self.list, items, "id", keep, self.show_finding)
 
     def _selected(self, *_: Any) -> None:
         rows = self.list.selectionModel().selectedRows()

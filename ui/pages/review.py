@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 from core.states import Role
 from ui.client import ApiFailure, unreadable_answer
 from ui.models import Column, RecordsModel
-from ui.pages import Page, Session, alive, gate, record_table, with_empty_state
+from ui.pages import Page, Session, alive, gate, record_table, reselect, with_empty_state
 
 EMPTY = "Nothing waits for review — every encounter passed the charge rules, or a coder has decided on it."
 SEVERITY_MARK = {"error": "✖ error", "review": "● review", "warning": "▲ warning", "info": "ℹ suggestion"}
@@ -297,12 +297,7 @@ class ReviewPage(Page):
             return
         items = self.model.rows
         self.stack.setCurrentWidget(self.table if items else self.empty)
-        row = next((i for i, r in enumerate(items) if r["id"] == keep), 0 if items else None)
-        if row is None:
-            self._show(None)
-        else:
-            self.table.selectRow(row)
-            self._show(items[row])
+        reselect(self.table, items, "id", keep, self._show)
 
     def _selected(self, *_: QItemSelection) -> None:
         rows = self.table.selectionModel().selectedRows()

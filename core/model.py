@@ -104,7 +104,9 @@ class ChargeLine:
 class Evidence:
     """What the source documented besides the charges, for the rules that ask whether a charge is
     documented (``doc.missing``): an order or a result with its service code, or the visit's
-    length. Only parsers whose source carries these fill it (HL7 v2: OBR/OBX, PV1-44/45)."""
+    length. Only parsers whose source carries these fill it (HL7 v2: OBR/OBX, PV1-44/45; FHIR:
+    ServiceRequest, DiagnosticReport, Observation, Encounter.period/length; C-CDA: Results and Plan of
+    Treatment sections, encounter effectiveTime low/high)."""
 
     kind: str  # order | result | time
     code: str = ""  # the ordered service / the order a result answers (OBR-4), as sent

@@ -33,6 +33,7 @@ from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from connectors.ehr import limits
 from connectors.ehr.base import ParseError
+from connectors.ehr.evidence import Collector, hl7_minutes
 from core.model import Address, ChargeLine, Diagnosis, Encounter, Parsed, Patient, Provider, Rejected
 
 NAME = "ccda"
@@ -48,6 +49,8 @@ OID_ICD10CM = "2.16.840.1.113883.6.90"
 ENCOUNTERS_SECTION = ({"2.16.840.1.113883.10.20.22.2.22", "2.16.840.1.113883.10.20.22.2.22.1"}, "46240-8")
 PROCEDURES_SECTION = ({"2.16.840.1.113883.10.20.22.2.7", "2.16.840.1.113883.10.20.22.2.7.1"}, "47519-4")
 PROBLEMS_SECTION = ({"2.16.840.1.113883.10.20.22.2.5", "2.16.840.1.113883.10.20.22.2.5.1"}, "11450-4")
+RESULTS_SECTION = ({"2.16.840.1.113883.10.20.22.2.3", "2.16.840.1.113883.10.20.22.2.3.1"}, "30954-2")
+PLAN_SECTION = ({"2.16.840.1.113883.10.20.22.2.10"}, "18776-5")  # Plan of Treatment (formerly Plan of Care)
 CCD_TEMPLATE = "2.16.840.1.113883.10.20.22.1.2"
 DX_OBSERVATIONS = {"2.16.840.1.113883.10.20.22.4.4", "2.16.840.1.113883.10.20.22.4.19"}
 _NOT_DONE = ("cancelled", "nullified", "aborted", "obsolete")
@@ -314,6 +317,7 @@ class _Visit:
     start_day: str
     end_day: str
     lines_by_day: set[tuple[str, str]] = field(default_factory=set)
+    minutes: int = 0  # the visit's length, when effectiveTime low and high carry times of day
 
 
 def _encounter_from(el: ET.Element, header: dict[str, Any]) -> _Visit:
@@ -327,7 +331,7 @@ def _encounter_from(el: ET.Element, header: dict[str, Any]) -> _Visit:
         code, system = next(_codes(code_el), ("", ""))
     if code:
         enc.lines.append(ChargeLine(code=code, code_system=system, line_id=enc.source_id))
-    visit = _Visit(enc, _day(start), _day(end) or _day(start))
+    visit = _Visit(enc, _day(start), _day(end) or _day(start), minutes=hl7_minutes(start, end))
     visit.lines_by_day = {(code, visit.start_day)} if code else set()
     if not enc.source_id:  # no usable id: patient + date + code is stable across re-exports
         enc.source_id = f"{enc.patient.mrn}:{visit.start_day}:{code}"
@@ -355,6 +359,58 @@ def _unique_ids(visits: list[_Visit]) -> None:
                 sid = f"{base}#{k}"
         taken.add(sid)
         v.enc.source_id = sid
+
+
+# ---------------------------------------------------------------------------
+# Evidence: orders, results and the visit's length (for doc.missing)
+# ---------------------------------------------------------------------------
+
+_ORDER_TAGS = (f"{V3}observation", f"{V3}procedure", f"{V3}act")
+_ORDER_MOODS = ("RQO", "INT")
+
+
+def _evidence_code(el: ET.Element | None) -> tuple[str, str]:
+    """A CPT translation if any, else the element's own code (else its first translation)."""
+    found = list(_codes(el))
+    return next((c for c in found if c[1] == OID_CPT), found[0] if found else ("", ""))
+
+
+def _add_evidence(root: ET.Element, visits: list[_Visit], *, visit_note: bool) -> None:
+    """``Encounter.evidence`` for each visit: Results section organizers and observations
+    (``result``), Plan of Treatment observations/procedures/acts in moodCode RQO or INT
+    (``order``), and the encounter's own length. A dated result goes to the visit on that day
+    (a CCD lists results from many visits; one on no visit's day is left out); an undated one to
+    the document's only visit. A visit note's plan is that visit's plan, so its orders go to it
+    whatever their (future) date. Missing elements give no evidence, never an exception."""
+    if not visits:
+        return
+    sole = visits[0] if len(visits) == 1 else None
+    found = {id(v): Collector() for v in visits}
+
+    def add(kind: str, el: ET.Element, day: str) -> None:
+        visit = _attach(visits, day) if day else sole
+        if visit is not None:
+            found[id(visit)].add(kind, *_evidence_code(_f(el, "code")))
+
+    def day_of(el: ET.Element) -> str:
+        return _day(_time(_f(el, "effectiveTime"))[0])
+
+    for _, el in _entries(_sections(root, RESULTS_SECTION), "Results"):
+        if el.tag not in (f"{V3}organizer", f"{V3}observation") or not _done(el):
+            continue
+        members = [o for c in _fa(el, "component") for o in _fa(c, "observation") if _done(o)]
+        panel_day = day_of(el) or next((d for o in members if (d := day_of(o))), "")
+        add("result", el, panel_day)  # the panel (organizer), like an OBR's code
+        for obs in members:
+            add("result", obs, day_of(obs) or panel_day)
+    for _, el in _entries(_sections(root, PLAN_SECTION), "Plan of Treatment"):
+        status = _f(el, "statusCode")
+        if (el.tag not in _ORDER_TAGS or el.get("moodCode") not in _ORDER_MOODS or el.get("negationInd") == "true"
+                or (status is not None and status.get("code") in _NOT_DONE)):
+            continue
+        add("order", el, "" if visit_note and sole is not None else day_of(el))
+    for v in visits:
+        v.enc.evidence = found[id(v)].done(v.minutes)
 
 
 def parse(data: bytes, *, name: str, options: Mapping[str, Any]) -> list[Parsed]:
@@ -409,6 +465,7 @@ def parse(data: bytes, *, name: str, options: Mapping[str, Any]) -> list[Parsed]
             if prov.npi:
                 visit.enc.rendering = prov
     visits += sorted(extra.values(), key=lambda v: v.start_day)
+    _add_evidence(root, visits, visit_note=is_visit_note)
     if not visits and not out:
         raise ParseError("C-CDA document has no Encounters section entries and none of its Procedures "
                          "carries a CPT or HCPCS code; nothing to bill")

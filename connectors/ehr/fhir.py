@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from connectors.ehr.base import ParseError
+from connectors.ehr.evidence import DAY_MINUTES, MAX_EVIDENCE, Collector, iso_minutes
 from connectors.ehr.fhir_read import R4_RESOURCE_TYPES, Item, load  # noqa: F401  (R4_RESOURCE_TYPES: public)
 from core.model import (
     MAX_MONEY,
@@ -45,6 +46,7 @@ from core.model import (
     Coverage,
     Diagnosis,
     Encounter,
+    Evidence,
     Parsed,
     Patient,
     Provider,
@@ -355,11 +357,12 @@ class _Builder:
         self.claims_for: dict[int, list[dict[str, Any]]] = {}
         self._link_claims()
         # Conditions / Procedures by the Encounter they reference: one pass, not one per visit.
+        # Orders and results too (``Encounter.evidence``); ``context`` is their pre-R4 element name.
         self.clinical_for: dict[tuple[int, str], list[dict[str, Any]]] = {}
-        for rtype in ("Condition", "Procedure"):
+        for rtype in ("Condition", "Procedure", *_EVIDENCE_TYPES):
             for res in idx.of_type(rtype):
                 try:
-                    enc = idx.resolve(res.get("encounter"), "Encounter")
+                    enc = idx.resolve(res.get("encounter") or res.get("context"), "Encounter")
                 except _SHAPE_ERRORS:
                     continue
                 if enc is not None:
@@ -443,7 +446,32 @@ class _Builder:
                 self._claim_lines(enc, claim)
         else:
             self._clinical_lines(enc, res)
+        enc.evidence = self._evidence(res)
         return enc
+
+    def _evidence(self, res: dict[str, Any]) -> list[Evidence]:
+        """ServiceRequests (orders), DiagnosticReports and Observations (results) that reference the
+        visit, and its length: what ``doc.missing`` checks charges against. A result based on a
+        ServiceRequest is the result of that order (like OBX under OBR). Never raises: a resource
+        of the wrong shape gives no evidence, and the visit is read as before."""
+        found = Collector()
+        for rtype, kind in _EVIDENCE_TYPES.items():
+            for item in self.clinical_for.get((id(res), rtype), []):
+                if found.full:
+                    break
+                try:
+                    if item.get("status") in _SKIP_EVIDENCE_STATUS:
+                        continue
+                    based = item.get("basedOn") if kind == "result" else None
+                    orders = [o for ref in (based[:MAX_EVIDENCE] if isinstance(based, list) else [])
+                              if (o := self.idx.resolve(ref, "ServiceRequest")) is not None]
+                    for concept in [o.get("code") for o in orders] or [item.get("code")]:
+                        found.add(kind, *_evidence_code(concept))
+                except _SHAPE_ERRORS:
+                    continue
+        period = res.get("period")
+        minutes = iso_minutes(period.get("start"), period.get("end")) if isinstance(period, dict) else 0
+        return found.done(minutes or _duration_minutes(res.get("length")))
 
     def _rendering(self, res: dict[str, Any], claims: list[dict[str, Any]]) -> Provider:
         """Primary performer first, then attender, ...; the first one with an NPI wins (837P needs it)."""
@@ -569,6 +597,35 @@ class _Builder:
                 service_date=str(proc.get("performedDateTime")
                                  or (proc.get("performedPeriod") or {}).get("start") or ""),
             ))
+
+
+_EVIDENCE_TYPES = {"ServiceRequest": "order", "DiagnosticReport": "result", "Observation": "result"}
+_SKIP_EVIDENCE_STATUS = ("entered-in-error", "revoked", "cancelled")
+_DURATION_UNITS = {"min": 1, "minute": 1, "minutes": 1, "h": 60, "hour": 60, "hours": 60}
+
+
+def _evidence_code(cc: Any) -> tuple[Any, Any]:
+    """(code, system) of an order/result: its CPT coding, else its first coding with a string code."""
+    codings = cc.get("coding") if isinstance(cc, dict) else None
+    usable = [c for c in codings[:MAX_EVIDENCE] if isinstance(c, dict) and isinstance(c.get("code"), str)
+              and c["code"].strip()] if isinstance(codings, list) else []
+    best = next((c for c in usable if c.get("system") in _CPT_SYSTEMS), usable[0] if usable else None)
+    return (best["code"], best.get("system")) if best is not None else ("", "")
+
+
+def _duration_minutes(length: Any) -> int:
+    """Encounter.length (a Duration in minutes or hours) -> whole minutes; 0 when unusable."""
+    if not isinstance(length, dict):
+        return 0
+    value, unit = length.get("value"), length.get("code") or length.get("unit")
+    factor = _DURATION_UNITS.get(unit) if isinstance(unit, str) else None
+    if factor is None or isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        return 0
+    amount = Decimal(value)
+    if not amount.is_finite() or not 0 < amount <= DAY_MINUTES:  # checked before any arithmetic
+        return 0
+    minutes = int(amount * factor)
+    return minutes if 0 < minutes <= DAY_MINUTES else 0
 
 
 def _summary(idx: _Index) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import audit
 from agent.rules import EncounterFacts, RuleSet, holds
+from agent.rules.apply import split, store_one
 from agent.store import Store, now
 from agent.validate import has_errors, validate
 from connectors.ehr.limits import DEFAULT as DEFAULT_BUDGETS
@@ -379,8 +380,15 @@ class Pipeline:
         return self._chargemasters[name]
 
     def prepare(self, enc: Encounter) -> tuple[str, list[Finding]]:
-        """Chargemaster, standardize, validate; returns (state, findings)."""
+        """Chargemaster, standardize, validate, the encounter rules; returns (state, findings)."""
+        state, findings, _ = self._prepare(enc)
+        return state, findings
+
+    def _prepare(self, enc: Encounter) -> tuple[str, list[Finding], EncounterFacts | None]:
+        """:meth:`prepare`, with the rules' input (:class:`EncounterFacts`) of a charge encounter
+        when the rules are on."""
         findings: list[Finding] = []
+        facts = None
         if self._chargemaster_name:
             findings += self._chargemaster(self._chargemaster_name).apply(enc)
         findings += standardize(enc)
@@ -391,20 +399,25 @@ class Pipeline:
                 unique.setdefault((f.code, f.field), f)
             findings = list(unique.values())
         if self.rules is not None:  # charge rules: their review/error findings hold the encounter too
-            findings = self.rules.apply_local(enc, findings)
+            facts = EncounterFacts.of(enc) if enc.kind == EncounterKind.CHARGE else None
+            findings = self.rules.apply_local(enc if facts is None else facts, findings)
         if enc.kind == EncounterKind.EXPECTED:
-            return EncounterState.EXPECTED, findings
+            return EncounterState.EXPECTED, findings, facts
         held = has_errors(findings) or (self.rules is not None and holds(findings))
-        return (EncounterState.NEEDS_REVIEW if held else EncounterState.READY), findings
+        return (EncounterState.NEEDS_REVIEW if held else EncounterState.READY), findings, facts
 
     def _encounter_row(self, enc: Encounter) -> tuple[Any, ...]:
         """Everything the store needs for one encounter, computed outside the write transaction."""
-        state, findings = self.prepare(enc)
+        state, findings, facts = self._prepare(enc)
         blob = enc.to_json()
         chash = content_hash(blob)
+        ruled: list[dict[str, Any]] = []
+        if facts is not None:  # rule findings go to their own row
+            findings, found = split(findings)
+            ruled = [f.to_dict() for f in found]
         fjson = json.dumps([f.to_dict() for f in findings]) if findings else "[]"
         return (enc.business_key, enc.kind, enc.source, enc.source_id, state, enc.patient.mrn, enc.dos_start,
-                blob, fjson, chash, len(findings), EncounterFacts.of(enc) if self.rules is not None else None)
+                blob, fjson, chash, len(findings) + len(ruled), facts, ruled, holds(findings))
 
     def _store_encounters(self, doc_id: int, rows: list[tuple[Any, ...]], out: Outcome) -> None:
         """Insert new encounters in bulk; identical re-exports are duplicates, changed ones revisions."""
@@ -431,6 +444,7 @@ class Pipeline:
                     "UPDATE encounters SET document_id=?, state=?, mrn=?, dos=?, data=?, findings=?, content_hash=?,"
                     " version=?, updated_at=? WHERE id=?",
                     (doc_id, state, r[5], r[6], r[7], r[8], chash, version, ts, enc_id))
+                store_one(self.store, enc_id, r[11], chash, r[12], r[13])
                 existing[key] = [enc_id, chash, version]
                 self._events.append((ts, "encounter.revised", enc_id, doc_id,
                                      json.dumps({"state": state, "version": version})))
@@ -447,6 +461,10 @@ class Pipeline:
             "INSERT INTO encounters (business_key, kind, source, source_id, document_id, state, mrn, dos, data,"
             " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
             [(r[0], r[1], r[2], r[3], doc_id, r[4], r[5], r[6], r[7], r[8], r[9], ts, ts) for r in inserts.values()])
+        conn.executemany(  # the rules' input and findings (agent/rules/apply.py), beside the wide row
+            "INSERT INTO encounter_rules (encounter_id, input, input_hash, findings, base_holds)"
+            " SELECT id, ?, ?, ?, ? FROM encounters WHERE business_key = ?",
+            [(r[11].to_json(), r[9], json.dumps(r[12]), int(r[13]), r[0]) for r in inserts.values() if r[11]])
         conn.executemany(
             "INSERT INTO events (at, kind, encounter_id, document_id, detail)"
             " SELECT ?, 'encounter.created', id, ?, ? FROM encounters WHERE business_key = ?",

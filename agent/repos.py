@@ -25,6 +25,18 @@ def _offset(page: int, page_size: int) -> int:
     return (page - 1) * page_size
 
 
+# an encounter's rule findings (store migration 16: agent/rules/apply.py), beside its validation findings
+RULE_FINDINGS = "(SELECT r.findings FROM encounter_rules r WHERE r.encounter_id = {e}.id)"
+
+
+def merge_findings(base: str | None, rules: str | None) -> list[dict[str, Any]]:
+    """An encounter's findings as people see them: validation findings, then the rules'."""
+    out: list[dict[str, Any]] = json.loads(base or "[]")
+    if rules and rules != "[]":
+        out += json.loads(rules)
+    return out
+
+
 class EncounterRepo:
     COLUMNS = ("id", "business_key", "kind", "source", "source_id", "document_id", "state", "mrn",
                "dos", "data", "findings", "version", "created_at", "updated_at")
@@ -34,7 +46,7 @@ class EncounterRepo:
 
     def rows(self, state: str | None = None, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         """Whole rows in received order, data and findings decoded (CLI listing, demo, tests)."""
-        sql = f"SELECT {', '.join(self.COLUMNS)} FROM encounters"
+        sql = f"SELECT {', '.join(self.COLUMNS)}, {RULE_FINDINGS.format(e='encounters')} FROM encounters"
         args: list[Any] = []
         if state:
             sql += " WHERE state = ?"
@@ -43,9 +55,9 @@ class EncounterRepo:
         args += [limit, offset]
         out = []
         for r in self.conn.execute(sql, args):
-            d = dict(zip(self.COLUMNS, r, strict=True))
+            d = dict(zip(self.COLUMNS, r[:-1], strict=True))
             d["data"] = json.loads(d["data"])
-            d["findings"] = json.loads(d["findings"])
+            d["findings"] = merge_findings(d["findings"], r[-1])
             out.append(d)
         return out
 
@@ -92,19 +104,20 @@ class EncounterRepo:
         direction = "DESC" if desc else "ASC"
         order = f"e.dos {direction}, e.id {direction}" if sort == "dos" else f"e.id {direction}"
         rows = self.conn.execute(
-            "SELECT e.id, e.state, e.kind, e.source, e.source_id, e.dos, e.mrn, e.data, e.findings, e.version, "
+            f"SELECT e.id, e.state, e.kind, e.source, e.source_id, e.dos, e.mrn, e.data, e.findings, e.version, "
+            f"{RULE_FINDINGS.format(e='e')}, "
             "(SELECT o.state FROM outbox o WHERE o.encounter_id = e.id ORDER BY o.id DESC LIMIT 1), "
             "(SELECT o.last_error FROM outbox o WHERE o.encounter_id = e.id ORDER BY o.id DESC LIMIT 1) "
             f"FROM encounters e {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, page_size, _offset(page, page_size)]).fetchall()
         items = []
-        for eid, st, kind, source, source_id, dos, mrn, data, findings, version, ob_state, ob_error in rows:
+        for eid, st, kind, source, source_id, dos, mrn, data, findings, version, ruled, ob_state, ob_error in rows:
             d = json.loads(data)
             items.append({
                 "id": eid, "state": st, "kind": kind, "source": source, "source_id": source_id, "dos": dos,
                 "mrn": mrn, "patient": f"{d['patient']['family']}, {d['patient']['given']}".strip(", "),
                 "codes": [ln["code"] for ln in d["lines"]], "total": _total(d["lines"]),
-                "findings": json.loads(findings), "sync_state": ob_state or "", "sync_error": ob_error or "",
+                "findings": merge_findings(findings, ruled), "sync_state": ob_state or "", "sync_error": ob_error or "",
                 "version": version,
             })
         return {"total": total, "total_capped": capped, "page": page, "page_size": page_size, "items": items}

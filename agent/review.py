@@ -18,8 +18,9 @@ import re
 from typing import Any
 
 from agent import audit
-from agent.rules import RuleSet
-from agent.rules.apply import evaluate
+from agent.repos import RULE_FINDINGS, merge_findings
+from agent.rules import EncounterFacts, RuleSet
+from agent.rules.apply import evaluate, store_one
 from agent.rules.history import read_history
 from agent.store import Store, now
 from agent.validate import CPT_RE, HCPCS_RE, MAX_MODIFIERS, MAX_POINTERS, MODIFIER_RE, validate
@@ -37,11 +38,12 @@ class BadEdit(ChargeBridgeError):
 
 def _row(store: Store, eid: int) -> tuple[Encounter, dict[str, Any]]:
     r = store.conn.execute(
-        "SELECT id, kind, state, data, findings, content_hash, version, dos, source, source_id FROM encounters "
-        "WHERE id = ?", (eid,)).fetchone()
+        "SELECT id, kind, state, data, findings, content_hash, version, dos, source, source_id, "
+        f"{RULE_FINDINGS.format(e='encounters')} FROM encounters WHERE id = ?", (eid,)).fetchone()
     if r is None:
         raise NotFound(f"there is no encounter {eid}", "reload the review queue")
-    meta = {"id": int(r[0]), "kind": r[1], "state": r[2], "findings": json.loads(r[4]), "content_hash": r[5],
+    meta = {"id": int(r[0]), "kind": r[1], "state": r[2], "findings": merge_findings(r[4], r[10]),
+            "content_hash": r[5],
             "version": int(r[6]), "dos": r[7], "source": r[8], "source_id": r[9]}
     return Encounter.from_dict(json.loads(r[3])), meta
 
@@ -88,7 +90,8 @@ def detail(store: Store, eid: int) -> dict[str, Any]:
 
 def opportunities(store: Store, *, page: int, page_size: int) -> dict[str, Any]:
     """Care-opportunity suggestions on encounters (never billed), newest visit first."""
-    sql = ("FROM encounters e, json_each(e.findings) f WHERE json_extract(f.value, '$.kind') = 'opportunity'")
+    sql = ("FROM encounter_rules r JOIN encounters e ON e.id = r.encounter_id, json_each(r.findings) f "
+           "WHERE json_extract(f.value, '$.kind') = 'opportunity'")
     total = store.conn.execute(f"SELECT count(*) {sql}").fetchone()[0]
     items = [{"encounter_id": int(eid), "dos": dos, "mrn": mrn, "rule": rule, "message": msg, "fix": fix or "",
               "rule_version": ver or ""}
@@ -179,13 +182,19 @@ def edit_line(store: Store, rules: RuleSet | None, eid: int, index: int, change:
         # validation again on the edited encounter: its old line findings may be fixed now
         fresh = [f.to_dict() for f in validate(enc)]
         history = read_history(store, {enc.patient.mrn})
-        findings = evaluate(rules, enc, [*fresh, *(d for d in stored if d.get("code") in ("date.format",))], history)
-        held = any(d.get("severity") in ("error", "review") for d in findings)
+        base = [*fresh, *(d for d in stored if d.get("code") in ("date.format",))]
+        if rules is not None:  # a validation finding a rule owns yields to the rule, as at ingest
+            base = [d for d in base if d.get("code") not in rules.owned]
+        facts = EncounterFacts.of(enc) if rules is not None else None
+        ruled = evaluate(rules, facts, history) if facts is not None else []
+        base_holds = any(d.get("severity") in ("error", "review") for d in base)
+        held = base_holds or any(d.get("severity") in ("error", "review") for d in ruled)
         state = EncounterState.NEEDS_REVIEW if held else EncounterState.READY
         version = meta["version"] + 1
         store.conn.execute("UPDATE encounters SET data = ?, findings = ?, content_hash = ?, version = ?, state = ?, "
                            "updated_at = ? WHERE id = ?",
-                           (after, json.dumps(findings), new_hash, version, state, now(), eid))
+                           (after, json.dumps(base), new_hash, version, state, now(), eid))
+        store_one(store, eid, facts, new_hash, ruled, base_holds)
         store.event("encounter.edited", encounter_id=eid, detail={"line": index, "fields": changed,
                                                                  "version": version, "state": state})
         audit.record(store, actor=actor, action="review.edit", target=f"encounter:{eid}",

@@ -403,6 +403,27 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
          # ON DELETE SET NULL on claims, overrides the OR IGNORE; only missing days are inserted)
          *_kpi_dirty_triggers()],
     ),
+    (
+        16,
+        # Charge rules in their own narrow table (agent/rules/store.py): per charge encounter the
+        # compact input the rules read (codes, units, modifiers, pointers, diagnoses, dates; no
+        # names) with the content hash it was read from, the rules' findings (each with its pack
+        # version) and whether the validation findings alone hold it. A re-run reads and writes
+        # these rows, never the wide encounter rows; encounters.findings keeps the validation
+        # findings. Existing rule findings move over; inputs are built on the next re-run.
+        [("CREATE TABLE encounter_rules (encounter_id INTEGER PRIMARY KEY REFERENCES encounters(id) "
+          "ON DELETE CASCADE, input TEXT NOT NULL DEFAULT '', input_hash TEXT NOT NULL DEFAULT '', "
+          "findings TEXT NOT NULL DEFAULT '[]', base_holds INTEGER NOT NULL DEFAULT 0)"),
+         ("INSERT INTO encounter_rules (encounter_id, findings) SELECT e.id, (SELECT json_group_array(json(f.value)) "
+          "FROM json_each(e.findings) f WHERE json_extract(f.value, '$.rule_version') IS NOT NULL) "
+          "FROM encounters e WHERE EXISTS (SELECT 1 FROM json_each(e.findings) f "
+          "WHERE json_extract(f.value, '$.rule_version') IS NOT NULL)"),
+         ("UPDATE encounters SET findings = (SELECT json_group_array(json(f.value)) "
+          "FROM json_each(encounters.findings) f WHERE json_extract(f.value, '$.rule_version') IS NULL) "
+          "WHERE id IN (SELECT encounter_id FROM encounter_rules)"),
+         # a re-run's scan of the encounters reads this index, not the wide rows
+         "CREATE INDEX encounters_rules ON encounters(kind, state, mrn, content_hash, version)"],
+    ),
 ]
 
 

@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from core.model import Encounter, Finding
 from core.states import Severity
@@ -138,6 +138,9 @@ class RuleSet:
         self.local = [r for r in RULES.values() if not r.history and r.id not in self.disabled]
         self.historic = [r for r in RULES.values() if r.history and r.id not in self.disabled]
         self.owned = frozenset(RULES)  # validator findings with these codes yield to the rule
+        self._local_plan = [(r, self.severity[r.id] in HOLDS) for r in self.local]
+        self._history_plan = [(r, self.severity[r.id] in HOLDS) for r in self.historic]
+        self._json: dict[tuple[str, Hit], str] = {}
 
     @classmethod
     def for_config(cls, store: Store | None, cfg: RulesSettings) -> RuleSet | None:
@@ -156,13 +159,15 @@ class RuleSet:
         return RuleFinding(rule.id, hit.field, hit.message, self.severity[rule.id], fix=hit.fix, line=hit.line,
                            rule_version=self.version, kind="opportunity" if rule.opportunity else "rule")
 
-    def apply_local(self, enc: Encounter, findings: list[Finding]) -> list[Finding]:
+    def apply_local(self, enc: Encounter | EncounterFacts, findings: list[Finding]) -> list[Finding]:
         """``findings`` (from standardize + validate) with the encounter rules' findings added. A
         validator finding a rule owns (``dx.not_billable``) is replaced by the rule's, so the
         practice's severity applies to it."""
         out = [f for f in findings if f.code not in self.owned]
-        if enc.kind != "charge":
-            return out
+        if isinstance(enc, Encounter):
+            if enc.kind != "charge":
+                return out
+            enc = EncounterFacts.of(enc)
         facts = self.facts
         for rule in self.local:
             for hit in rule.check(enc, facts):
@@ -174,10 +179,58 @@ class RuleSet:
         return [self._finding(rule, hit) for rule in self.historic
                 for hit in rule.check(enc_facts, history if rule.whole_history else others)]
 
+    def run(self, x: EncounterFacts, history: History) -> tuple[str, bool]:
+        """Every rule over one encounter: its findings as stored (JSON) and whether they hold it.
+        The re-run's path: the same checks as :meth:`apply_local` + :meth:`apply_history`, with
+        each distinct finding's JSON made once (the same code on the same line reads the same on
+        every encounter)."""
+        parts: list[str] = []
+        hold = False
+        cache = self._json
+        facts = self.facts
+        for rule, holding in self._local_plan:
+            for hit in rule.check(x, facts):
+                parts.append(cache.get((rule.id, hit)) or self._fragment(rule, hit))
+                hold = hold or holding
+        if self._history_plan:
+            others = history.of(x.mrn, x.key)
+            for rule, holding in self._history_plan:
+                for hit in rule.check(x, history if rule.whole_history else others):
+                    parts.append(cache.get((rule.id, hit)) or self._fragment(rule, hit))
+                    hold = hold or holding
+        return ("[" + ", ".join(parts) + "]" if parts else "[]"), hold  # as json.dumps writes a list
 
-@dataclass
-class EncounterFacts:
-    """What the history rules need of the encounter being checked (small; crosses processes)."""
+    def _fragment(self, rule: Rule, hit: Hit) -> str:
+        if len(self._json) >= 100_000:  # a bound: messages name codes, so real runs repeat a few thousand
+            self._json.clear()
+        text = self._json[(rule.id, hit)] = json.dumps(self._finding(rule, hit).to_dict())
+        return text
+
+
+class Line(NamedTuple):
+    """A charge line as the rules read it."""
+
+    code: str
+    modifiers: tuple[str, ...]
+    units: str  # as stored (a checked decimal text)
+    date: str  # the line's own date of service, "" when it is the encounter's
+    pointers: tuple[int, ...]
+
+
+class Dx(NamedTuple):
+    code: str
+    system: str
+
+
+FACTS_FORMAT = 1  # bump when EncounterFacts changes shape: stored inputs of another format are rebuilt
+
+
+class EncounterFacts(NamedTuple):
+    """Everything the rules read of one charge encounter, and nothing else (no names, no
+    addresses): codes, units, modifiers, pointers, diagnoses, dates, sex, place of service, what
+    the coverage and the documentation say. Built from an :class:`Encounter` at ingest, kept in
+    the store as compact JSON (:meth:`to_json`), read back by a re-run (:meth:`from_json`)
+    without decoding the encounter; small enough to cross processes."""
 
     key: str
     mrn: str
@@ -188,14 +241,49 @@ class EncounterFacts:
     codes: tuple[str, ...]
     dx: tuple[str, ...]
     coverage_dates: tuple[tuple[str, str], ...] = ()  # (start, end) per coverage, "" when the EHR sent none
+    pos: str = ""
+    covered: bool = True  # any coverage with a payer or a member id
+    lines: tuple[Line, ...] = ()
+    diagnoses: tuple[Dx, ...] = ()
+    ordered: frozenset[str] = frozenset()  # order / result codes the source carried (upper case)
+    minutes: int = 0  # the visit's length, when the source gave one
 
     @classmethod
     def of(cls, enc: Encounter) -> EncounterFacts:
         p, covs = enc.patient, enc.coverages  # list comprehensions: generator expressions cost 2x here
+        lines = tuple([Line(ln.code, tuple(ln.modifiers), ln.units, ln.service_date or "", tuple(ln.dx_pointers))
+                       for ln in enc.lines])
+        ev = enc.evidence
         return cls(enc.business_key, p.mrn, enc.dos_start, p.sex, p.dob,
                    "MEDICARE" in " ".join([c.payer_name for c in covs]).upper(),
-                   tuple([ln.code for ln in enc.lines]), tuple([d.code for d in enc.diagnoses]),
-                   tuple([(c.start, c.end) for c in covs]))
+                   tuple([ln.code for ln in lines]), tuple([d.code for d in enc.diagnoses]),
+                   tuple([(c.start, c.end) for c in covs]), enc.place_of_service or "",
+                   any(c.payer_name or c.payer_id or c.member_id for c in covs), lines,
+                   tuple([Dx(d.code, d.system) for d in enc.diagnoses]),
+                   frozenset([e.code.upper() for e in ev if e.kind in ("order", "result")]) if ev else frozenset(),
+                   max([e.minutes for e in ev if e.kind == "time"], default=0) if ev else 0)
+
+    def to_json(self) -> str:
+        return json.dumps([FACTS_FORMAT, self.key, self.mrn, self.dos, self.sex, self.dob, int(self.medicare),
+                           self.coverage_dates, self.pos, int(self.covered),
+                           [list(ln) for ln in self.lines], self.diagnoses, sorted(self.ordered), self.minutes],
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> EncounterFacts | None:
+        """The facts a :meth:`to_json` wrote; ``None`` for text of another format or no facts at
+        all (the caller rebuilds them from the encounter)."""
+        try:
+            v = json.loads(text)
+            if v[0] != FACTS_FORMAT:
+                return None
+            _, key, mrn, dos, sex, dob, medicare, cov, pos, covered, raw_lines, raw_dx, ordered, minutes = v
+            lines = tuple([Line(c, tuple(m), u, d, tuple(p)) for c, m, u, d, p in raw_lines])
+            return cls(key, mrn, dos, sex, dob, bool(medicare), tuple([ln[0] for ln in raw_lines]),
+                       tuple([d[0] for d in raw_dx]), tuple([(a, b) for a, b in cov]), pos, bool(covered), lines,
+                       tuple([Dx(c, s) for c, s in raw_dx]), frozenset(ordered), minutes)
+        except (ValueError, TypeError, IndexError, KeyError):
+            return None
 
     def visit(self) -> Visit:
         return Visit(self.key, self.dos, self.codes, self.dx)

@@ -22,9 +22,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from agent.rules import Facts, Hit, Rule
+from agent.rules import EncounterFacts, Facts, Hit, Rule
 from agent.validate import icd10_status
-from core.model import Encounter
 
 _MALE = re.compile(r"\bmale\b", re.I)
 _FEMALE = re.compile(r"\bfemale\b", re.I)
@@ -100,48 +99,48 @@ def _age(dob: str, dos: str) -> int | None:
         return None
 
 
-def not_billable(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+def not_billable(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
     for i, d in enumerate(enc.diagnoses):
         if d.system == "ICD-10-CM" and icd10_status(d.code) == "header":
             yield Hit(f"diagnoses[{i}]", f"{d.code} is an ICD-10-CM category, not a billable code",
                       "code to the highest specificity: add the missing characters")
 
 
-def sex_mismatch(enc: Encounter, facts: Facts) -> Iterator[Hit]:
-    sex = enc.patient.sex
+def sex_mismatch(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+    sex = enc.sex
     if sex not in ("M", "F"):
         return
     table = edits()
-    for i, d in enumerate(enc.diagnoses):
-        want = table.get(d.code, ("", ""))[0]
+    for i, d in enumerate(enc.dx):
+        want = table.get(d, ("", ""))[0]
         if want and want != sex:
             who = "female" if want == "F" else "male"
-            yield Hit(f"diagnoses[{i}]", f"{d.code} is a {who}-only diagnosis in ICD-10-CM, and the patient's sex "
+            yield Hit(f"diagnoses[{i}]", f"{d} is a {who}-only diagnosis in ICD-10-CM, and the patient's sex "
                       "on the encounter is not " + who,
                       "check the diagnosis and the patient's sex in the EHR; payers deny this combination")
 
 
-def age_mismatch(enc: Encounter, facts: Facts) -> Iterator[Hit]:
-    age = _age(enc.patient.dob, enc.dos_start)
+def age_mismatch(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+    age = _age(enc.dob, enc.dos)
     if age is None:
         return
     table = edits()
     lo, hi = MATERNAL_AGES
-    for i, d in enumerate(enc.diagnoses):
-        group = table.get(d.code, ("", ""))[1]
+    for i, d in enumerate(enc.dx):
+        group = table.get(d, ("", ""))[1]
         if group == "newborn" and age >= 1:
-            yield Hit(f"diagnoses[{i}]", f"{d.code} is a perinatal (newborn-record) code and the patient is "
+            yield Hit(f"diagnoses[{i}]", f"{d} is a perinatal (newborn-record) code and the patient is "
                       "a year old or more on the date of service",
                       "keep it only if the perinatal condition still causes this illness; else recode it")
         elif group == "maternal" and not lo <= age <= hi:
-            yield Hit(f"diagnoses[{i}]", f"{d.code} is a maternal-record code and the patient's age is outside "
+            yield Hit(f"diagnoses[{i}]", f"{d} is a maternal-record code and the patient's age is outside "
                       f"{lo}-{hi} (the Medicare Code Editor's maternity range)",
                       "check the diagnosis and the date of birth in the EHR")
 
 
-def unsupported_line(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+def unsupported_line(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
     for i, ln in enumerate(enc.lines):
-        if not ln.dx_pointers:
+        if not ln.pointers:
             yield Hit(f"lines[{i}].dx_pointers", f"line {i + 1} ({ln.code}) has no diagnosis pointing to it",
                       "point the line at the diagnosis that justifies it (medical necessity)", line=i)
 

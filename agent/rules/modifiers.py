@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.rules import Facts, Hit, Rule
-from core.model import Encounter
+from agent.rules import EncounterFacts, Facts, Hit, Rule
 
 DISTINCT = frozenset({"59", "XE", "XS", "XP", "XU"})
 # NCCI practitioner PTP pairs (column 1, column 2), modifier indicator 1
@@ -44,7 +43,7 @@ def is_surgery(code: str) -> bool:
     return len(code) == 5 and code.isdigit() and "10004" <= code <= "69990" and code not in NO_GLOBAL
 
 
-def missing_25(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+def missing_25(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
     procs = [ln.code for ln in enc.lines if is_surgery(ln.code)]
     if not procs:
         return
@@ -56,7 +55,7 @@ def missing_25(enc: Encounter, facts: Facts) -> Iterator[Hit]:
                       "otherwise remove the E/M line", line=i)
 
 
-def review_59(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+def review_59(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
     where = {ln.code: i for i, ln in enumerate(enc.lines)}
     if len(where) < 2:
         return

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agent.rules import Facts, Hit, Rule
-from core.model import Encounter
+from agent.rules import EncounterFacts, Facts, Hit, Rule
 
 INPATIENT_POS = frozenset({"21", "31", "32", "51", "61"})
 HOME_POS = frozenset({"12", "13", "14", "16", "33"})
@@ -61,8 +60,8 @@ UNLISTED = frozenset({
 })
 
 
-def pos_mismatch(enc: Encounter, facts: Facts) -> Iterator[Hit]:
-    pos = enc.place_of_service
+def pos_mismatch(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+    pos = enc.pos
     if not pos:
         return
     for i, ln in enumerate(enc.lines):
@@ -74,8 +73,8 @@ def pos_mismatch(enc: Encounter, facts: Facts) -> Iterator[Hit]:
                 break
 
 
-def coverage_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
-    if not any(c.payer_name or c.payer_id or c.member_id for c in enc.coverages):
+def coverage_missing(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+    if not enc.covered:
         yield Hit("coverages", "the encounter has no insurance coverage (no payer, no member id); it will be "
                   "billed as self-pay", "add the patient's coverage in the EHR, or approve it as self-pay")
 
@@ -96,11 +95,9 @@ def _supported(code: str, minutes: int) -> str:
     return max(family) if family else ""
 
 
-def doc_missing(enc: Encounter, facts: Facts) -> Iterator[Hit]:
-    evidence = enc.evidence
-    ordered = {e.code.upper() for e in evidence if e.kind in ("order", "result")} if evidence else set()
-    cpt_orders = any(_cpt5(c) for c in ordered)
-    minutes = max((e.minutes for e in evidence if e.kind == "time"), default=0) if evidence else 0
+def doc_missing(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+    ordered, minutes = enc.ordered, enc.minutes
+    cpt_orders = any(_cpt5(c) for c in ordered) if ordered else False
     for i, ln in enumerate(enc.lines):
         code = ln.code
         if code in UNLISTED:

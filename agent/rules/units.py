@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-from agent.rules import Facts, Hit, Rule
-from core.model import MAX_UNITS, UNITS_PLACES, BadValue, Encounter, read_decimal
+from agent.rules import EncounterFacts, Facts, Hit, Rule
+from core.model import MAX_UNITS, UNITS_PLACES, BadValue, read_decimal
 
 MAX_FILE = 20 * 1024 * 1024  # the CMS table is ~1 MB
 MAX_ROWS = 100_000  # ~15,000 codes today
@@ -32,7 +32,7 @@ class MueFileError(ValueError):
     """The file is not an MUE table; the message says what was expected (never a row's content)."""
 
 
-def mue(enc: Encounter, facts: Facts) -> Iterator[Hit]:
+def mue(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
     table = facts.mue
     if not table:
         return
@@ -45,7 +45,7 @@ def mue(enc: Encounter, facts: Facts) -> Iterator[Hit]:
             units = read_decimal(ln.units, limit=MAX_UNITS, places=UNITS_PLACES, what="units")
         except BadValue:
             continue  # the validator reports unreadable units
-        key = (ln.code, ln.service_date or enc.dos_start)
+        key = (ln.code, ln.date or enc.dos)
         total, first = totals.get(key, (Decimal(0), i))
         totals[key] = (total + units, first)
     for (code, _day), (total, first) in totals.items():

@@ -13,6 +13,7 @@ import pytest
 from agent import eligibility
 from agent.claims import StoreLedger
 from agent.pipeline import Pipeline
+from agent.repos import RULE_FINDINGS, merge_findings
 from agent.store import Store
 from connectors.rcm.x12 import eligibility as x270
 from connectors.rcm.x12.transport import FolderTransport
@@ -197,9 +198,10 @@ def charge(mrn: str, dos8: str, visit: str, member: str = "A100") -> bytes:
 
 
 def _findings(store: Store, source_id: str) -> tuple[str, list[str]]:
-    state, fj = store.conn.execute("SELECT state, findings FROM encounters WHERE source_id = ? AND kind = 'charge'",
-                                   (source_id,)).fetchone()
-    return str(state), [str(x["code"]) for x in json.loads(fj)]
+    state, fj, ruled = store.conn.execute(
+        f"SELECT state, findings, {RULE_FINDINGS.format(e='encounters')} FROM encounters "
+        "WHERE source_id = ? AND kind = 'charge'", (source_id,)).fetchone()
+    return str(state), [str(x["code"]) for x in merge_findings(fj, ruled)]
 
 
 def test_271_through_the_inbound_poll_updates_the_charge_rule(day_of_visits) -> None:  # type: ignore[no-untyped-def]

@@ -111,8 +111,8 @@ def test_findings_land_on_the_stored_encounter_and_survive_a_rerun(fast_store: A
                       origin="c.hl7")
 
     def found() -> dict[str, list[int]]:
-        return {sid: [f["line"] for f in json.loads(fj) if f["code"] == "doc.missing"]
-                for sid, fj in fast_store.conn.execute("SELECT source_id, findings FROM encounters")}
+        return {r["source_id"]: [f["line"] for f in r["findings"] if f["code"] == "doc.missing"]
+                for r in fast_store.encounters()}
 
     assert found() == {"V1": [0], "V2": [0], "V3": []}
     states = dict(fast_store.conn.execute("SELECT source_id, state FROM encounters"))

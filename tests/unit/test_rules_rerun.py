@@ -54,7 +54,10 @@ def fill(store: Store, n: int) -> None:
 
 
 def snapshot(store: Store) -> dict[str, tuple[str, str]]:
-    return {sid: (state, f) for sid, state, f in store.conn.execute("SELECT source_id, state, findings FROM encounters")}
+    from agent.repos import RULE_FINDINGS
+
+    return {sid: (state, f, r) for sid, state, f, r in store.conn.execute(
+        f"SELECT source_id, state, findings, {RULE_FINDINGS.format(e='encounters')} FROM encounters")}
 
 
 def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,9 +73,9 @@ def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytes
         fill(s, 240)
         stores.append(s)
     monkeypatch.setattr(rules_apply, "PARALLEL_MIN", 100)
-    monkeypatch.setattr(rules_apply, "CHUNK", 25)  # ten tasks, patients never split
-    assert all(len({r[0] for r in chunk}) == len(chunk) for chunk, _ in rules_apply._chunks(
-        [(i, "", "", "", "", None, f"M{i // 3}") for i in range(240)]))
+    monkeypatch.setattr(rules_apply, "CHUNK", 25)  # nine tasks of 27 (whole patients of 3), never split
+    chunks = rules_apply._chunks([(i, f"M{i // 3}", "", False) for i in range(240)])
+    assert len(chunks) == 9 and all(not (m & n) for (_, m), (_, n) in zip(chunks, chunks[1:], strict=False))
     rules = RuleSet()
     here = rules_apply.rerun(stores[0], rules, actor="t")
     calls: list[int] = []
@@ -80,17 +83,17 @@ def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytes
 
     def pooled(*a: Any) -> Any:
         out = real(*a)
-        calls.append(len(out[0]))  # only when the workers answered (a failing pool falls back in-process)
+        calls.append(len(out))  # only when the workers answered (a failing pool falls back in-process)
         return out
 
     monkeypatch.setattr(rules_apply, "_evaluate_parallel", pooled)
     there = rules_apply.rerun(stores[1], rules, actor="t", workers=2)
-    assert calls == [there.changed]  # the pool did the work
+    assert calls == [there.checked]  # the pool did the work
     assert here.to_dict() == there.to_dict()
     assert here.skipped_sent == 24 and here.checked == 216 and here.changed > 0
     a, b = snapshot(stores[0]), snapshot(stores[1])
     assert a == b
-    found = {f["code"] for _, fj in a.values() for f in json.loads(fj)}
+    found = {f["code"] for _, _, fj in a.values() for f in json.loads(fj or "[]")}
     assert {"line.duplicate", "opportunity.awv", "dx.unsupported_line", "doc.missing"} <= found
     for s in stores:
         s.close()

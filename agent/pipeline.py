@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import audit
 from agent.rules import EncounterFacts, RuleSet, holds
-from agent.rules.apply import split, store_one
+from agent.rules.apply import split, store_new, store_one
 from agent.store import Store, now
 from agent.validate import has_errors, validate
 from connectors.ehr.limits import DEFAULT as DEFAULT_BUDGETS
@@ -461,10 +461,8 @@ class Pipeline:
             "INSERT INTO encounters (business_key, kind, source, source_id, document_id, state, mrn, dos, data,"
             " findings, content_hash, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
             [(r[0], r[1], r[2], r[3], doc_id, r[4], r[5], r[6], r[7], r[8], r[9], ts, ts) for r in inserts.values()])
-        conn.executemany(  # the rules' input and findings (agent/rules/apply.py), beside the wide row
-            "INSERT INTO encounter_rules (encounter_id, input, input_hash, findings, base_holds)"
-            " SELECT id, ?, ?, ?, ? FROM encounters WHERE business_key = ?",
-            [(r[11].to_json(), r[9], json.dumps(r[12]), int(r[13]), r[0]) for r in inserts.values() if r[11]])
+        # the rules' input and findings (agent/rules/apply.py), beside the wide rows
+        store_new(self.store, [(r[0], r[11], r[9], r[12], r[13]) for r in inserts.values() if r[11]])
         conn.executemany(
             "INSERT INTO events (at, kind, encounter_id, document_id, detail)"
             " SELECT ?, 'encounter.created', id, ?, ? FROM encounters WHERE business_key = ?",

@@ -26,7 +26,8 @@ def _offset(page: int, page_size: int) -> int:
 
 
 # an encounter's rule findings (store migration 16: agent/rules/apply.py), beside its validation findings
-RULE_FINDINGS = "(SELECT r.findings FROM encounter_rules r WHERE r.encounter_id = {e}.id)"
+RULE_FINDINGS = ("(SELECT '[' || group_concat(t.body, ',') || ']' FROM encounter_rules r, json_each(r.findings) j "
+                 "JOIN rule_texts t ON t.id = j.value WHERE r.encounter_id = {e}.id)")
 
 
 def merge_findings(base: str | None, rules: str | None) -> list[dict[str, Any]]:

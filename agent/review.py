@@ -90,14 +90,14 @@ def detail(store: Store, eid: int) -> dict[str, Any]:
 
 def opportunities(store: Store, *, page: int, page_size: int) -> dict[str, Any]:
     """Care-opportunity suggestions on encounters (never billed), newest visit first."""
-    sql = ("FROM encounter_rules r JOIN encounters e ON e.id = r.encounter_id, json_each(r.findings) f "
-           "WHERE json_extract(f.value, '$.kind') = 'opportunity'")
+    sql = ("FROM encounter_rules r JOIN encounters e ON e.id = r.encounter_id, json_each(r.findings) j "
+           "JOIN rule_texts t ON t.id = j.value WHERE json_extract(t.body, '$.kind') = 'opportunity'")
     total = store.conn.execute(f"SELECT count(*) {sql}").fetchone()[0]
     items = [{"encounter_id": int(eid), "dos": dos, "mrn": mrn, "rule": rule, "message": msg, "fix": fix or "",
               "rule_version": ver or ""}
              for eid, dos, mrn, rule, msg, fix, ver in store.conn.execute(
-                 "SELECT e.id, e.dos, e.mrn, json_extract(f.value, '$.code'), json_extract(f.value, '$.message'), "
-                 f"json_extract(f.value, '$.fix'), json_extract(f.value, '$.rule_version') {sql} "
+                 "SELECT e.id, e.dos, e.mrn, json_extract(t.body, '$.code'), json_extract(t.body, '$.message'), "
+                 f"json_extract(t.body, '$.fix'), json_extract(t.body, '$.rule_version') {sql} "
                  "ORDER BY e.dos DESC, e.id DESC LIMIT ? OFFSET ?", (page_size, (page - 1) * page_size))]
     return {"total": int(total), "page": page, "page_size": page_size, "items": items}
 

@@ -405,17 +405,25 @@ MIGRATIONS: list[tuple[int, str | list[str]]] = [
     ),
     (
         16,
-        # Charge rules in their own narrow table (agent/rules/store.py): per charge encounter the
-        # compact input the rules read (codes, units, modifiers, pointers, diagnoses, dates; no
-        # names) with the content hash it was read from, the rules' findings (each with its pack
-        # version) and whether the validation findings alone hold it. A re-run reads and writes
-        # these rows, never the wide encounter rows; encounters.findings keeps the validation
-        # findings. Existing rule findings move over; inputs are built on the next re-run.
-        [("CREATE TABLE encounter_rules (encounter_id INTEGER PRIMARY KEY REFERENCES encounters(id) "
-          "ON DELETE CASCADE, input TEXT NOT NULL DEFAULT '', input_hash TEXT NOT NULL DEFAULT '', "
-          "findings TEXT NOT NULL DEFAULT '[]', base_holds INTEGER NOT NULL DEFAULT 0)"),
-         ("INSERT INTO encounter_rules (encounter_id, findings) SELECT e.id, (SELECT json_group_array(json(f.value)) "
-          "FROM json_each(e.findings) f WHERE json_extract(f.value, '$.rule_version') IS NOT NULL) "
+        # Charge rules beside the wide encounter rows (agent/rules/apply.py), so a re-run reads and
+        # writes narrow rows only. rule_inputs: per charge encounter the compact input the rules
+        # read (codes, units, modifiers, pointers, diagnoses, dates; no names), the content hash it
+        # was read from and whether the validation findings alone hold it. rule_texts: each
+        # distinct rule finding once (JSON, with its pack version). encounter_rules: an
+        # encounter's rule findings as a JSON array of rule_texts ids. encounters.findings keeps
+        # the validation findings. Existing rule findings move over; inputs are built on the next
+        # re-run.
+        [("CREATE TABLE rule_inputs (encounter_id INTEGER PRIMARY KEY REFERENCES encounters(id) "
+          "ON DELETE CASCADE, input_hash TEXT NOT NULL DEFAULT '', base_holds INTEGER NOT NULL DEFAULT 0, "
+          "input TEXT NOT NULL DEFAULT '')"),
+         "CREATE TABLE rule_texts (id INTEGER PRIMARY KEY, body TEXT NOT NULL UNIQUE)",
+         ("CREATE TABLE encounter_rules (encounter_id INTEGER PRIMARY KEY REFERENCES encounters(id) "
+          "ON DELETE CASCADE, findings TEXT NOT NULL DEFAULT '[]')"),
+         ("INSERT OR IGNORE INTO rule_texts (body) SELECT json(f.value) FROM encounters e, json_each(e.findings) f "
+          "WHERE json_extract(f.value, '$.rule_version') IS NOT NULL ORDER BY e.id, f.key"),
+         ("INSERT INTO encounter_rules (encounter_id, findings) SELECT e.id, (SELECT json_group_array(t.id) "
+          "FROM json_each(e.findings) f JOIN rule_texts t ON t.body = json(f.value) "
+          "WHERE json_extract(f.value, '$.rule_version') IS NOT NULL) "
           "FROM encounters e WHERE EXISTS (SELECT 1 FROM json_each(e.findings) f "
           "WHERE json_extract(f.value, '$.rule_version') IS NOT NULL)"),
          ("UPDATE encounters SET findings = (SELECT json_group_array(json(f.value)) "

@@ -140,7 +140,8 @@ class RuleSet:
         self.owned = frozenset(RULES)  # validator findings with these codes yield to the rule
         self._local_plan = [(r, self.severity[r.id] in HOLDS) for r in self.local]
         self._history_plan = [(r, self.severity[r.id] in HOLDS) for r in self.historic]
-        self._json: dict[tuple[str, Hit], str] = {}
+        self._index: dict[tuple[str, Hit], int] = {}  # :meth:`run`'s distinct findings
+        self.bodies: list[str] = []
 
     @classmethod
     def for_config(cls, store: Store | None, cfg: RulesSettings) -> RuleSet | None:
@@ -179,32 +180,38 @@ class RuleSet:
         return [self._finding(rule, hit) for rule in self.historic
                 for hit in rule.check(enc_facts, history if rule.whole_history else others)]
 
-    def run(self, x: EncounterFacts, history: History) -> tuple[str, bool]:
-        """Every rule over one encounter: its findings as stored (JSON) and whether they hold it.
-        The re-run's path: the same checks as :meth:`apply_local` + :meth:`apply_history`, with
-        each distinct finding's JSON made once (the same code on the same line reads the same on
-        every encounter)."""
-        parts: list[str] = []
+    def run(self, x: EncounterFacts, history: History) -> tuple[tuple[int, ...], bool]:
+        """Every rule over one encounter: its findings, as indexes into :attr:`bodies` (each
+        distinct finding's stored JSON, made once: the same code on the same line reads the same on
+        every encounter), and whether they hold it. The re-run's path: the same checks as
+        :meth:`apply_local` + :meth:`apply_history`."""
+        found: list[int] = []
         hold = False
-        cache = self._json
+        index = self._index
         facts = self.facts
         for rule, holding in self._local_plan:
             for hit in rule.check(x, facts):
-                parts.append(cache.get((rule.id, hit)) or self._fragment(rule, hit))
+                i = index.get((rule.id, hit))
+                found.append(self._add(rule, hit) if i is None else i)
                 hold = hold or holding
         if self._history_plan:
             others = history.of(x.mrn, x.key)
             for rule, holding in self._history_plan:
                 for hit in rule.check(x, history if rule.whole_history else others):
-                    parts.append(cache.get((rule.id, hit)) or self._fragment(rule, hit))
+                    i = index.get((rule.id, hit))
+                    found.append(self._add(rule, hit) if i is None else i)
                     hold = hold or holding
-        return ("[" + ", ".join(parts) + "]" if parts else "[]"), hold  # as json.dumps writes a list
+        return tuple(found), hold
 
-    def _fragment(self, rule: Rule, hit: Hit) -> str:
-        if len(self._json) >= 100_000:  # a bound: messages name codes, so real runs repeat a few thousand
-            self._json.clear()
-        text = self._json[(rule.id, hit)] = json.dumps(self._finding(rule, hit).to_dict())
-        return text
+    def _add(self, rule: Rule, hit: Hit) -> int:
+        i = self._index[(rule.id, hit)] = len(self.bodies)
+        self.bodies.append(body(self._finding(rule, hit).to_dict()))
+        return i
+
+
+def body(finding: dict[str, Any]) -> str:
+    """One finding as stored (``rule_texts.body``): compact JSON, the same text for the same finding."""
+    return json.dumps(finding, separators=(",", ":"))
 
 
 class Line(NamedTuple):

@@ -73,9 +73,10 @@ def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytes
         fill(s, 240)
         stores.append(s)
     monkeypatch.setattr(rules_apply, "PARALLEL_MIN", 100)
-    monkeypatch.setattr(rules_apply, "CHUNK", 25)  # nine tasks of 27 (whole patients of 3), never split
-    chunks = rules_apply._chunks([(i, f"M{i // 3}", "", False) for i in range(240)])
-    assert len(chunks) == 9 and all(not (m & n) for (_, m), (_, n) in zip(chunks, chunks[1:], strict=False))
+    chunks = rules_apply._chunks([(i, f"M{i // 3}", "", False) for i in range(240)], 2)
+    assert [len(c) for c, _ in chunks] == [120, 120] and not chunks[0][1] & chunks[1][1]  # whole patients
+    odd = rules_apply._chunks([(i, f"M{i // 7}", "", False) for i in range(240)], 2)
+    assert sum(len(c) for c, _ in odd) == 240 and not odd[0][1] & odd[1][1]
     rules = RuleSet()
     here = rules_apply.rerun(stores[0], rules, actor="t")
     calls: list[int] = []
@@ -83,7 +84,7 @@ def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytes
 
     def pooled(*a: Any) -> Any:
         out = real(*a)
-        calls.append(len(out))  # only when the workers answered (a failing pool falls back in-process)
+        calls.append(sum(len(r) for r, _ in out))  # only when the workers answered (a failing pool falls back in-process)
         return out
 
     monkeypatch.setattr(rules_apply, "_evaluate_parallel", pooled)

@@ -23,7 +23,7 @@ Messages name codes and positions, never patient data.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -51,8 +51,7 @@ class RulesSettings(Protocol):
     def severity(self) -> dict[str, str]: ...
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):  # a tuple: made and hashed per finding in a re-run, 3x cheaper than a dataclass
     """One thing a rule found: where (``field``; ``line`` = 0-based charge line or -1), why, and
     what to do. ``message`` and ``fix`` may name codes, never patient data."""
 
@@ -76,8 +75,8 @@ class Visit:
 
     key: str
     dos: str
-    codes: tuple[str, ...]
-    dx: tuple[str, ...]
+    codes: Sequence[str]
+    dx: Sequence[str]
 
 
 @dataclass
@@ -138,9 +137,10 @@ class RuleSet:
         self.local = [r for r in RULES.values() if not r.history and r.id not in self.disabled]
         self.historic = [r for r in RULES.values() if r.history and r.id not in self.disabled]
         self.owned = frozenset(RULES)  # validator findings with these codes yield to the rule
-        self._local_plan = [(r, self.severity[r.id] in HOLDS) for r in self.local]
-        self._history_plan = [(r, self.severity[r.id] in HOLDS) for r in self.historic]
-        self._index: dict[tuple[str, Hit], int] = {}  # :meth:`run`'s distinct findings
+        self._index: dict[str, dict[Hit, int]] = {r: {} for r in RULES}  # :meth:`run`'s distinct findings
+        self._local_plan = [(r, self._index[r.id], r.check, self.severity[r.id] in HOLDS) for r in self.local]
+        self._history_plan = [(r, self._index[r.id], r.check, self.severity[r.id] in HOLDS, r.whole_history)
+                              for r in self.historic]
         self.bodies: list[str] = []
 
     @classmethod
@@ -187,24 +187,23 @@ class RuleSet:
         :meth:`apply_local` + :meth:`apply_history`."""
         found: list[int] = []
         hold = False
-        index = self._index
         facts = self.facts
-        for rule, holding in self._local_plan:
-            for hit in rule.check(x, facts):
-                i = index.get((rule.id, hit))
+        for rule, index, check, holding in self._local_plan:
+            for hit in check(x, facts):
+                i = index.get(hit)
                 found.append(self._add(rule, hit) if i is None else i)
                 hold = hold or holding
         if self._history_plan:
             others = history.of(x.mrn, x.key)
-            for rule, holding in self._history_plan:
-                for hit in rule.check(x, history if rule.whole_history else others):
-                    i = index.get((rule.id, hit))
+            for rule, index, check, holding, whole in self._history_plan:
+                for hit in check(x, history if whole else others):
+                    i = index.get(hit)
                     found.append(self._add(rule, hit) if i is None else i)
                     hold = hold or holding
         return tuple(found), hold
 
     def _add(self, rule: Rule, hit: Hit) -> int:
-        i = self._index[(rule.id, hit)] = len(self.bodies)
+        i = self._index[rule.id][hit] = len(self.bodies)
         self.bodies.append(body(self._finding(rule, hit).to_dict()))
         return i
 
@@ -214,22 +213,7 @@ def body(finding: dict[str, Any]) -> str:
     return json.dumps(finding, separators=(",", ":"))
 
 
-class Line(NamedTuple):
-    """A charge line as the rules read it."""
-
-    code: str
-    modifiers: tuple[str, ...]
-    units: str  # as stored (a checked decimal text)
-    date: str  # the line's own date of service, "" when it is the encounter's
-    pointers: tuple[int, ...]
-
-
-class Dx(NamedTuple):
-    code: str
-    system: str
-
-
-FACTS_FORMAT = 1  # bump when EncounterFacts changes shape: stored inputs of another format are rebuilt
+FACTS_FORMAT = 2  # bump when EncounterFacts changes shape: stored inputs of another format are rebuilt
 
 
 class EncounterFacts(NamedTuple):
@@ -237,7 +221,10 @@ class EncounterFacts(NamedTuple):
     addresses): codes, units, modifiers, pointers, diagnoses, dates, sex, place of service, what
     the coverage and the documentation say. Built from an :class:`Encounter` at ingest, kept in
     the store as compact JSON (:meth:`to_json`), read back by a re-run (:meth:`from_json`)
-    without decoding the encounter; small enough to cross processes."""
+    without decoding the encounter; small enough to cross processes.
+
+    Lines and diagnoses are columns (``codes[i]``, ``units[i]``, ``modifiers[i]`` ... are line
+    ``i``): read back from JSON as they are, with no object per line."""
 
     key: str
     mrn: str
@@ -245,36 +232,35 @@ class EncounterFacts(NamedTuple):
     sex: str
     dob: str
     medicare: bool
-    codes: tuple[str, ...]
-    dx: tuple[str, ...]
-    coverage_dates: tuple[tuple[str, str], ...] = ()  # (start, end) per coverage, "" when the EHR sent none
+    codes: Sequence[str]  # per charge line
+    dx: Sequence[str]  # diagnosis codes, in order
+    coverage_dates: Sequence[Sequence[str]] = ()  # (start, end) per coverage, "" when the EHR sent none
     pos: str = ""
     covered: bool = True  # any coverage with a payer or a member id
-    lines: tuple[Line, ...] = ()
-    diagnoses: tuple[Dx, ...] = ()
-    ordered: frozenset[str] = frozenset()  # order / result codes the source carried (upper case)
+    modifiers: Sequence[Sequence[str]] = ()  # per charge line
+    units: Sequence[str] = ()  # per charge line, as stored (a checked decimal text)
+    dates: Sequence[str] = ()  # per charge line: its own date of service, "" when it is the encounter's
+    pointers: Sequence[Sequence[int]] = ()  # per charge line: its diagnosis pointers
+    dx_systems: Sequence[str] = ()  # per diagnosis: its code system
+    ordered: Collection[str] = ()  # order / result codes the source carried (upper case)
     minutes: int = 0  # the visit's length, when the source gave one
 
     @classmethod
     def of(cls, enc: Encounter) -> EncounterFacts:
-        p, covs = enc.patient, enc.coverages  # list comprehensions: generator expressions cost 2x here
-        lines = tuple([Line(ln.code, tuple(ln.modifiers), ln.units, ln.service_date or "", tuple(ln.dx_pointers))
-                       for ln in enc.lines])
-        ev = enc.evidence
+        p, covs, lines, dxs = enc.patient, enc.coverages, enc.lines, enc.diagnoses
+        ev = enc.evidence  # list comprehensions: generator expressions cost 2x here
         return cls(enc.business_key, p.mrn, enc.dos_start, p.sex, p.dob,
                    "MEDICARE" in " ".join([c.payer_name for c in covs]).upper(),
-                   tuple([ln.code for ln in lines]), tuple([d.code for d in enc.diagnoses]),
-                   tuple([(c.start, c.end) for c in covs]), enc.place_of_service or "",
-                   any(c.payer_name or c.payer_id or c.member_id for c in covs), lines,
-                   tuple([Dx(d.code, d.system) for d in enc.diagnoses]),
-                   frozenset([e.code.upper() for e in ev if e.kind in ("order", "result")]) if ev else frozenset(),
+                   [ln.code for ln in lines], [d.code for d in dxs], [[c.start, c.end] for c in covs],
+                   enc.place_of_service or "", any(c.payer_name or c.payer_id or c.member_id for c in covs),
+                   [list(ln.modifiers) for ln in lines], [ln.units for ln in lines],
+                   [ln.service_date or "" for ln in lines], [list(ln.dx_pointers) for ln in lines],
+                   [d.system for d in dxs],
+                   sorted({e.code.upper() for e in ev if e.kind in ("order", "result")}) if ev else [],
                    max([e.minutes for e in ev if e.kind == "time"], default=0) if ev else 0)
 
     def to_json(self) -> str:
-        return json.dumps([FACTS_FORMAT, self.key, self.mrn, self.dos, self.sex, self.dob, int(self.medicare),
-                           self.coverage_dates, self.pos, int(self.covered),
-                           [list(ln) for ln in self.lines], self.diagnoses, sorted(self.ordered), self.minutes],
-                          separators=(",", ":"))
+        return json.dumps([FACTS_FORMAT, *self], separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EncounterFacts | None:
@@ -282,18 +268,17 @@ class EncounterFacts(NamedTuple):
         all (the caller rebuilds them from the encounter)."""
         try:
             v = json.loads(text)
-            if v[0] != FACTS_FORMAT:
-                return None
-            _, key, mrn, dos, sex, dob, medicare, cov, pos, covered, raw_lines, raw_dx, ordered, minutes = v
-            lines = tuple([Line(c, tuple(m), u, d, tuple(p)) for c, m, u, d, p in raw_lines])
-            return cls(key, mrn, dos, sex, dob, bool(medicare), tuple([ln[0] for ln in raw_lines]),
-                       tuple([d[0] for d in raw_dx]), tuple([(a, b) for a, b in cov]), pos, bool(covered), lines,
-                       tuple([Dx(c, s) for c, s in raw_dx]), frozenset(ordered), minutes)
-        except (ValueError, TypeError, IndexError, KeyError):
+        except ValueError:
             return None
+        if type(v) is not list or len(v) != _FIELDS or v[0] != FACTS_FORMAT:
+            return None
+        return cls._make(v[1:])
 
     def visit(self) -> Visit:
         return Visit(self.key, self.dos, self.codes, self.dx)
+
+
+_FIELDS = 1 + len(EncounterFacts._fields)
 
 
 def holds(findings: Iterable[Finding]) -> bool:

@@ -217,7 +217,8 @@ def _worker_task(items: list[Item], eligibility: dict[tuple[str, str], str]) -> 
     rules = _WORKER_RULES
     if rules is not None:  # indexes local to this task
         rules.bodies = []
-        rules._index = {}
+        for index in rules._index.values():
+            index.clear()
     with _no_gc():
         return evaluate_items(rules, items, eligibility)
 
@@ -238,16 +239,33 @@ def _chunks(items: list[Item], n: int) -> list[tuple[list[Item], set[str]]]:
     return out
 
 
-def _evaluate_parallel(rules: RuleSet | None, items: list[Item], eligibility: dict[tuple[str, str], str],
-                       workers: int) -> list[Evaluated]:
+def _warm() -> None:
+    """A worker's first task: load the code tables the rules read, while the re-run still reads the store."""
+    from agent.rules.dx import edits
+    from agent.validate import icd10_status
+
+    edits()
+    icd10_status("I10")
+
+
+def _start_pool(rules: RuleSet | None, workers: int) -> Any:
+    """Worker processes, started now so their start overlaps the reading (spawned, never forked:
+    the engine runs threads)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")  # never fork the engine: it runs threads
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(rules,)) as pool:
-        futures = [pool.submit(_worker_task, chunk, {k: v for k, v in eligibility.items() if k[0] in mrns})
-                   for chunk, mrns in _chunks(items, workers)]
-        return [fut.result() for fut in futures]
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(rules,))
+    for _ in range(workers):
+        pool.submit(_warm)
+    return pool
+
+
+def _evaluate_parallel(pool: Any, items: list[Item], eligibility: dict[tuple[str, str], str],
+                       workers: int) -> list[Evaluated]:
+    futures = [pool.submit(_worker_task, chunk, {k: v for k, v in eligibility.items() if k[0] in mrns})
+               for chunk, mrns in _chunks(items, workers)]
+    return [fut.result() for fut in futures]
 
 
 def _rebuild(store: Store, rules: RuleSet | None, ids: list[int]) -> dict[int, tuple[str, str, bool]]:
@@ -285,12 +303,36 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
     conn = store.conn
     res = RerunResult()
     only = "" if mrns is None else " AND e.mrn IN (SELECT value FROM json_each(?))"
+    t0 = time.perf_counter()
+    pool = None
+    if workers > 0 and mrns is None and conn.execute(
+            "SELECT count(*) FROM encounters WHERE kind = ? AND state != ?",
+            (EncounterKind.CHARGE, EncounterState.REJECTED)).fetchone()[0] >= PARALLEL_MIN:
+        try:
+            pool = _start_pool(rules, workers)
+        except Exception as exc:  # no worker processes here (no spawn, no semaphores): do it in-process
+            log.warning("rules re-run workers did not start (%s); evaluating in-process", type(exc).__name__)
     approved = {(int(e), str(h)) for e, h in conn.execute(
         "SELECT encounter_id, content_hash FROM reviews r WHERE decision = 'approved' AND id = "
         "(SELECT max(id) FROM reviews r2 WHERE r2.encounter_id = r.encounter_id)")}
     sent = {(int(e), int(v)) for e, v in conn.execute(
         f"SELECT encounter_id, version FROM outbox WHERE state IN ({','.join('?' * len(SENT))})", SENT)}
-    t0 = time.perf_counter()
+    try:
+        res = _rerun(store, rules, res, only, approved, sent, mrns, pool, workers, batch, t0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    from agent import audit
+
+    with store.tx():
+        audit.record(store, actor=actor, action="rules.rerun", target="rules", detail=res.to_dict())
+    return res
+
+
+def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, approved: set[tuple[int, str]],
+           sent: set[tuple[int, int]], mrns: Collection[str] | None, pool: Any, workers: int, batch: int,
+           t0: float) -> RerunResult:
+    conn = store.conn
     with _no_gc():
         # three scans joined here (an index of the encounters, the narrow rule rows): 3x faster
         # than SQLite looking up each encounter's rule rows
@@ -331,9 +373,9 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
         eligibility = read_eligibility(store, {it[1] for it in items})
         t1 = time.perf_counter()
         evaluated = None
-        if workers > 0 and len(items) >= PARALLEL_MIN:
+        if pool is not None:
             try:
-                evaluated = _evaluate_parallel(rules, items, eligibility, workers)
+                evaluated = _evaluate_parallel(pool, items, eligibility, workers)
             except Exception as exc:  # no worker processes here (a broken pool, no spawn): do it in-process
                 log.warning("rules re-run workers failed (%s); evaluating in-process", type(exc).__name__)
         if evaluated is None:
@@ -369,10 +411,6 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
         with store.tx():
             conn.execute("DELETE FROM rule_texts WHERE id NOT IN (SELECT j.value FROM encounter_rules r, "
                          "json_each(r.findings) j)")
-    from agent import audit
-
-    with store.tx():
-        audit.record(store, actor=actor, action="rules.rerun", target="rules", detail=res.to_dict())
     log.info("rules re-run: %d checked, %d changed, %d held, %d released, %d already sent "
              "(read %.1f s, rules %.1f s, write %.1f s)", res.checked, res.changed, res.held, res.released,
              res.skipped_sent, t1 - t0, t2 - t1, time.perf_counter() - t2)

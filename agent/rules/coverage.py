@@ -24,7 +24,7 @@ Messages name no patient data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from agent.rules import EncounterFacts, History, Hit, Rule
@@ -36,24 +36,27 @@ if TYPE_CHECKING:
 RULE_ID = "coverage.inactive_on_dos"
 
 
-def inactive_on_dos(enc: EncounterFacts, history: History) -> Iterator[Hit]:
+_PAYER_SAYS_INACTIVE = [Hit("coverages", "the payer's eligibility answer for this date of service says the coverage "
+                            "was not active", "confirm the patient's insurance (a new card, another payer) and "
+                            "correct the coverage in the EHR, or approve it as self-pay")]
+
+
+def inactive_on_dos(enc: EncounterFacts, history: History) -> Sequence[Hit]:
     if not enc.dos:
-        return
-    answer = history.eligibility.get((enc.mrn, enc.dos[:10]))
+        return ()
+    answer = history.eligibility.get((enc.mrn, enc.dos[:10])) if history.eligibility else None
     if answer == EligibilityStatus.INACTIVE:
-        yield Hit("coverages", "the payer's eligibility answer for this date of service says the coverage was "
-                  "not active", "confirm the patient's insurance (a new card, another payer) and correct the "
-                  "coverage in the EHR, or approve it as self-pay")
-        return
+        return _PAYER_SAYS_INACTIVE
     if answer == EligibilityStatus.ACTIVE or not enc.coverage_dates:
-        return
+        return ()
     dos = enc.dos[:10]
     if all((end and end < dos) or (start and start > dos) for start, end in enc.coverage_dates):
         ended = [end for _, end in enc.coverage_dates if end and end < dos]
         why = (f"ended on {max(ended)}" if ended else "starts after it")
-        yield Hit("coverages", f"the coverage the EHR sent {why}, outside the date of service {dos}",
-                  "update the patient's insurance in the EHR (the plan dates or a new coverage) and re-export, "
-                  "or approve it as self-pay")
+        return [Hit("coverages", f"the coverage the EHR sent {why}, outside the date of service {dos}",
+                    "update the patient's insurance in the EHR (the plan dates or a new coverage) and re-export, "
+                    "or approve it as self-pay")]
+    return ()
 
 
 RULES = [

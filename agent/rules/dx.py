@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from agent.validate import icd10_status
 _MALE = re.compile(r"\bmale\b", re.I)
 _FEMALE = re.compile(r"\bfemale\b", re.I)
 MATERNAL_AGES = (9, 64)  # CMS Medicare Code Editor maternity edit
+_NO_EDIT = ("", "")
 
 
 @lru_cache(maxsize=1)
@@ -99,50 +100,65 @@ def _age(dob: str, dos: str) -> int | None:
         return None
 
 
-def not_billable(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
-    for i, d in enumerate(enc.diagnoses):
-        if d.system == "ICD-10-CM" and icd10_status(d.code) == "header":
-            yield Hit(f"diagnoses[{i}]", f"{d.code} is an ICD-10-CM category, not a billable code",
-                      "code to the highest specificity: add the missing characters")
+# Rules return a list of hits (an empty tuple for none): called for every encounter of a re-run,
+# a plain function costs less than a generator.
+NONE: tuple[Hit, ...] = ()
 
 
-def sex_mismatch(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+def not_billable(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
+    out: Sequence[Hit] = NONE
+    for i, (code, system) in enumerate(zip(enc.dx, enc.dx_systems, strict=False)):
+        if system == "ICD-10-CM" and icd10_status(code) == "header":
+            out = [*out, Hit(f"diagnoses[{i}]", f"{code} is an ICD-10-CM category, not a billable code",
+                             "code to the highest specificity: add the missing characters")]
+    return out
+
+
+def sex_mismatch(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
     sex = enc.sex
     if sex not in ("M", "F"):
-        return
+        return NONE
     table = edits()
+    out: Sequence[Hit] = NONE
     for i, d in enumerate(enc.dx):
-        want = table.get(d, ("", ""))[0]
+        want = table.get(d, _NO_EDIT)[0]
         if want and want != sex:
             who = "female" if want == "F" else "male"
-            yield Hit(f"diagnoses[{i}]", f"{d} is a {who}-only diagnosis in ICD-10-CM, and the patient's sex "
-                      "on the encounter is not " + who,
-                      "check the diagnosis and the patient's sex in the EHR; payers deny this combination")
+            out = [*out, Hit(f"diagnoses[{i}]", f"{d} is a {who}-only diagnosis in ICD-10-CM, and the patient's sex "
+                             "on the encounter is not " + who,
+                             "check the diagnosis and the patient's sex in the EHR; payers deny this combination")]
+    return out
 
 
-def age_mismatch(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+def age_mismatch(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
+    table = edits()
+    groups = [(i, d, g) for i, d in enumerate(enc.dx) if (g := table.get(d, _NO_EDIT)[1])]
+    if not groups:
+        return NONE
     age = _age(enc.dob, enc.dos)
     if age is None:
-        return
-    table = edits()
+        return NONE
     lo, hi = MATERNAL_AGES
-    for i, d in enumerate(enc.dx):
-        group = table.get(d, ("", ""))[1]
+    out: list[Hit] = []
+    for i, d, group in groups:
         if group == "newborn" and age >= 1:
-            yield Hit(f"diagnoses[{i}]", f"{d} is a perinatal (newborn-record) code and the patient is "
-                      "a year old or more on the date of service",
-                      "keep it only if the perinatal condition still causes this illness; else recode it")
+            out.append(Hit(f"diagnoses[{i}]", f"{d} is a perinatal (newborn-record) code and the patient is "
+                           "a year old or more on the date of service",
+                           "keep it only if the perinatal condition still causes this illness; else recode it"))
         elif group == "maternal" and not lo <= age <= hi:
-            yield Hit(f"diagnoses[{i}]", f"{d} is a maternal-record code and the patient's age is outside "
-                      f"{lo}-{hi} (the Medicare Code Editor's maternity range)",
-                      "check the diagnosis and the date of birth in the EHR")
+            out.append(Hit(f"diagnoses[{i}]", f"{d} is a maternal-record code and the patient's age is outside "
+                           f"{lo}-{hi} (the Medicare Code Editor's maternity range)",
+                           "check the diagnosis and the date of birth in the EHR"))
+    return out
 
 
-def unsupported_line(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
-    for i, ln in enumerate(enc.lines):
-        if not ln.pointers:
-            yield Hit(f"lines[{i}].dx_pointers", f"line {i + 1} ({ln.code}) has no diagnosis pointing to it",
-                      "point the line at the diagnosis that justifies it (medical necessity)", line=i)
+def unsupported_line(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
+    out: Sequence[Hit] = NONE
+    for i, (code, pointers) in enumerate(zip(enc.codes, enc.pointers, strict=False)):
+        if not pointers:
+            out = [*out, Hit(f"lines[{i}].dx_pointers", f"line {i + 1} ({code}) has no diagnosis pointing to it",
+                             "point the line at the diagnosis that justifies it (medical necessity)", line=i)]
+    return out
 
 
 RULES = [

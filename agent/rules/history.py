@@ -17,8 +17,9 @@ elsewhere is not known, which is why these are suggestions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from agent.rules import EncounterFacts, History, Hit, Rule, Visit
@@ -66,68 +67,85 @@ def _age(dob: str, dos: str) -> int | None:
     return d.year - b.year - ((d.month, d.day) < (b.month, b.day))
 
 
-def duplicate(enc: EncounterFacts, others: list[Visit]) -> Iterator[Hit]:
-    same_day = [v for v in others if v.dos == enc.dos]
+@lru_cache(maxsize=8192)
+def _since(dos: str, days: int) -> str:
+    """The ISO date ``days`` before ``dos`` ("" when ``dos`` is not a date): a window's start.
+    Cached: a practice's visits fall on a few hundred days a year."""
+    d = _d(dos)
+    return "" if d is None else (d - timedelta(days=days)).isoformat()
+
+
+def duplicate(enc: EncounterFacts, others: list[Visit]) -> Sequence[Hit]:
+    if not others:
+        return ()
+    dos = enc.dos
+    same_day = [v for v in others if v.dos == dos]
     if not same_day:
-        return
+        return ()
+    out: list[Hit] = []
     seen: set[str] = set()
     for i, code in enumerate(enc.codes):
         if code in seen:
             continue
         if any(code in v.codes for v in same_day):
             seen.add(code)
-            yield Hit(f"lines[{i}].code", f"{code} is also billed for this patient on the same date in another "
-                      "encounter", "check whether both are real (then add a modifier such as 76/77 or 91) or "
-                      "reject this one as a duplicate", line=i)
+            out.append(Hit(f"lines[{i}].code", f"{code} is also billed for this patient on the same date in another "
+                           "encounter", "check whether both are real (then add a modifier such as 76/77 or 91) or "
+                           "reject this one as a duplicate", line=i))
+    return out
 
 
-def _month(enc: EncounterFacts, others: list[Visit]) -> list[Visit]:
-    return [v for v in others if v.dos[:7] == enc.dos[:7]]
-
-
-def ccm(enc: EncounterFacts, others: list[Visit]) -> Iterator[Hit]:
+def ccm(enc: EncounterFacts, others: list[Visit]) -> Sequence[Hit]:
     if not enc.dos:
-        return
-    month = _month(enc, others)
-    dx = [*enc.dx, *(c for v in month for c in v.dx)]
-    conditions = sorted({CHRONIC[c[:3]] for c in dx if c[:3] in CHRONIC})
+        return ()
+    month = enc.dos[:7]
+    conditions = {CHRONIC[c[:3]] for c in enc.dx if c[:3] in CHRONIC}
+    in_month = [v for v in others if v.dos[:7] == month] if others else []
+    for v in in_month:
+        conditions.update(CHRONIC[c[:3]] for c in v.dx if c[:3] in CHRONIC)
     if len(conditions) < 2:
-        return
-    if CCM_CODES & {*enc.codes, *(c for v in month for c in v.codes)}:
-        return
-    yield Hit("lines", f"{len(conditions)} chronic conditions documented this month ({', '.join(conditions)}) and "
-              "no chronic care management code", "if the practice provides 20+ minutes of care management in the "
-              "month with the patient's consent, bill CCM (e.g. 99490); a suggestion, not billed automatically")
+        return ()
+    if not CCM_CODES.isdisjoint(enc.codes) or any(not CCM_CODES.isdisjoint(v.codes) for v in in_month):
+        return ()
+    names = sorted(conditions)
+    return [Hit("lines", f"{len(names)} chronic conditions documented this month ({', '.join(names)}) and "
+                "no chronic care management code", "if the practice provides 20+ minutes of care management in the "
+                "month with the patient's consent, bill CCM (e.g. 99490); a suggestion, not billed automatically")]
 
 
-def awv(enc: EncounterFacts, others: list[Visit]) -> Iterator[Hit]:
-    if not enc.medicare or AWV_CODES & set(enc.codes):
-        return
-    d = _d(enc.dos)
-    if d is None:
-        return
-    since = (d - timedelta(days=365)).isoformat()
-    if any(AWV_CODES & set(v.codes) for v in others if since <= v.dos <= enc.dos):
-        return
-    yield Hit("lines", "Medicare patient with no annual wellness visit (G0438/G0439) in the last 12 months of "
-              "visits seen", "offer an annual wellness visit; a suggestion, not billed automatically")
+_NO_AWV = [Hit("lines", "Medicare patient with no annual wellness visit (G0438/G0439) in the last 12 months of "
+               "visits seen", "offer an annual wellness visit; a suggestion, not billed automatically")]
 
 
-def preventive(enc: EncounterFacts, others: list[Visit]) -> Iterator[Hit]:
-    if not PREVENTIVE_VISIT & set(enc.codes):
-        return
+def awv(enc: EncounterFacts, others: list[Visit]) -> Sequence[Hit]:
+    if not enc.medicare or not AWV_CODES.isdisjoint(enc.codes):
+        return ()
+    since = _since(enc.dos, 365)
+    if not since:
+        return ()
+    if any(not AWV_CODES.isdisjoint(v.codes) for v in others if since <= v.dos <= enc.dos):
+        return ()
+    return _NO_AWV
+
+
+def preventive(enc: EncounterFacts, others: list[Visit]) -> Sequence[Hit]:
+    if PREVENTIVE_VISIT.isdisjoint(enc.codes):
+        return ()
     age = _age(enc.dob, enc.dos)
-    d = _d(enc.dos)
-    if age is None or d is None:
-        return
+    if age is None:
+        return ()
+    out: list[Hit] = []
     for name, sex, lo, hi, months, codes in SCREENINGS:
         if (sex and enc.sex != sex) or not lo <= age <= hi:
             continue
-        since = (d - timedelta(days=months * 31)).isoformat()
-        done = codes & set(enc.codes) or any(codes & set(v.codes) for v in others if since <= v.dos <= enc.dos)
-        if not done:
-            yield Hit("lines", f"{name} is due at this age and none was coded in the last {months} months of "
-                      "visits seen", "order or document it if appropriate; a suggestion, not billed automatically")
+        if not codes.isdisjoint(enc.codes):
+            continue
+        since = _since(enc.dos, months * 31)
+        if any(not codes.isdisjoint(v.codes) for v in others if since <= v.dos <= enc.dos):
+            continue
+        out.append(Hit("lines", f"{name} is due at this age and none was coded in the last {months} months of "
+                       "visits seen", "order or document it if appropriate; a suggestion, not billed automatically"))
+    return out
 
 
 RULES = [

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 from agent.rules import EncounterFacts, Facts, Hit, Rule
 
@@ -43,29 +43,37 @@ def is_surgery(code: str) -> bool:
     return len(code) == 5 and code.isdigit() and "10004" <= code <= "69990" and code not in NO_GLOBAL
 
 
-def missing_25(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
-    procs = [ln.code for ln in enc.lines if is_surgery(ln.code)]
+def missing_25(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
+    procs = [c for c in enc.codes if is_surgery(c)]
     if not procs:
-        return
-    for i, ln in enumerate(enc.lines):
-        if is_em(ln.code) and "25" not in ln.modifiers:
-            yield Hit(f"lines[{i}].modifiers", f"E/M {ln.code} is billed with procedure {procs[0]} on the same day "
-                      "without modifier 25; the visit will be bundled into the procedure",
-                      "add 25 if the visit was significant and separately identifiable (documented); "
-                      "otherwise remove the E/M line", line=i)
+        return ()
+    out = []
+    for i, (code, mods) in enumerate(zip(enc.codes, enc.modifiers, strict=False)):
+        if is_em(code) and "25" not in mods:
+            out.append(Hit(f"lines[{i}].modifiers", f"E/M {code} is billed with procedure {procs[0]} on the same "
+                           "day without modifier 25; the visit will be bundled into the procedure",
+                           "add 25 if the visit was significant and separately identifiable (documented); "
+                           "otherwise remove the E/M line", line=i))
+    return out
 
 
-def review_59(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
-    where = {ln.code: i for i, ln in enumerate(enc.lines)}
-    if len(where) < 2:
-        return
-    for ln in enc.lines:
-        for j, other in enumerate(enc.lines):
-            if (ln.code, other.code) in BUNDLES and not (DISTINCT & (set(ln.modifiers) | set(other.modifiers))):
-                yield Hit(f"lines[{j}].modifiers", f"{other.code} is bundled into {ln.code} (NCCI) and neither line "
-                          "has 59, XE, XS, XP or XU; it will be denied",
-                          "if the services were distinct (other site, session or encounter), add the modifier that "
-                          "says so to the second code; otherwise remove it", line=j)
+_FIRST = frozenset(c for c, _ in BUNDLES)
+
+
+def review_59(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
+    codes = enc.codes
+    if len(codes) < 2 or _FIRST.isdisjoint(codes):
+        return ()
+    out = []
+    mods = enc.modifiers
+    for i, first in enumerate(codes):
+        for j, second in enumerate(codes):
+            if (first, second) in BUNDLES and DISTINCT.isdisjoint([*mods[i], *mods[j]]):
+                out.append(Hit(f"lines[{j}].modifiers", f"{second} is bundled into {first} (NCCI) and neither "
+                               "line has 59, XE, XS, XP or XU; it will be denied",
+                               "if the services were distinct (other site, session or encounter), add the modifier "
+                               "that says so to the second code; otherwise remove it", line=j))
+    return out
 
 
 RULES = [

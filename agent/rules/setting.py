@@ -33,7 +33,7 @@ level's range, which CPT 2024 restated as "must be met or exceeded"), as the CMS
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 from agent.rules import EncounterFacts, Facts, Hit, Rule
 
@@ -60,23 +60,40 @@ UNLISTED = frozenset({
 })
 
 
-def pos_mismatch(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+_SETTING: dict[str, tuple[frozenset[str] | None, frozenset[str] | None, str] | None] = {}  # code -> its E/M setting
+
+
+def _setting(code: str) -> tuple[frozenset[str] | None, frozenset[str] | None, str] | None:
+    if code in _SETTING:
+        return _SETTING[code]
+    found = next(((allowed, refused, what) for first, last, allowed, refused, what in EM_SETTINGS
+                  if len(code) == 5 and first <= code <= last), None)
+    if len(_SETTING) < 50_000:
+        _SETTING[code] = found
+    return found
+
+
+def pos_mismatch(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
     pos = enc.pos
     if not pos:
-        return
-    for i, ln in enumerate(enc.lines):
-        for first, last, allowed, refused, what in EM_SETTINGS:
-            if len(ln.code) == 5 and first <= ln.code <= last:
-                if (allowed is not None and pos not in allowed) or (refused is not None and pos in refused):
-                    yield Hit("place_of_service", f"{ln.code} is {what}, but the place of service is {pos}",
-                              "correct the place of service or the E/M code in the EHR", line=i)
-                break
+        return ()
+    out: Sequence[Hit] = ()
+    for i, code in enumerate(enc.codes):
+        setting = _SETTING[code] if code in _SETTING else _setting(code)
+        if setting is not None:
+            allowed, refused, what = setting
+            if (allowed is not None and pos not in allowed) or (refused is not None and pos in refused):
+                out = [*out, Hit("place_of_service", f"{code} is {what}, but the place of service is {pos}",
+                                 "correct the place of service or the E/M code in the EHR", line=i)]
+    return out
 
 
-def coverage_missing(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
-    if not enc.covered:
-        yield Hit("coverages", "the encounter has no insurance coverage (no payer, no member id); it will be "
-                  "billed as self-pay", "add the patient's coverage in the EHR, or approve it as self-pay")
+_NO_COVERAGE = [Hit("coverages", "the encounter has no insurance coverage (no payer, no member id); it will be "
+                    "billed as self-pay", "add the patient's coverage in the EHR, or approve it as self-pay")]
+
+
+def coverage_missing(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
+    return () if enc.covered else _NO_COVERAGE
 
 
 # office/outpatient E/M -> minutes of total time the level needs when chosen by time (AMA 2021)
@@ -95,28 +112,31 @@ def _supported(code: str, minutes: int) -> str:
     return max(family) if family else ""
 
 
-def doc_missing(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+def doc_missing(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
     ordered, minutes = enc.ordered, enc.minutes
+    if not (ordered or minutes) and UNLISTED.isdisjoint(enc.codes):
+        return ()
     cpt_orders = any(_cpt5(c) for c in ordered) if ordered else False
-    for i, ln in enumerate(enc.lines):
-        code = ln.code
+    out: list[Hit] = []
+    for i, code in enumerate(enc.codes):
         if code in UNLISTED:
-            yield Hit(f"lines[{i}].code", f"{code} is an unlisted procedure code: the payer prices it by hand "
-                      "from the procedure note, which the export did not carry",
-                      "attach the operative/procedure note to the claim in the RCM, or use a specific code",
-                      line=i)
+            out.append(Hit(f"lines[{i}].code", f"{code} is an unlisted procedure code: the payer prices it by hand "
+                           "from the procedure note, which the export did not carry",
+                           "attach the operative/procedure note to the claim in the RCM, or use a specific code",
+                           line=i))
         elif cpt_orders and _cpt5(code) and LAB_FIRST <= code <= LAB_LAST and code not in ordered:
-            yield Hit(f"lines[{i}].code", f"lab test {code} has no order or result in the export, which carries "
-                      "the visit's other orders and results",
-                      "check the test was ordered and resulted (the lab's report) before billing it; remove the "
-                      "charge if it was not done", line=i)
+            out.append(Hit(f"lines[{i}].code", f"lab test {code} has no order or result in the export, which "
+                           "carries the visit's other orders and results",
+                           "check the test was ordered and resulted (the lab's report) before billing it; remove "
+                           "the charge if it was not done", line=i))
         elif minutes and code in EM_MINUTES and minutes < EM_MINUTES[code]:
             lower = _supported(code, minutes)
-            yield Hit(f"lines[{i}].code", f"{code} chosen by time needs {EM_MINUTES[code]} minutes; the export "
-                      f"gives a visit of {minutes} minutes",
-                      "if the level rests on medical decision making, make sure the note documents it; otherwise "
-                      + (f"bill the level the time supports ({lower})" if lower else "the time supports no level "
-                         "by time"), line=i)
+            out.append(Hit(f"lines[{i}].code", f"{code} chosen by time needs {EM_MINUTES[code]} minutes; the export "
+                           f"gives a visit of {minutes} minutes",
+                           "if the level rests on medical decision making, make sure the note documents it; "
+                           "otherwise " + (f"bill the level the time supports ({lower})" if lower
+                                           else "the time supports no level by time"), line=i))
+    return out
 
 
 RULES = [

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,29 +32,53 @@ class MueFileError(ValueError):
     """The file is not an MUE table; the message says what was expected (never a row's content)."""
 
 
-def mue(enc: EncounterFacts, facts: Facts) -> Iterator[Hit]:
+_UNITS: dict[str, Decimal | None] = {}  # units as stored -> their value (None: unreadable); a few dozen distinct
+
+
+def _units(text: str) -> Decimal | None:
+    value = _UNITS.get(text, _UNREAD)
+    if value is _UNREAD:
+        try:
+            value = read_decimal(text, limit=MAX_UNITS, places=UNITS_PLACES, what="units")
+        except BadValue:
+            value = None  # the validator reports unreadable units
+        if len(_UNITS) < 10_000:
+            _UNITS[text] = value
+    return value if isinstance(value, Decimal) else None
+
+
+_UNREAD = Decimal("NaN")
+
+
+def mue(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
     table = facts.mue
     if not table:
-        return
+        return ()
     totals: dict[tuple[str, str], tuple[Decimal, int]] = {}
-    for i, ln in enumerate(enc.lines):
-        limit = table.get(ln.code)
+    for i, code in enumerate(enc.codes):
+        limit = table.get(code)
         if not limit:  # unknown, or 0: Medicare does not pay practitioners for it (coverage, not units)
             continue
-        try:
-            units = read_decimal(ln.units, limit=MAX_UNITS, places=UNITS_PLACES, what="units")
-        except BadValue:
-            continue  # the validator reports unreadable units
-        key = (ln.code, ln.date or enc.dos)
-        total, first = totals.get(key, (Decimal(0), i))
+        units = _units(enc.units[i])
+        if units is None:
+            continue
+        key = (code, enc.dates[i] or enc.dos)
+        total, first = totals.get(key, (_ZERO, i))
         totals[key] = (total + units, first)
+    if not totals:
+        return ()
+    out = []
     for (code, _day), (total, first) in totals.items():
         limit = table[code]
         if total > limit:
-            yield Hit(f"lines[{first}].units", f"{code}: {total:f} units on one date of service, above its "
-                      f"Medically Unlikely Edit of {limit}",
-                      "check the units against the documentation; split across dates only if the service was",
-                      line=first)
+            out.append(Hit(f"lines[{first}].units", f"{code}: {total:f} units on one date of service, above its "
+                           f"Medically Unlikely Edit of {limit}",
+                           "check the units against the documentation; split across dates only if the service "
+                           "was", line=first))
+    return out
+
+
+_ZERO = Decimal(0)
 
 
 def read_mue_file(path: Path) -> dict[str, int]:

@@ -89,6 +89,11 @@ def _icd_table() -> dict[str, bool]:
     return table
 
 
+def icd10_table() -> dict[str, bool]:
+    """ICD-10-CM code -> billable (a leaf code), loaded once: for checks that look up many codes."""
+    return _icd_table()
+
+
 def icd10_status(code: str) -> str:
     """'billable' | 'header' (valid but not billable) | 'unknown'."""
     billable = _icd_table().get(code)

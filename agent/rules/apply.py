@@ -242,10 +242,10 @@ def _chunks(items: list[Item], n: int) -> list[tuple[list[Item], set[str]]]:
 def _warm() -> None:
     """A worker's first task: load the code tables the rules read, while the re-run still reads the store."""
     from agent.rules.dx import edits
-    from agent.validate import icd10_status
+    from agent.validate import icd10_table
 
     edits()
-    icd10_status("I10")
+    icd10_table()
 
 
 def _start_pool(rules: RuleSet | None, workers: int) -> Any:
@@ -261,11 +261,18 @@ def _start_pool(rules: RuleSet | None, workers: int) -> Any:
     return pool
 
 
+TASKS_PER_WORKER = 3  # smaller tasks: the results of one are taken in while the workers go on
+
+
 def _evaluate_parallel(pool: Any, items: list[Item], eligibility: dict[tuple[str, str], str],
-                       workers: int) -> list[Evaluated]:
+                       workers: int) -> Iterator[Evaluated]:
+    """The tasks' results as they complete."""
+    from concurrent.futures import as_completed
+
     futures = [pool.submit(_worker_task, chunk, {k: v for k, v in eligibility.items() if k[0] in mrns})
-               for chunk, mrns in _chunks(items, workers)]
-    return [fut.result() for fut in futures]
+               for chunk, mrns in _chunks(items, workers * TASKS_PER_WORKER)]
+    for fut in as_completed(futures):
+        yield fut.result()
 
 
 def _rebuild(store: Store, rules: RuleSet | None, ids: list[int]) -> dict[int, tuple[str, str, bool]]:
@@ -372,27 +379,22 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
 
         eligibility = read_eligibility(store, {it[1] for it in items})
         t1 = time.perf_counter()
-        evaluated = None
-        if pool is not None:
-            try:
-                evaluated = _evaluate_parallel(pool, items, eligibility, workers)
-            except Exception as exc:  # no worker processes here (a broken pool, no spawn): do it in-process
-                log.warning("rules re-run workers failed (%s); evaluating in-process", type(exc).__name__)
-        if evaluated is None:
-            evaluated = [evaluate_items(rules, items, eligibility)]
-        del items
         texts = Texts(conn, preload=True)
-        with store.tx():  # the finding texts first: the rows below point at them
-            ids = [[texts.id(t) for t in bodies] for _, bodies in evaluated]
         findings: list[tuple[str, int]] = []  # (findings, id) of rows whose findings change
         states: list[tuple[str, int, str]] = []  # (new state, id, old state)
-        for (results, _), local in zip(evaluated, ids, strict=True):
+
+        def take(evaluated: Evaluated) -> None:
+            """One task's results: their finding texts stored first (the rows point at them), then
+            what changes."""
+            results, bodies = evaluated
+            with store.tx():
+                local = [str(texts.id(t)) for t in bodies]
             res.checked += len(results)
             for eid, found, hold in results:
                 state, chash, old_json, base_holds = meta[eid]
                 held = (hold or base_holds) and (eid, chash) not in approved
                 new_state = EncounterState.NEEDS_REVIEW if held else EncounterState.READY
-                new_json = "[" + ",".join([str(local[i]) for i in found]) + "]" if found else "[]"
+                new_json = "[" + ",".join([local[i] for i in found]) + "]" if found else "[]"
                 if new_json != old_json:
                     findings.append((new_json, eid))
                 if new_json != old_json or new_state != state:
@@ -403,8 +405,22 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
                         res.held += 1
                     else:
                         res.released += 1
+
+        done = False
+        if pool is not None:
+            try:
+                for evaluated in _evaluate_parallel(pool, items, eligibility, workers):
+                    take(evaluated)  # while the workers go on with the other tasks
+                done = True
+            except Exception as exc:  # no worker processes here (a broken pool, no spawn): do it in-process
+                log.warning("rules re-run workers failed (%s); evaluating in-process", type(exc).__name__)
+                findings.clear()
+                states.clear()
+                res.checked = res.changed = res.held = res.released = 0
+        if not done:
+            take(evaluate_items(rules, items, eligibility))
+        del items
         inputs = [(eid, chash, int(base_holds), text) for eid, (text, chash, base_holds) in rebuilt.items()]
-        del evaluated, meta
     t2 = time.perf_counter()
     _write(store, inputs, findings, states, batch)
     if texts.added and mrns is None:  # texts no finding points at any more (an older pack's)

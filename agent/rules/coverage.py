@@ -50,13 +50,14 @@ def inactive_on_dos(enc: EncounterFacts, history: History) -> Sequence[Hit]:
     if answer == EligibilityStatus.ACTIVE or not enc.coverage_dates:
         return ()
     dos = enc.dos[:10]
-    if all((end and end < dos) or (start and start > dos) for start, end in enc.coverage_dates):
-        ended = [end for _, end in enc.coverage_dates if end and end < dos]
-        why = (f"ended on {max(ended)}" if ended else "starts after it")
-        return [Hit("coverages", f"the coverage the EHR sent {why}, outside the date of service {dos}",
-                    "update the patient's insurance in the EHR (the plan dates or a new coverage) and re-export, "
-                    "or approve it as self-pay")]
-    return ()
+    for start, end in enc.coverage_dates:
+        if not ((end and end < dos) or (start and start > dos)):
+            return ()  # one coverage spans the date of service (or has no dates: may be active)
+    ended = [end for _, end in enc.coverage_dates if end and end < dos]
+    why = (f"ended on {max(ended)}" if ended else "starts after it")
+    return [Hit("coverages", f"the coverage the EHR sent {why}, outside the date of service {dos}",
+                "update the patient's insurance in the EHR (the plan dates or a new coverage) and re-export, "
+                "or approve it as self-pay")]
 
 
 RULES = [

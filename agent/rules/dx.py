@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from agent.rules import EncounterFacts, Facts, Hit, Rule
-from agent.validate import icd10_status
+from agent.validate import icd10_table
 
 _MALE = re.compile(r"\bmale\b", re.I)
 _FEMALE = re.compile(r"\bfemale\b", re.I)
@@ -107,8 +107,9 @@ NONE: tuple[Hit, ...] = ()
 
 def not_billable(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
     out: Sequence[Hit] = NONE
-    for i, (code, system) in enumerate(zip(enc.dx, enc.dx_systems, strict=False)):
-        if system == "ICD-10-CM" and icd10_status(code) == "header":
+    table = icd10_table()
+    for i, code in enumerate(enc.dx):
+        if table.get(code, True) is False and enc.dx_systems[i] == "ICD-10-CM":  # a known code, not a leaf
             out = [*out, Hit(f"diagnoses[{i}]", f"{code} is an ICD-10-CM category, not a billable code",
                              "code to the highest specificity: add the missing characters")]
     return out

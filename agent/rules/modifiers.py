@@ -43,8 +43,20 @@ def is_surgery(code: str) -> bool:
     return len(code) == 5 and code.isdigit() and "10004" <= code <= "69990" and code not in NO_GLOBAL
 
 
+_SURGERY: dict[str, bool] = {}  # code -> is_surgery(code), for the codes seen (a few thousand)
+
+
+def _surgery(code: str) -> bool:
+    found = _SURGERY.get(code)
+    if found is None:
+        found = is_surgery(code)
+        if len(_SURGERY) < 50_000:
+            _SURGERY[code] = found
+    return found
+
+
 def missing_25(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
-    procs = [c for c in enc.codes if is_surgery(c)]
+    procs = [c for c in enc.codes if _surgery(c)]
     if not procs:
         return ()
     out = []

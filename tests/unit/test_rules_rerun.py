@@ -83,7 +83,7 @@ def test_worker_processes_give_the_same_result(tmp_path: Any, monkeypatch: pytes
     real = rules_apply._evaluate_parallel
 
     def pooled(*a: Any) -> Any:
-        out = real(*a)
+        out = list(real(*a))  # six tasks (3 per worker), whole patients each
         calls.append(sum(len(r) for r, _ in out))  # only when the workers answered (a failing pool falls back in-process)
         return out
 

@@ -382,6 +382,7 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
         texts = Texts(conn, preload=True)
         findings: list[tuple[str, int]] = []  # (findings, id) of rows whose findings change
         states: list[tuple[str, int, str]] = []  # (new state, id, old state)
+        evaluated_ids: set[int] = set()
 
         def take(evaluated: Evaluated) -> None:
             """One task's results: their finding texts stored first (the rows point at them), then
@@ -390,6 +391,7 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
             with store.tx():
                 local = [str(texts.id(t)) for t in bodies]
             res.checked += len(results)
+            evaluated_ids.update([r[0] for r in results])
             for eid, found, hold in results:
                 state, chash, old_json, base_holds = meta[eid]
                 held = (hold or base_holds) and (eid, chash) not in approved
@@ -416,10 +418,17 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
                 log.warning("rules re-run workers failed (%s); evaluating in-process", type(exc).__name__)
                 findings.clear()
                 states.clear()
+                evaluated_ids.clear()
                 res.checked = res.changed = res.held = res.released = 0
         if not done:
             take(evaluate_items(rules, items, eligibility))
         del items
+        if res.checked < len(meta):  # an input that did not decode (not as this version writes them)
+            lost = [eid for eid in meta if eid not in evaluated_ids]
+            log.warning("rules re-run: %d stored rule inputs could not be read; they are rebuilt on the next run",
+                        len(meta) - res.checked)
+            with store.tx():  # stale now: the next re-run builds them again from their encounters
+                conn.executemany("UPDATE rule_inputs SET input_hash = '' WHERE encounter_id = ?", [(e,) for e in lost])
         inputs = [(eid, chash, int(base_holds), text) for eid, (text, chash, base_holds) in rebuilt.items()]
     t2 = time.perf_counter()
     _write(store, inputs, findings, states, batch)

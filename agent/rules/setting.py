@@ -15,12 +15,14 @@
   - an *unlisted* procedure code (e.g. 17999, 64999, 99499): payers price it by hand and ask for
     the procedure note;
   - a *lab test without an order or result*: a code of the CPT Pathology and Laboratory section
-    (80047-89398) on an encounter whose source carries orders and results (``Encounter.evidence``;
-    HL7 v2 OBR/OBX today) coded in CPT, with no order or result for that code. When the source
+    (80047-89398) on an encounter whose source carries orders and results (``Encounter.evidence``:
+    HL7 v2 OBR/OBX; FHIR ServiceRequest, DiagnosticReport, Observation; C-CDA Results and Plan of
+    Treatment entries) coded in CPT, with no order or result for that code. When the source
     sends no orders at all, or codes them only in LOINC or local codes (no CPT to compare with),
     the rule stays quiet: absence there says nothing;
   - an *E/M level above what a short visit supports*: the source gives the visit's length
-    (HL7 PV1-44/45 with times of day) and it is below the total time the office/outpatient level
+    (HL7 PV1-44/45, FHIR Encounter.period or length, C-CDA encounter effectiveTime; with times of
+    day) and it is below the total time the office/outpatient level
     needs when chosen by time (:data:`EM_MINUTES`). The level may rightly rest on medical
     decision making instead, so the coder checks the note says so, or bills the level the time
     supports.

@@ -82,7 +82,7 @@ def test_rules_rerun_over_stored_encounters(tmp_path: Path) -> None:
     _fill(store, N_STORED)
     mue = {k: v["maxUnits"] for k, v in json.loads(DATA.read_text()).items()}
     rules = RuleSet(mue=mue)
-    workers = 2  # what `chargebridge rules rerun` and the API's re-run use on a 2-core machine (default_workers)
+    workers = 2  # what `chargebridge rules rerun` uses on a 2-core machine (default_workers)
 
     # baseline: read and decode every stored encounter, the floor of a re-run that reads the encounters
     def read_all() -> int:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path
 from agent import review
 from agent.api.deps import AUTH, Caller, Paging, caller, errors, need, paging, service
 from agent.rules import RuleSet
-from agent.rules.apply import rerun
+from agent.rules.apply import default_workers, rerun
 from agent.service import EngineService
 from core.schemas import (
     ApproveBody,
@@ -77,7 +77,8 @@ def rules(pg: Paging = Depends(paging), c: Caller = Depends(caller),
 
 @router.post("/rules/rerun", response_model=RulesRerun, responses=errors(*AUTH))
 def rules_rerun(c: Caller = Depends(need(Role.MANAGER)), svc: EngineService = Depends(service)) -> dict[str, Any]:
-    return rerun(svc.store, _rules(svc), actor=c.actor).to_dict()
+    # worker processes (spawned) from 20,000 encounters, as `chargebridge rules rerun`
+    return rerun(svc.store, _rules(svc), actor=c.actor, workers=default_workers()).to_dict()
 
 
 @router.get("/opportunities", response_model=Page[Opportunity], responses=errors(*AUTH))

@@ -224,8 +224,8 @@ def _worker_task(items: list[Item], eligibility: dict[tuple[str, str], str]) -> 
 
 
 def _chunks(items: list[Item], n: int) -> list[tuple[list[Item], set[str]]]:
-    """Items in ``n`` tasks of about the same number of encounters (one per worker: the work per
-    encounter is even), whole patients each, with their MRNs."""
+    """Items in ``n`` tasks of about the same number of encounters (the work per encounter is
+    even, so the workers finish together), whole patients each, with their MRNs."""
     by_mrn: dict[str, list[Item]] = {}
     for it in items:
         by_mrn.setdefault(it[1], []).append(it)

@@ -15,8 +15,7 @@ from datetime import datetime
 
 from core.model import Evidence
 
-# Distinct orders/results kept per encounter. The same budget as connectors.ehr.hl7v2.MAX_EVIDENCE
-# (a test keeps the two equal: parser modules may not import each other).
+# Distinct orders/results kept per encounter, in every format (HL7 v2, FHIR, C-CDA).
 MAX_EVIDENCE = 200
 MAX_CODE = 32
 MAX_SYSTEM = 16

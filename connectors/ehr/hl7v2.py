@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from connectors.ehr import limits
 from connectors.ehr.base import ParseError
+from connectors.ehr.evidence import MAX_EVIDENCE  # distinct orders/results per encounter (a panel's OBX are one)
 from core.model import (
     MAX_MONEY,
     MAX_UNITS,
@@ -559,7 +560,6 @@ def _dft(by: dict[str, list[list[str]]], d: _D, label: str, system: str, control
     )
 
 
-MAX_EVIDENCE = 200  # distinct orders/results kept per encounter (a panel's OBX are one result)
 
 
 def _evidence(by: dict[str, list[list[str]]], pv1: list[str], d: _D) -> list[Evidence]:

@@ -195,7 +195,7 @@ def test_thousands_of_orders_are_capped_at_the_budget() -> None:
     enc = parsed(bundle(charges=["85025"], orders=orders, period={"start": "2026-03-10T10:00:00Z",
                                                                    "end": "2026-03-10T10:20:00Z"}))
     kept = [e for e in enc.evidence if e.kind == "order"]
-    assert len(kept) == evidence.MAX_EVIDENCE == hl7v2.MAX_EVIDENCE  # one budget for every format
+    assert len(kept) == evidence.MAX_EVIDENCE == hl7v2.MAX_EVIDENCE  # one budget for every format (hl7v2 imports it)
     assert [e.code for e in kept] == orders[:evidence.MAX_EVIDENCE]
     assert enc.evidence[-1] == Evidence("time", minutes=20)  # the visit's length is kept past the cap
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import audit
 from agent.rules import EncounterFacts, RuleSet, holds
-from agent.rules.apply import split, store_new, store_one
+from agent.rules.apply import refresh_after_ingest, split, store_new, store_one
 from agent.store import Store, now
 from agent.validate import has_errors, validate
 from connectors.ehr.limits import DEFAULT as DEFAULT_BUDGETS
@@ -360,6 +360,12 @@ class Pipeline:
             doc_status = DocumentStatus.QUARANTINED if quarantined else DocumentStatus.PROCESSED
             conn.execute("UPDATE documents SET status = ?, processed_at = ?, format = ? WHERE id = ?",
                          (doc_status, now(), fmt or "auto", doc_id))
+        if self.rules is not None and self.rules.historic and out.accepted:
+            try:  # the patients' earlier visits, which the new ones may change (a duplicate, the month)
+                refresh_after_ingest(self.store, self.rules, rows)
+            except Exception as exc:  # the document is stored; the next re-run catches up
+                log.warning("document %d: refreshing the rules of earlier visits failed (%s)", doc_id,
+                            type(exc).__name__)
         log.info("document %d: %s (accepted %d, duplicates %d, quarantined %d)",
                  doc_id, out.status, out.accepted, out.duplicates, out.quarantined)
         return out

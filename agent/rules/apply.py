@@ -107,6 +107,32 @@ def history_rows(store: Store, rules: RuleSet, rows: list[tuple[Any, ...]]) -> l
     return out
 
 
+def refresh_after_ingest(store: Store, rules: RuleSet, rows: list[tuple[Any, ...]]) -> RerunResult | None:
+    """History rules also speak about the *other* visit: a new visit can change the findings of an
+    earlier one not yet sent (``line.duplicate`` on the same day, ``opportunity.ccm`` in the month),
+    which was checked before the new one existed. Re-run the rules for the patients of ``rows``
+    (the pipeline's rows, just stored) with another visit in the same month, so ingest leaves the
+    same findings a full re-run would. None when no patient has one."""
+    pairs: dict[tuple[str, str], int] = {}
+    keys = []
+    for r in rows:
+        f = r[11] if len(r) > 11 else None
+        if f is not None and f.mrn and f.dos:
+            pairs[(f.mrn, f.dos[:7])] = pairs.get((f.mrn, f.dos[:7]), 0) + 1
+            keys.append(r[0])
+    if not pairs:
+        return None
+    mrns = {m for (m, _), n in pairs.items() if n > 1}  # two visits of one patient in this document's month
+    mrns.update(m for (m,) in store.conn.execute(
+        "SELECT DISTINCT e.mrn FROM json_each(?) p JOIN encounters e ON e.mrn = json_extract(p.value, '$[0]') "
+        "AND substr(e.dos, 1, 7) = json_extract(p.value, '$[1]') WHERE e.kind = ? AND e.state != ? "
+        "AND e.business_key NOT IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(pairs)), EncounterKind.CHARGE, EncounterState.REJECTED, json.dumps(keys))))
+    if not mrns:
+        return None
+    return rerun(store, rules, actor="engine", mrns=mrns, audit_entry=False)
+
+
 def evaluate(rules: RuleSet | None, enc: Encounter | EncounterFacts, history: History) -> list[dict[str, Any]]:
     """The rules' findings on one encounter now (none when the rules are off)."""
     if rules is None:
@@ -301,7 +327,7 @@ def _rebuild(store: Store, rules: RuleSet | None, ids: list[int]) -> dict[int, t
 
 
 def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: int = 20_000,
-          mrns: Collection[str] | None = None, workers: int = 0) -> RerunResult:
+          mrns: Collection[str] | None = None, workers: int = 0, audit_entry: bool = True) -> RerunResult:
     """Re-apply the rules to every charge encounter not yet sent (only these patients' when
     ``mrns`` is given: history rules compare a patient's own encounters). Returns counts.
 
@@ -329,10 +355,11 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    from agent import audit
+    if audit_entry:  # a person's or a job's re-run (not the refresh after each document)
+        from agent import audit
 
-    with store.tx():
-        audit.record(store, actor=actor, action="rules.rerun", target="rules", detail=res.to_dict())
+        with store.tx():
+            audit.record(store, actor=actor, action="rules.rerun", target="rules", detail=res.to_dict())
     return res
 
 

@@ -116,3 +116,24 @@ def _category() -> bytes:
     msg = dft(0, lines=2)
     assert "DG1|1|I10|I10^^I10" in msg
     return msg.replace("DG1|1|I10|I10^^I10", "DG1|1|I10|J02^^I10").encode()
+
+
+def test_a_later_visit_updates_the_earlier_ones_findings_at_ingest(fast_store: Store) -> None:
+    """A duplicate is a pair: when the second visit arrives, the first (not yet sent) is held too,
+    as a full re-run would do; a re-run right after ingest then changes nothing."""
+    pipe = Pipeline(fast_store, rules=RuleSet())
+    first = dft(0, lines=1)  # 99213 for MRN000000 on 2026-10-01
+    second = first.replace("V0000000", "V0000999").replace("C00000000", "C00000999")
+    pipe.ingest_bytes(first.encode(), origin="a.hl7")
+    assert "line.duplicate" not in _codes(fast_store)["V0000000"][2]
+    pipe.ingest_bytes(second.encode(), origin="b.hl7")
+    found = _codes(fast_store)
+    assert "line.duplicate" in found["V0000999"][2] and "line.duplicate" in found["V0000000"][2]
+    assert found["V0000000"][0] == found["V0000999"][0] == "needs_review"
+    audits = fast_store.conn.execute("SELECT count(*) FROM audit WHERE action = 'rules.rerun'").fetchone()[0]
+    assert audits == 0  # the refresh after a document is not a person's re-run
+    again = rerun(fast_store, RuleSet(), actor="t")
+    assert again.checked == 2 and again.changed == 0
+    other_day = dft(1, lines=1)  # another patient: nothing to refresh, the first pair stands
+    pipe.ingest_bytes(other_day.encode(), origin="c.hl7")
+    assert _codes(fast_store)["V0000000"] == found["V0000000"]

@@ -124,7 +124,8 @@ def refresh_after_ingest(store: Store, rules: RuleSet, rows: list[tuple[Any, ...
         return None
     mrns = {m for (m, _), n in pairs.items() if n > 1}  # two visits of one patient in this document's month
     mrns.update(m for (m,) in store.conn.execute(
-        "SELECT DISTINCT e.mrn FROM json_each(?) p JOIN encounters e ON e.mrn = json_extract(p.value, '$[0]') "
+        # CROSS JOIN: the document's (patient, month) pairs drive, each an index search by MRN
+        "SELECT DISTINCT e.mrn FROM json_each(?) p CROSS JOIN encounters e ON e.mrn = json_extract(p.value, '$[0]') "
         "AND substr(e.dos, 1, 7) = json_extract(p.value, '$[1]') WHERE e.kind = ? AND e.state != ? "
         "AND e.business_key NOT IN (SELECT value FROM json_each(?))",
         (json.dumps(sorted(pairs)), EncounterKind.CHARGE, EncounterState.REJECTED, json.dumps(keys))))
@@ -345,11 +346,17 @@ def rerun(store: Store, rules: RuleSet | None, *, actor: str = "engine", batch: 
             pool = _start_pool(rules, workers)
         except Exception as exc:  # no worker processes here (no spawn, no semaphores): do it in-process
             log.warning("rules re-run workers did not start (%s); evaluating in-process", type(exc).__name__)
+    # the coders' approvals and the versions sent (only these patients' when mrns is given: the
+    # refresh after each document must not read a mature store's whole outbox)
+    mine = "" if mrns is None else (" AND encounter_id IN (SELECT e.id FROM encounters e WHERE e.kind = 'charge'"
+                                    + only + ")")
+    margs = () if mrns is None else (json.dumps(list(mrns)),)
     approved = {(int(e), str(h)) for e, h in conn.execute(
         "SELECT encounter_id, content_hash FROM reviews r WHERE decision = 'approved' AND id = "
-        "(SELECT max(id) FROM reviews r2 WHERE r2.encounter_id = r.encounter_id)")}
+        "(SELECT max(id) FROM reviews r2 WHERE r2.encounter_id = r.encounter_id)" + mine, margs)}
     sent = {(int(e), int(v)) for e, v in conn.execute(
-        f"SELECT encounter_id, version FROM outbox WHERE state IN ({','.join('?' * len(SENT))})", SENT)}
+        f"SELECT encounter_id, version FROM outbox WHERE state IN ({','.join('?' * len(SENT))})" + mine,
+        (*SENT, *margs))}
     try:
         res = _rerun(store, rules, res, only, approved, sent, mrns, pool, workers, batch, t0)
     finally:

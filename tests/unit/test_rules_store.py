@@ -137,3 +137,19 @@ def test_a_later_visit_updates_the_earlier_ones_findings_at_ingest(fast_store: S
     other_day = dft(1, lines=1)  # another patient: nothing to refresh, the first pair stands
     pipe.ingest_bytes(other_day.encode(), origin="c.hl7")
     assert _codes(fast_store)["V0000000"] == found["V0000000"]
+
+
+def test_the_refresh_never_changes_a_visit_already_sent(fast_store: Store) -> None:
+    pipe = Pipeline(fast_store, rules=RuleSet())
+    first = dft(0, lines=1)
+    pipe.ingest_bytes(first.encode(), origin="a.hl7")
+    eid, = fast_store.conn.execute("SELECT id FROM encounters").fetchone()
+    with fast_store.tx():  # delivered to the RCM: its findings and state stand
+        fast_store.conn.execute("INSERT INTO outbox (encounter_id, version, state, attempts, next_attempt_at, "
+                                "created_at, updated_at) VALUES (?, 1, 'delivered', 1, 'x', 'x', 'x')", (eid,))
+    before = _codes(fast_store)["V0000000"]
+    pipe.ingest_bytes(first.replace("V0000000", "V0000999").replace("C00000000", "C00000999").encode(),
+                      origin="b.hl7")
+    found = _codes(fast_store)
+    assert found["V0000000"] == before and "line.duplicate" not in before[2]
+    assert "line.duplicate" in found["V0000999"][2]

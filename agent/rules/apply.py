@@ -56,6 +56,7 @@ class Texts:
         self.conn = conn
         self.ids: dict[str, int] = dict(conn.execute("SELECT body, id FROM rule_texts")) if preload else {}
         self.added = 0
+        self.seen: dict[tuple[tuple[str, Any], ...], int] = {}
 
     def id(self, text: str) -> int:
         i = self.ids.get(text)
@@ -70,7 +71,14 @@ class Texts:
         return i
 
     def of(self, findings: Sequence[dict[str, Any]]) -> str:
-        return ids_json([self.id(body(d)) for d in findings])
+        out = []
+        for d in findings:  # the same finding on many encounters of a document: its JSON made once
+            key = tuple(d.items())
+            i = self.seen.get(key)
+            if i is None:
+                i = self.seen[key] = self.id(body(d))
+            out.append(i)
+        return ids_json(out)
 
 
 def split(findings: Sequence[Finding]) -> tuple[list[Finding], list[Finding]]:

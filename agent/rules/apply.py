@@ -474,10 +474,12 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
         inputs = [(eid, chash, int(base_holds), text) for eid, (text, chash, base_holds) in rebuilt.items()]
     t2 = time.perf_counter()
     _write(store, inputs, findings, states, batch)
-    if texts.added and mrns is None:  # texts no finding points at any more (an older pack's)
+    if texts.added and mrns is None and rules is not None:
+        # an older pack's texts no finding points at any more (only older packs': a refresh after a
+        # document, running meanwhile, adds texts of this pack before its rows point at them)
         with store.tx():
-            conn.execute("DELETE FROM rule_texts WHERE id NOT IN (SELECT j.value FROM encounter_rules r, "
-                         "json_each(r.findings) j)")
+            conn.execute("DELETE FROM rule_texts WHERE json_extract(body, '$.rule_version') IS NOT ? AND id NOT IN "
+                         "(SELECT j.value FROM encounter_rules r, json_each(r.findings) j)", (rules.version,))
     log.info("rules re-run: %d checked, %d changed, %d held, %d released, %d already sent "
              "(read %.1f s, rules %.1f s, write %.1f s)", res.checked, res.changed, res.held, res.released,
              res.skipped_sent, t1 - t0, t2 - t1, time.perf_counter() - t2)

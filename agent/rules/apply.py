@@ -19,18 +19,17 @@ hash); its findings are refreshed. An encounter the re-run newly holds leaves th
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import time
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from agent.rules import FACTS_FORMAT, EncounterFacts, History, RuleFinding, RuleSet, body, holds
 from agent.rules.history import read_history
 from agent.store import Store, now
+from connectors.ehr.csvio import gc_paused  # a re-run holds ~10^5 small objects: the collector doubled its time
 from core.model import Encounter, Finding
 from core.states import EncounterKind, EncounterState, OutboxState
 
@@ -207,19 +206,6 @@ Result = tuple[int, tuple[int, ...], bool]  # id, rule findings (indexes into th
 Evaluated = tuple[list[Result], list[str]]  # results, and the finding texts their indexes point to
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a re-run holds its ~10^5 small objects: the collector
-    would walk all of them again and again (it doubled the time); reference counting still frees."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def evaluate_items(rules: RuleSet | None, items: list[Item], eligibility: dict[tuple[str, str], str]) -> Evaluated:
     """The rules over stored inputs that hold *every* stored encounter of their patients (sent ones
     count as history and get no result). Runs here or in a worker process."""
@@ -254,7 +240,7 @@ def _worker_task(items: list[Item], eligibility: dict[tuple[str, str], str]) -> 
         rules.bodies = []
         for index in rules._index.values():
             index.clear()
-    with _no_gc():
+    with gc_paused():
         return evaluate_items(rules, items, eligibility)
 
 
@@ -382,7 +368,7 @@ def _rerun(store: Store, rules: RuleSet | None, res: RerunResult, only: str, app
            sent: set[tuple[int, int]], mrns: Collection[str] | None, pool: Any, workers: int, batch: int,
            t0: float) -> RerunResult:
     conn = store.conn
-    with _no_gc():
+    with gc_paused():
         # three scans joined here (an index of the encounters, the narrow rule rows): 3x faster
         # than SQLite looking up each encounter's rule rows
         args = (EncounterKind.CHARGE, EncounterState.REJECTED, *(() if mrns is None else (json.dumps(list(mrns)),)))

@@ -81,7 +81,7 @@ def pos_mismatch(enc: EncounterFacts, facts: Facts) -> Sequence[Hit]:
         return ()
     out: Sequence[Hit] = ()
     for i, code in enumerate(enc.codes):
-        setting = _SETTING[code] if code in _SETTING else _setting(code)
+        setting = _setting(code)
         if setting is not None:
             allowed, refused, what = setting
             if (allowed is not None and pos not in allowed) or (refused is not None and pos in refused):
